@@ -1,0 +1,106 @@
+"""Turning a ``--model`` argument into loadable Ultralytics weights."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+WEIGHT_SUFFIXES = (".pt",)
+ARCHITECTURE_SUFFIXES = (".yaml", ".yml")
+
+
+def _is_bare_name(model: str) -> bool:
+    return "/" not in model and "\\" not in model
+
+
+def resolve_weights(model: str) -> Path:
+    """Return a local path for ``model``.
+
+    A local path always works. A bare Ultralytics asset name (``yolo11n.pt``)
+    that is not in the working directory is downloaded the way Ultralytics does
+    it; offline, the error says so and how to point at a local file.
+    """
+    path = Path(model).expanduser()
+    if path.is_file():
+        return path
+    if path.exists():
+        raise ModelError(f"model path is not a file: '{model}'")
+    if not _is_bare_name(model) or path.suffix not in WEIGHT_SUFFIXES:
+        raise ModelError(f"model file not found: '{model}'")
+    from ultralytics.utils.downloads import attempt_download_asset
+
+    try:
+        local = Path(attempt_download_asset(model))
+    except Exception as exc:  # Ultralytics raises ConnectionError, FileNotFoundError or others here
+        raise ModelError(
+            f"model '{model}' is not a local file and could not be downloaded ({type(exc).__name__}; offline?): "
+            f"download it on a connected machine and pass its path, e.g. --model /path/to/{model}"
+        ) from exc
+    if not local.is_file():
+        raise ModelError(f"model '{model}' is not a known Ultralytics asset and no such file exists")
+    return local
+
+
+def load_detection_module(model: str) -> tuple[Any, str]:
+    """Load a detection ``nn.Module`` (from ``.pt`` weights or an architecture ``.yaml``) and its display name."""
+    from ultralytics.nn.tasks import load_checkpoint
+
+    if model.endswith(ARCHITECTURE_SUFFIXES):
+        return build_architecture(model), Path(model).name
+    path = resolve_weights(model)
+    try:
+        module, _ = load_checkpoint(str(path), device="cpu")
+    except Exception as exc:
+        raise ModelError(
+            f"cannot load model '{model}': not a valid Ultralytics .pt file ({type(exc).__name__}: {exc})".split("\n")[
+                0
+            ]
+        ) from exc
+    task = getattr(module, "task", None) or _task_of(module)
+    if task != "detect":
+        raise ModelError(f"model '{model}' is a '{task}' model; this pipeline needs a 'detect' model")
+    return module, path.name
+
+
+def build_architecture(model: str) -> Any:
+    """An architecture-only model (random weights) from an Ultralytics YAML name or file."""
+    from ultralytics import YOLO
+
+    try:
+        yolo = YOLO(model)
+    except Exception as exc:
+        raise ModelError(
+            f"cannot build model architecture '{model}' ({type(exc).__name__}: {exc})".split("\n")[0]
+        ) from exc
+    if yolo.task != "detect":
+        raise ModelError(f"model '{model}' is a '{yolo.task}' architecture; this pipeline needs a 'detect' model")
+    log.warning("model '%s' is an architecture only: its weights are random, so are its detections", model)
+    module: Any = yolo.model
+    names = coco_names()
+    if len(module.names) == len(names):
+        module.names = names
+    return module
+
+
+@functools.lru_cache(maxsize=1)
+def coco_names() -> dict[int, str]:
+    """The 80 COCO class names, as Ultralytics ships them."""
+    from ultralytics.utils import ROOT, YAML
+
+    names = YAML.load(ROOT / "cfg" / "datasets" / "coco.yaml")["names"]
+    return {int(k): str(v) for k, v in names.items()}
+
+
+def _task_of(module: Any) -> str:
+    from ultralytics.nn.tasks import guess_model_task
+
+    try:
+        return str(guess_model_task(module))
+    except Exception:
+        return "unknown"

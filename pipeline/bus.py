@@ -1,0 +1,92 @@
+"""The ZeroMQ publisher: owns the socket, framing, sequence numbers and drop counting.
+
+The socket is an XPUB (a PUB that also sees subscriptions), so the publisher
+can wait for a first subscriber before sending. Sends never block inference
+for live use: a full send queue (high-water mark) drops the message and counts
+it. With ``lossless`` on, a full queue pushes back instead, so a file replay
+loses nothing once a subscriber is connected.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+import zmq
+
+from pipeline.errors import PublishError
+from pipeline.schema import encode
+
+log = logging.getLogger(__name__)
+
+POLL_SLICE_MS = 50
+
+
+class BusPublisher:
+    """A bound XPUB socket sending ``[topic, JSON body]`` messages."""
+
+    def __init__(self, endpoint: str, send_hwm: int = 1000, lossless: bool = False) -> None:
+        self.endpoint = endpoint
+        self.lossless = lossless
+        self._ctx = zmq.Context()
+        self._sock = self._ctx.socket(zmq.XPUB)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.setsockopt(zmq.SNDHWM, send_hwm)
+        self._sock.setsockopt(zmq.XPUB_NODROP, 1)  # a full queue raises EAGAIN, which we count or wait on
+        self._sock.setsockopt(zmq.XPUB_VERBOSE, 1)
+        try:
+            self._sock.bind(endpoint)
+        except zmq.ZMQError as exc:
+            self.close()
+            raise PublishError(f"cannot bind publisher to '{endpoint}': {exc}") from exc
+        self.subscriptions = 0
+        self.dropped: Counter[str] = Counter()
+        self.sent = 0
+        self._closed = False
+
+    def _drain_subscriptions(self) -> None:
+        while True:
+            try:
+                msg = self._sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if msg[:1] == b"\x01":
+                self.subscriptions += 1
+            elif msg[:1] == b"\x00":
+                self.subscriptions = max(0, self.subscriptions - 1)
+
+    def wait_for_subscriber(self, stop: threading.Event, timeout_s: float | None = None) -> bool:
+        """Block until a subscriber has subscribed, ``stop`` is set or ``timeout_s`` passes."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while not stop.is_set():
+            self._drain_subscriptions()
+            if self.subscriptions > 0:
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            self._sock.poll(POLL_SLICE_MS, zmq.POLLIN)
+        return False
+
+    def send(self, topic: str, body: dict[str, Any], stop: threading.Event | None = None) -> bool:
+        """Send one message; returns False if it was dropped (counted per topic)."""
+        parts = [topic.encode("utf-8"), encode(body)]
+        while True:
+            try:
+                self._sock.send_multipart(parts, flags=zmq.NOBLOCK)
+                self.sent += 1
+                return True
+            except zmq.Again:
+                if not self.lossless or (stop is not None and stop.is_set()):
+                    self.dropped[topic] += 1
+                    return False
+                self._sock.poll(POLL_SLICE_MS, zmq.POLLOUT)
+
+    def close(self) -> None:
+        if getattr(self, "_closed", False):
+            return
+        self._closed = True
+        self._sock.close(linger=0)
+        self._ctx.term()

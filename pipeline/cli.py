@@ -1,0 +1,264 @@
+"""The ``edgesight`` command line: run, check, subscribe, demo.
+
+Errors a user can cause print one line naming the culprit and exit non-zero
+(2 for bad input at start-up, 1 for a failure while running); ``--debug``
+adds the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from types import FrameType
+from typing import Any
+
+from pipeline.config import DEFAULT_ENDPOINT, PipelineConfig, build_config, load_config, parse_source
+from pipeline.errors import EdgesightError
+
+log = logging.getLogger("edgesight")
+
+EXIT_OK = 0
+EXIT_RUNTIME = 1
+EXIT_BAD_INPUT = 2
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--debug", action="store_true", help="verbose logs and full tracebacks")
+    p.add_argument("--quiet", action="store_true", help="only warnings and errors")
+
+
+def _add_run_overrides(p: argparse.ArgumentParser, default_model: str | None) -> None:
+    p.add_argument("--model", default=default_model, help="weights (.pt), asset name (yolo11n.pt) or .yaml")
+    p.add_argument("--publish", metavar="ENDPOINT", help=f"ZeroMQ endpoint to bind (default {DEFAULT_ENDPOINT})")
+    p.add_argument("--max-frames", type=int, metavar="N", help="stop each stream after N frames")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="inference device")
+    p.add_argument("--imgsz", type=int, help="model input size (multiple of 32)")
+    p.add_argument("--conf", type=float, help="confidence threshold")
+    p.add_argument(
+        "--wait-for-subscriber",
+        action="store_true",
+        help="hold messages until a subscriber connects, then never drop (for file replays)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgesight", description="Real-time video analytics over ZeroMQ.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a pipeline from a config file or --source/--model")
+    run.add_argument("config", nargs="?", help="YAML config file")
+    run.add_argument("--source", action="append", default=[], metavar="SRC", help="file, camera, URL or folder")
+    _add_run_overrides(run, default_model=None)
+    _add_common(run)
+
+    check = sub.add_parser("check", help="validate a config file and exit")
+    check.add_argument("config", help="YAML config file")
+    _add_common(check)
+
+    subscribe = sub.add_parser("subscribe", help="print messages from a running pipeline")
+    subscribe.add_argument("--endpoint", default=DEFAULT_ENDPOINT)
+    subscribe.add_argument("--topic", action="append", default=[], metavar="PREFIX", help="topic prefix (repeatable)")
+    subscribe.add_argument("--count", type=int, metavar="N", help="exit after N messages")
+    subscribe.add_argument("--timeout", type=float, metavar="S", help="exit with code 1 if nothing arrives for S s")
+    subscribe.add_argument("--json", action="store_true", help="print each message body as one JSON line")
+    _add_common(subscribe)
+
+    demo = sub.add_parser("demo", help="run a generated scene through a model (no camera, no internet)")
+    demo.add_argument("--frames", type=int, default=150, help="length of the generated scene")
+    demo.add_argument("--seed", type=int, default=7)
+    _add_run_overrides(demo, default_model="yolo11n.yaml")
+    _add_common(demo)
+    return parser
+
+
+def _setup_logging(args: argparse.Namespace) -> None:
+    level = logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("ultralytics").setLevel(logging.DEBUG if args.debug else logging.WARNING)
+
+
+def _apply_overrides(data: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    model = dict(data.get("model") or {})
+    publish = dict(data.get("publish") or {})
+    if args.model:
+        model["path"] = args.model
+    for key in ("device", "imgsz", "conf"):
+        if getattr(args, key) is not None:
+            model[key] = getattr(args, key)
+    if args.publish:
+        publish["endpoint"] = args.publish
+    if args.wait_for_subscriber:
+        publish["wait_for_subscriber"] = True
+    data = {**data, "model": model, "publish": publish}
+    if args.max_frames is not None:
+        data["streams"] = [{**s, "max_frames": args.max_frames} for s in data.get("streams", [])]
+    return data
+
+
+def _config_from_args(args: argparse.Namespace) -> PipelineConfig:
+    if args.config and args.source:
+        raise EdgesightError("give either a config file or --source, not both")
+    if args.config:
+        base = load_config(args.config).model_dump(mode="json", exclude_unset=True)
+        origin = args.config
+    elif args.source:
+        base = {"streams": [{"id": f"cam{i}", "source": parse_source(s)} for i, s in enumerate(args.source)]}
+        origin = "command line"
+    else:
+        raise EdgesightError("nothing to run: give a config file or --source SRC (see edgesight run --help)")
+    return build_config(_apply_overrides(base, args), origin)
+
+
+class _StopOnSignal:
+    """SIGINT/SIGTERM set the pipeline's stop event; the main loop does the rest."""
+
+    def __init__(self, stop: Any) -> None:
+        self._stop = stop
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopOnSignal:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        log.info("received %s, stopping", signal.Signals(signum).name)
+        self._stop.set()
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def run_pipeline(config: PipelineConfig, quiet: bool = False) -> int:
+    """Run ``config`` to the end (or until a signal), printing live progress; returns the exit code."""
+    from pipeline.runner import Pipeline
+
+    pipeline = Pipeline(config)
+    with _StopOnSignal(pipeline.stop_event):
+        pipeline.start()
+        try:
+            last_print = time.monotonic()
+            while not pipeline.wait(0.2):
+                if pipeline.stop_event.is_set():
+                    break
+                if not quiet and time.monotonic() - last_print >= 1.0:
+                    last_print = time.monotonic()
+                    _print_progress(pipeline.progress())
+        finally:
+            pipeline.stop()
+            report = pipeline.report()
+            pipeline.close()
+    for s in report.streams:
+        rate = s.published / report.elapsed_s if report.elapsed_s > 0 else 0.0
+        drops = ", ".join(f"{q} {n}" for q, n in s.drops.items()) or "none"
+        state = "error" if s.error else "stopped" if s.stopped else "ended"
+        log.info(
+            "stream '%s' %s: %d frames published (%.1f fps), drops: %s", s.stream_id, state, s.published, rate, drops
+        )
+    if report.failure:
+        print(f"edgesight: error: {report.failure}", file=sys.stderr)
+        return EXIT_RUNTIME
+    failed = [s for s in report.streams if s.error]
+    for s in failed:
+        print(f"edgesight: error: stream '{s.stream_id}': {s.error}", file=sys.stderr)
+    return EXIT_RUNTIME if failed else EXIT_OK
+
+
+def _print_progress(p: Any) -> None:
+    rate = p.published / p.elapsed_s if p.elapsed_s > 0 else 0.0
+    line = f"frames {p.published} | {rate:.1f} fps | objects {p.objects} | latency {p.latency_ms:.0f} ms"
+    print(f"{line} | drops {p.drops}", file=sys.stderr, flush=True)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    return run_pipeline(_config_from_args(args), quiet=args.quiet)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    ids = ", ".join(s.id for s in config.streams)
+    print(f"{args.config}: OK ({len(config.streams)} stream(s): {ids}; model {config.model.path})")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    data = {
+        "streams": [{"id": "demo", "source": {"type": "synthetic", "seed": args.seed, "frames": args.frames}}],
+    }
+    return run_pipeline(build_config(_apply_overrides(data, args), "demo"), quiet=args.quiet)
+
+
+def cmd_subscribe(args: argparse.Namespace) -> int:
+    from pipeline.schema import DetectionsMessage
+    from pipeline.subscriber import Subscriber
+
+    received = 0
+    stop = {"flag": False}
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        stop["flag"] = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    with Subscriber(args.endpoint, args.topic or [""]) as sub:
+        idle_since = time.monotonic()
+        while not stop["flag"] and (args.count is None or received < args.count):
+            msg = sub.recv(0.2)
+            if msg is None:
+                if args.timeout is not None and time.monotonic() - idle_since > args.timeout:
+                    print(f"edgesight: error: no message on {args.endpoint} for {args.timeout:g} s", file=sys.stderr)
+                    return EXIT_RUNTIME
+                continue
+            idle_since = time.monotonic()
+            received += 1
+            if args.json:
+                print(json.dumps(msg.raw, separators=(",", ":")), flush=True)
+            elif isinstance(msg, DetectionsMessage):
+                objs = " ".join(f"{d.label}:{d.confidence:.2f}" for d in msg.detections[:8])
+                more = f" +{len(msg.detections) - 8}" if len(msg.detections) > 8 else ""
+                print(
+                    f"{msg.topic} seq={msg.seq} frame={msg.frame_index} n={len(msg.detections)} {objs}{more}",
+                    flush=True,
+                )
+            else:
+                extra = f" {msg.message}" if msg.message else ""
+                print(f"{msg.topic} {msg.event}{extra}", flush=True)
+        if sub.missed:
+            print(f"edgesight: {sub.missed} detections message(s) missed: {dict(sub.gaps)}", file=sys.stderr)
+    return EXIT_OK
+
+
+COMMANDS = {"run": cmd_run, "check": cmd_check, "subscribe": cmd_subscribe, "demo": cmd_demo}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``edgesight`` command."""
+    args = build_parser().parse_args(argv)
+    _setup_logging(args)
+    try:
+        return COMMANDS[args.command](args)
+    except EdgesightError as exc:
+        log.debug("error", exc_info=True)
+        print(f"edgesight: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("edgesight: interrupted", file=sys.stderr)
+        return EXIT_OK
+    except Exception as exc:
+        if args.debug:
+            raise
+        print(
+            f"edgesight: error: unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return EXIT_RUNTIME
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,242 @@
+"""The pipeline's configuration: a pydantic schema that forbids unknown keys.
+
+A YAML file (``edgesight run CONFIG.yaml``) and the quick command-line form
+(``--source … --model …``) both end up as a :class:`PipelineConfig`. Relative
+paths are taken relative to the working directory.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import parse_qsl, urlsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pipeline.errors import ConfigError
+from pipeline.queues import OverflowPolicy
+
+DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
+STREAM_ID_PATTERN = r"^[A-Za-z0-9_\-]{1,64}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FileSourceConfig(_Strict):
+    """A video file, decoded as fast as the pipeline takes frames (``realtime`` paces it at its own fps)."""
+
+    type: Literal["file"] = "file"
+    path: Path
+    realtime: bool = False
+
+    @property
+    def live(self) -> bool:
+        return self.realtime
+
+
+class WebcamSourceConfig(_Strict):
+    """A local camera: an index (``0``) or a device path (``/dev/video0``)."""
+
+    type: Literal["webcam"] = "webcam"
+    device: int | str = 0
+
+    @property
+    def live(self) -> bool:
+        return True
+
+
+class UrlSourceConfig(_Strict):
+    """An RTSP or HTTP stream (RTSP over TCP)."""
+
+    type: Literal["url"] = "url"
+    url: str = Field(pattern=r"^(rtsps?|https?)://")
+    open_timeout_s: float = Field(10.0, gt=0, le=300)
+    read_timeout_s: float = Field(10.0, gt=0, le=300)
+
+    @property
+    def live(self) -> bool:
+        return True
+
+
+class ImagesSourceConfig(_Strict):
+    """Every image in a folder, in name order."""
+
+    type: Literal["images"] = "images"
+    path: Path
+    fps: float = Field(30.0, gt=0, le=1000)
+
+    @property
+    def live(self) -> bool:
+        return False
+
+
+class SyntheticSourceConfig(_Strict):
+    """A generated street scene (no camera or file needed)."""
+
+    type: Literal["synthetic"] = "synthetic"
+    seed: int = Field(0, ge=0)
+    frames: int = Field(300, ge=1)
+    width: int = Field(640, ge=64, le=7680)
+    height: int = Field(360, ge=64, le=4320)
+    fps: float = Field(30.0, gt=0, le=240)
+
+    @property
+    def live(self) -> bool:
+        return False
+
+
+SourceConfig = Annotated[
+    FileSourceConfig | WebcamSourceConfig | UrlSourceConfig | ImagesSourceConfig | SyntheticSourceConfig,
+    Field(discriminator="type"),
+]
+
+
+SOURCE_TYPES = frozenset({"file", "webcam", "url", "images", "synthetic"})
+
+
+def parse_source(text: str) -> dict[str, Any]:
+    """Turn a ``--source`` string into a source config dict.
+
+    ``0`` or ``/dev/video0`` → webcam; ``rtsp://…``/``http(s)://…`` → url;
+    ``synthetic://?seed=7&frames=300`` → synthetic; a folder → images; anything
+    else → a video file.
+    """
+    if text.isdigit():
+        return {"type": "webcam", "device": int(text)}
+    if re.match(r"^/dev/video\d+$", text):
+        return {"type": "webcam", "device": text}
+    if re.match(r"^(rtsps?|https?)://", text):
+        return {"type": "url", "url": text}
+    if text.startswith("synthetic://"):
+        query = dict(parse_qsl(urlsplit(text).query))
+        return {"type": "synthetic", **query}
+    if Path(text).is_dir():
+        return {"type": "images", "path": text}
+    return {"type": "file", "path": text}
+
+
+class StreamConfig(_Strict):
+    """One stream: a source, its id and how its capture queue overflows."""
+
+    id: str = Field(pattern=STREAM_ID_PATTERN)
+    source: SourceConfig
+    queue_policy: OverflowPolicy | None = None
+    """``drop_oldest`` for live sources and ``block`` for files unless set."""
+    queue_size: int = Field(4, ge=1, le=1024)
+    max_frames: int | None = Field(None, ge=1)
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _source_shorthand(cls, value: Any) -> Any:
+        return parse_source(value) if isinstance(value, str) else value
+
+    @property
+    def policy(self) -> OverflowPolicy:
+        if self.queue_policy is not None:
+            return self.queue_policy
+        return OverflowPolicy.DROP_OLDEST if self.source.live else OverflowPolicy.BLOCK
+
+
+class ModelConfig(_Strict):
+    """The detection model and its post-processing."""
+
+    path: str = "yolo11n.pt"
+    """Local weights, an Ultralytics asset name (downloaded when online) or an architecture ``.yaml``."""
+    engine: Literal["auto", "torch"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    half: bool | None = None
+    imgsz: int = Field(640, ge=32, le=4096, multiple_of=32)
+    conf: float = Field(0.25, ge=0.0, le=1.0)
+    iou: float = Field(0.7, ge=0.0, le=1.0)
+    max_det: int = Field(300, ge=1, le=10000)
+    classes: list[int | str] | None = None
+    """Keep only these classes, by id or label."""
+    batch_size: int = Field(1, ge=1, le=64)
+
+
+class PublishConfig(_Strict):
+    """Where and how results go out over ZeroMQ."""
+
+    endpoint: str = Field(DEFAULT_ENDPOINT, pattern=r"^(tcp|ipc|inproc)://")
+    wait_for_subscriber: bool = False
+    """Hold the first message until a subscriber has connected, then never drop (back-pressure instead)."""
+    subscriber_timeout_s: float | None = Field(None, gt=0)
+    """Give up waiting for a subscriber after this long (``None``: wait until stopped)."""
+    send_hwm: int = Field(1000, ge=1)
+
+
+class PipelineConfig(_Strict):
+    """A whole pipeline: streams, one model, one publisher."""
+
+    streams: list[StreamConfig] = Field(min_length=1)
+    model: ModelConfig = ModelConfig()
+    publish: PublishConfig = PublishConfig()
+    queue_size: int = Field(8, ge=1, le=1024)
+    """Size of the queues between preprocess, infer and publish."""
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> PipelineConfig:
+        seen: set[str] = set()
+        for stream in self.streams:
+            if stream.id in seen:
+                raise ValueError(f"stream id '{stream.id}' is used twice")
+            seen.add(stream.id)
+        return self
+
+
+def _format_location(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    previous: int | str | None = None
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif previous == "source" and part in SOURCE_TYPES:
+            pass  # the union's branch name (the ``type`` tag) adds nothing for the user
+        else:
+            out += f".{part}" if out else str(part)
+        previous = part
+    return out or "(top level)"
+
+
+def describe_validation_error(exc: ValidationError, origin: str) -> str:
+    """One line naming the file and each bad key."""
+    parts = []
+    for err in exc.errors():
+        where = _format_location(tuple(err["loc"]))
+        if err["type"] == "extra_forbidden":
+            parts.append(f"{where}: unknown key")
+        else:
+            parts.append(f"{where}: {err['msg']}")
+    return f"{origin}: " + "; ".join(parts)
+
+
+def build_config(data: Any, origin: str) -> PipelineConfig:
+    """Validate a config mapping; ``origin`` names where it came from in errors."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, origin)) from exc
+
+
+def load_config(path: str | Path) -> PipelineConfig:
+    """Read and validate a YAML config file."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file not found: '{path}'")
+    if not path.is_file():
+        raise ConfigError(f"config path is not a file: '{path}'")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: invalid YAML{where}: {getattr(exc, 'problem', exc)}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file '{path}': {exc}") from exc
+    return build_config(data, str(path))

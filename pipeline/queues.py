@@ -1,0 +1,166 @@
+"""Bounded queues with named overflow policies and counted drops.
+
+``block``: a full queue makes the producer wait (every frame is processed).
+``drop_oldest``: a full queue evicts its oldest item (the freshest frame wins and
+latency never grows). :class:`EndOfStream` sentinels are never evicted.
+
+All waits are timed and re-check the pipeline's stop event, so shutdown never
+hangs on a full or empty queue.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter, deque
+from collections.abc import Sequence
+from enum import Enum
+from typing import Generic, TypeVar
+
+from pipeline.messages import EndOfStream
+
+T = TypeVar("T")
+
+WAIT_SLICE_S = 0.05
+"""Longest single wait; every wait loop re-checks the stop event at least this often."""
+
+
+class OverflowPolicy(str, Enum):
+    BLOCK = "block"
+    DROP_OLDEST = "drop_oldest"
+
+
+def _stream_of(item: object) -> str:
+    return str(getattr(item, "stream_id", "?"))
+
+
+class BoundedQueue(Generic[T]):
+    """A thread-safe bounded FIFO with an overflow policy and per-stream drop counters."""
+
+    def __init__(
+        self,
+        name: str,
+        maxsize: int,
+        policy: OverflowPolicy,
+        stop_event: threading.Event,
+        ready: threading.Event | None = None,
+    ) -> None:
+        if maxsize < 1:
+            raise ValueError(f"queue '{name}': maxsize must be >= 1, got {maxsize}")
+        self.name = name
+        self.maxsize = maxsize
+        self.policy = OverflowPolicy(policy)
+        self._stop = stop_event
+        self._ready = ready
+        self._items: deque[T] = deque()
+        self._lock = threading.Lock()
+        self._not_empty = threading.Condition(self._lock)
+        self._not_full = threading.Condition(self._lock)
+        self._drops: Counter[str] = Counter()
+        self.high_water = 0
+
+    # -- producer side -------------------------------------------------------------
+    def put(self, item: T, timeout: float | None = None) -> bool:
+        """Add ``item``; returns False if the stop event was set (or ``timeout`` ran out) first.
+
+        Under ``drop_oldest`` the call never waits for ordinary items: the oldest
+        non-sentinel item is evicted and counted. Sentinels always wait for room.
+        """
+        sentinel = isinstance(item, EndOfStream)
+        with self._lock:
+            if len(self._items) >= self.maxsize and self.policy is OverflowPolicy.DROP_OLDEST and not sentinel:
+                self._evict_oldest()
+            if not self._wait_for_room(timeout):
+                return False
+            self._items.append(item)
+            self.high_water = max(self.high_water, len(self._items))
+            self._not_empty.notify()
+        if self._ready is not None:
+            self._ready.set()
+        return True
+
+    def _evict_oldest(self) -> None:
+        for i, old in enumerate(self._items):
+            if not isinstance(old, EndOfStream):
+                del self._items[i]
+                self._drops[_stream_of(old)] += 1
+                return
+
+    def _wait_for_room(self, timeout: float | None) -> bool:
+        remaining = timeout
+        while len(self._items) >= self.maxsize:
+            if self._stop.is_set():
+                return False
+            if remaining is not None and remaining <= 0:
+                return False
+            slice_s = WAIT_SLICE_S if remaining is None else min(WAIT_SLICE_S, remaining)
+            self._not_full.wait(slice_s)
+            if remaining is not None:
+                remaining -= slice_s
+        return True
+
+    # -- consumer side -------------------------------------------------------------
+    def get(self, timeout: float) -> T | None:
+        """Remove and return the oldest item, or ``None`` after ``timeout`` s or on stop."""
+        remaining = timeout
+        with self._lock:
+            while not self._items:
+                if self._stop.is_set() or remaining <= 0:
+                    return None
+                slice_s = min(WAIT_SLICE_S, remaining)
+                self._not_empty.wait(slice_s)
+                remaining -= slice_s
+            return self._pop_locked()
+
+    def get_nowait(self) -> T | None:
+        with self._lock:
+            return self._pop_locked() if self._items else None
+
+    def _pop_locked(self) -> T:
+        item = self._items.popleft()
+        self._not_full.notify()
+        return item
+
+    # -- introspection -------------------------------------------------------------
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+    def drops(self) -> dict[str, int]:
+        """Items evicted so far, per stream id."""
+        with self._lock:
+            return dict(self._drops)
+
+    def wake(self) -> None:
+        """Wake every waiter so it re-checks the stop event at once."""
+        with self._lock:
+            self._not_empty.notify_all()
+            self._not_full.notify_all()
+        if self._ready is not None:
+            self._ready.set()
+
+
+class FanIn(Generic[T]):
+    """Reads several queues fairly (round robin) with one timed wait."""
+
+    def __init__(self, queues: Sequence[BoundedQueue[T]], ready: threading.Event) -> None:
+        self._queues = list(queues)
+        self._ready = ready
+        self._next = 0
+
+    def get(self, timeout: float) -> T | None:
+        """The next item from any queue, or ``None`` after ``timeout`` s."""
+        self._ready.clear()
+        item = self._scan()
+        if item is None and self._ready.wait(timeout):
+            item = self._scan()
+        return item
+
+    def _scan(self) -> T | None:
+        n = len(self._queues)
+        for k in range(n):
+            q = self._queues[(self._next + k) % n]
+            item = q.get_nowait()
+            if item is not None:
+                self._next = (self._next + k + 1) % n
+                return item
+        return None

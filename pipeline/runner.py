@@ -1,0 +1,301 @@
+"""Assembling and running a pipeline: sources → capture → preprocess → infer → publish.
+
+Start-up opens every source, binds the publisher and loads the engine in the
+calling thread, so a bad file, endpoint or model fails at once with a clear
+message. ``stop()`` is idempotent, signals every stage through one event,
+unblocks sources and queues, and joins with a deadline.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from engines.base import DetectionEngine, EngineInfo, ModelSpec
+from engines.registry import load_engine
+from pipeline.bus import BusPublisher
+from pipeline.config import PipelineConfig
+from pipeline.errors import ConfigError, EdgesightError
+from pipeline.queues import BoundedQueue, FanIn, OverflowPolicy
+from pipeline.sources import Source, make_source
+from pipeline.stages import CaptureStage, InferStage, PreprocessStage, PublishStage, StageThread
+
+log = logging.getLogger(__name__)
+
+STOP_JOIN_DEADLINE_S = 1.5
+"""All stage threads together get this long to finish after ``stop()``."""
+
+SourceFactory = Callable[[Any], Source]
+EngineFactory = Callable[[ModelSpec, str], DetectionEngine]
+
+
+@dataclass(frozen=True)
+class StreamReport:
+    stream_id: str
+    frames: int
+    published: int
+    error: str | None
+    stopped: bool
+    drops: dict[str, int] = field(default_factory=dict)
+    """Dropped frames by queue name."""
+
+
+@dataclass(frozen=True)
+class RunReport:
+    streams: tuple[StreamReport, ...]
+    elapsed_s: float
+    engine: EngineInfo
+    failure: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None and all(s.error is None for s in self.streams)
+
+    @property
+    def frames_published(self) -> int:
+        return sum(s.published for s in self.streams)
+
+
+@dataclass(frozen=True)
+class Progress:
+    published: int
+    elapsed_s: float
+    latency_ms: float
+    objects: int
+    drops: int
+
+
+def model_spec(config: PipelineConfig) -> ModelSpec:
+    m = config.model
+    ids = tuple(c for c in m.classes or () if isinstance(c, int))
+    only_ids = m.classes is not None and len(ids) == len(m.classes)
+    return ModelSpec(
+        model=m.path,
+        imgsz=m.imgsz,
+        conf=m.conf,
+        iou=m.iou,
+        max_det=m.max_det,
+        classes=ids if only_ids else None,
+        device=m.device,
+        half=m.half,
+    )
+
+
+def resolve_classes(config: PipelineConfig, names: dict[int, str]) -> frozenset[int] | None:
+    """Class ids to keep, from ids or labels in ``model.classes``."""
+    if config.model.classes is None:
+        return None
+    by_label = {label: cid for cid, label in names.items()}
+    keep = set()
+    for c in config.model.classes:
+        if isinstance(c, int):
+            keep.add(c)
+        elif c in by_label:
+            keep.add(by_label[c])
+        else:
+            raise ConfigError(f"model.classes: the model has no class '{c}' (it has: {', '.join(names.values())})")
+    return frozenset(keep)
+
+
+class Pipeline:
+    """One process's pipeline: N capture threads feeding one preprocess, infer and publish thread."""
+
+    def __init__(
+        self,
+        config: PipelineConfig,
+        *,
+        source_factory: SourceFactory = make_source,
+        engine_factory: EngineFactory = load_engine,
+        engine: DetectionEngine | None = None,
+    ) -> None:
+        self.config = config
+        self._source_factory = source_factory
+        self._engine_factory = engine_factory
+        self.engine = engine
+        self._owns_engine = engine is None
+        self.stop_event = threading.Event()
+        self._stop_lock = threading.Lock()
+        self._stopped = False
+        self._failure: str | None = None
+        self._sources: dict[str, Source] = {}
+        self._captures: list[CaptureStage] = []
+        self._threads: list[StageThread] = []
+        self._queues: list[BoundedQueue[Any]] = []
+        self._publish: PublishStage | None = None
+        self.bus: BusPublisher | None = None
+        self._started_at = 0.0
+        self._finished_at: float | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        """Open sources, bind the bus, load the engine and start every stage thread."""
+        try:
+            self._open_sources()
+            pub = self.config.publish
+            self.bus = BusPublisher(pub.endpoint, pub.send_hwm, lossless=pub.wait_for_subscriber)
+            if self.engine is None:
+                self.engine = self._engine_factory(model_spec(self.config), self.config.model.engine)
+            info = self.engine.info
+            log.info(
+                "engine: %s on %s (%s), model %s, imgsz %d%s",
+                info.backend,
+                info.device,
+                info.precision,
+                info.model,
+                info.imgsz,
+                f", fallback: {info.fallback_reason}" if info.fallback_reason else "",
+            )
+            self._build_stages(resolve_classes(self.config, info.names))
+        except BaseException:
+            self.close()
+            raise
+        self._started_at = time.monotonic()
+        for thread in self._threads:
+            thread.start()
+
+    def _open_sources(self) -> None:
+        for stream in self.config.streams:
+            source = self._source_factory(stream.source)
+            source.open()
+            self._sources[stream.id] = source
+            log.info("stream '%s': opened %s (queue policy %s)", stream.id, source.description, stream.policy.value)
+
+    def _build_stages(self, keep_classes: frozenset[int] | None) -> None:
+        assert self.engine is not None and self.bus is not None
+        cfg = self.config
+        ready = threading.Event()
+        capture_queues = []
+        for stream in cfg.streams:
+            q: BoundedQueue[Any] = BoundedQueue(
+                f"capture.{stream.id}", stream.queue_size, stream.policy, self.stop_event, ready
+            )
+            capture_queues.append(q)
+            self._captures.append(
+                CaptureStage(stream.id, self._sources[stream.id], q, self.stop_event, self._fail, stream.max_frames)
+            )
+        prepared: BoundedQueue[Any] = BoundedQueue("prepared", cfg.queue_size, OverflowPolicy.BLOCK, self.stop_event)
+        results: BoundedQueue[Any] = BoundedQueue("results", cfg.queue_size, OverflowPolicy.BLOCK, self.stop_event)
+        self._queues = [*capture_queues, prepared, results]
+        n = len(cfg.streams)
+        info = self.engine.info
+        self._publish = PublishStage(
+            results,
+            self.bus,
+            [s.id for s in cfg.streams],
+            info.model,
+            info.to_json(),
+            self.stop_event,
+            self._fail,
+            cfg.publish.wait_for_subscriber,
+            cfg.publish.subscriber_timeout_s,
+        )
+        self._threads = [
+            self._publish,
+            InferStage(
+                prepared, self.engine, results, n, self.stop_event, self._fail, cfg.model.batch_size, keep_classes
+            ),
+            PreprocessStage(FanIn(capture_queues, ready), self.engine, prepared, n, self.stop_event, self._fail),
+            *self._captures,
+        ]
+
+    def _fail(self, stage: str, exc: BaseException) -> None:
+        log.debug("stage %s failed", stage, exc_info=exc)
+        if self._failure is None:
+            detail = str(exc) if isinstance(exc, EdgesightError) else f"{type(exc).__name__}: {exc}"
+            self._failure = f"stage '{stage}' failed: {detail}"
+            log.error("%s", self._failure)
+        self.stop_event.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until every stream has been published to its end (or the pipeline stopped)."""
+        if self._publish is None:
+            return True
+        self._publish.join(timeout)
+        done = not self._publish.is_alive()
+        if done and self._finished_at is None:
+            self._finished_at = time.monotonic()
+        return done
+
+    def stop(self) -> None:
+        """Stop every stage (idempotent): producers first, then joins bounded by a deadline."""
+        with self._stop_lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        self.stop_event.set()
+        for capture in self._captures:
+            capture.interrupt()
+        for q in self._queues:
+            q.wake()
+        deadline = time.monotonic() + STOP_JOIN_DEADLINE_S
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                log.warning("thread %s did not stop within %.1f s", thread.name, STOP_JOIN_DEADLINE_S)
+        if self._finished_at is None:
+            self._finished_at = time.monotonic()
+
+    def close(self) -> None:
+        """Release sources, bus and (if this pipeline loaded it) the engine. Call after ``stop()``."""
+        for source in self._sources.values():
+            source.release()
+        if self.bus is not None:
+            self.bus.close()
+        if self.engine is not None and self._owns_engine:
+            self.engine.close()
+
+    def run(self) -> RunReport:
+        """Start, wait for every stream to end, stop and close; returns the report."""
+        self.start()
+        try:
+            while not self.wait(0.2):
+                pass
+        finally:
+            self.stop()
+            report = self.report()
+            self.close()
+        return report
+
+    # -- results -----------------------------------------------------------------------------
+    def progress(self) -> Progress:
+        """A cheap snapshot for live displays."""
+        publish = self._publish
+        published = sum(publish.seq.values()) if publish else 0
+        elapsed = time.monotonic() - self._started_at if self._started_at else 0.0
+        drops = sum(sum(q.drops().values()) for q in self._queues)
+        return Progress(
+            published=published,
+            elapsed_s=elapsed,
+            latency_ms=publish.last_latency_ms if publish else 0.0,
+            objects=publish.last_objects if publish else 0,
+            drops=drops,
+        )
+
+    @property
+    def failure(self) -> str | None:
+        return self._failure
+
+    def report(self) -> RunReport:
+        assert self.engine is not None
+        publish = self._publish
+        reports = []
+        for capture in self._captures:
+            sid = capture.stream_id
+            eos = publish.ended.get(sid) if publish else None
+            drops = {q.name: q.drops().get(sid, 0) for q in self._queues if q.drops().get(sid, 0)}
+            reports.append(
+                StreamReport(
+                    stream_id=sid,
+                    frames=capture.frames,
+                    published=publish.seq.get(sid, 0) if publish else 0,
+                    error=eos.error if eos else None,
+                    stopped=eos is None or eos.stopped,
+                    drops=drops,
+                )
+            )
+        end = self._finished_at or time.monotonic()
+        return RunReport(tuple(reports), end - self._started_at, self.engine.info, self._failure)

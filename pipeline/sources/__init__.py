@@ -1,0 +1,36 @@
+"""Video sources: files, webcams, RTSP/HTTP streams, image folders and generated scenes."""
+
+from __future__ import annotations
+
+from pipeline.config import (
+    FileSourceConfig,
+    ImagesSourceConfig,
+    SourceConfig,
+    SyntheticSourceConfig,
+    UrlSourceConfig,
+    WebcamSourceConfig,
+)
+from pipeline.sources.base import RawFrame, Source
+from pipeline.sources.images import ImageFolderSource
+from pipeline.sources.paced import PacedSource
+from pipeline.sources.synthetic import SyntheticSource
+from pipeline.sources.video import StreamUrlSource, VideoFileSource, WebcamSource
+
+__all__ = ["RawFrame", "Source", "make_source"]
+
+
+def make_source(config: SourceConfig) -> Source:
+    """Build (but do not open) the source a config describes."""
+    source: Source
+    if isinstance(config, FileSourceConfig):
+        source = VideoFileSource(config.path)
+        return PacedSource(source) if config.realtime else source
+    if isinstance(config, WebcamSourceConfig):
+        return WebcamSource(config.device)
+    if isinstance(config, UrlSourceConfig):
+        return StreamUrlSource(config.url, config.open_timeout_s, config.read_timeout_s)
+    if isinstance(config, ImagesSourceConfig):
+        return ImageFolderSource(config.path, config.fps)
+    if isinstance(config, SyntheticSourceConfig):
+        return SyntheticSource(config.seed, config.frames, config.width, config.height, config.fps)
+    raise TypeError(f"unknown source config {config!r}")

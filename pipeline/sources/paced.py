@@ -1,0 +1,42 @@
+"""Pacing a file source at its own frame rate, to stand in for a live camera."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from pipeline.sources.base import RawFrame, Source
+
+
+class PacedSource:
+    """Wraps a source and releases each frame no earlier than its ``pts_ms`` after the first."""
+
+    def __init__(self, inner: Source) -> None:
+        self._inner = inner
+        self.description = inner.description
+        self.live = True
+        self._start: float | None = None
+        self._first_pts = 0.0
+        self._interrupted = threading.Event()
+
+    def open(self) -> None:
+        self._inner.open()
+
+    def read(self) -> RawFrame | None:
+        frame = self._inner.read()
+        if frame is None:
+            return None
+        now = time.monotonic()
+        if self._start is None:
+            self._start, self._first_pts = now, frame.pts_ms
+        due = self._start + (frame.pts_ms - self._first_pts) / 1000.0
+        if due > now:
+            self._interrupted.wait(due - now)
+        return frame
+
+    def release(self) -> None:
+        self._inner.release()
+
+    def interrupt(self) -> None:
+        self._interrupted.set()
+        self._inner.interrupt()

@@ -1,0 +1,169 @@
+"""OpenCV (FFmpeg / V4L2) sources: video files, webcams and RTSP/HTTP streams."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pipeline.errors import SourceError
+from pipeline.sources.base import RawFrame
+
+log = logging.getLogger(__name__)
+
+FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
+
+
+def to_bgr(image: np.ndarray, where: str) -> np.ndarray:
+    """Bring a decoded image to 8-bit, 3-channel BGR, or fail with a clear message."""
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise SourceError(f"{where}: unsupported pixel type {image.dtype}")
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.ndim == 3 and image.shape[2] == 1:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.ndim == 3 and image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    if image.ndim == 3 and image.shape[2] == 3:
+        return image
+    raise SourceError(f"{where}: unsupported frame shape {image.shape}")
+
+
+class _CaptureSource:
+    """Common read loop over a ``cv2.VideoCapture``."""
+
+    description = "capture"
+    live = False
+
+    def __init__(self) -> None:
+        self._cap: cv2.VideoCapture | None = None
+        self._interrupted = threading.Event()
+        self._pending: RawFrame | None = None
+        self._fps = 0.0
+        self._count = 0
+
+    def _open_capture(self) -> cv2.VideoCapture:
+        raise NotImplementedError
+
+    def open(self) -> None:
+        self._cap = self._open_capture()
+        self._fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        first = self._grab()
+        if first is None:
+            self.release()
+            raise SourceError(f"{self.description}: opened, but no frame could be decoded (corrupt or empty video?)")
+        self._pending = first
+
+    def _grab(self) -> RawFrame | None:
+        assert self._cap is not None
+        ok, image = self._cap.read()
+        if not ok or image is None:
+            return None
+        pts = float(self._cap.get(cv2.CAP_PROP_POS_MSEC) or 0.0)
+        if pts <= 0.0 and self._count > 0 and self._fps > 0:
+            pts = self._count * 1000.0 / self._fps
+        self._count += 1
+        return RawFrame(to_bgr(image, self.description), pts)
+
+    def read(self) -> RawFrame | None:
+        if self._interrupted.is_set():
+            return None
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            return pending
+        if self._cap is None:
+            raise SourceError(f"{self.description}: read before open")
+        frame = self._grab()
+        if frame is None and self.live and not self._interrupted.is_set():
+            raise SourceError(f"{self.description}: stream stopped delivering frames")
+        return frame
+
+    def release(self) -> None:
+        cap, self._cap = self._cap, None
+        if cap is not None:
+            cap.release()
+
+    def interrupt(self) -> None:
+        self._interrupted.set()
+
+
+class VideoFileSource(_CaptureSource):
+    """A video file decoded by FFmpeg through OpenCV."""
+
+    live = False
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.description = f"video file '{self.path}'"
+
+    def _open_capture(self) -> cv2.VideoCapture:
+        if not self.path.exists():
+            raise SourceError(f"video file not found: '{self.path}'")
+        if not self.path.is_file():
+            raise SourceError(f"not a file: '{self.path}'")
+        if self.path.stat().st_size == 0:
+            raise SourceError(f"video file is empty (0 bytes): '{self.path}'")
+        cap = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
+        if not cap.isOpened():
+            cap.release()
+            raise SourceError(f"cannot open video file '{self.path}': not a video or an unsupported format")
+        return cap
+
+
+class WebcamSource(_CaptureSource):
+    """A local camera by index (``0``) or device path (``/dev/video0``)."""
+
+    live = True
+
+    def __init__(self, device: int | str) -> None:
+        super().__init__()
+        self.device = device
+        self.description = f"webcam {device}"
+
+    def _open_capture(self) -> cv2.VideoCapture:
+        if isinstance(self.device, str) and not Path(self.device).exists():
+            raise SourceError(f"webcam device not found: '{self.device}'")
+        cap = cv2.VideoCapture(self.device, cv2.CAP_V4L2) if os.name == "posix" else cv2.VideoCapture(self.device)
+        if not cap.isOpened():
+            cap.release()
+            raise SourceError(f"cannot open {self.description}: no such camera, or it is busy")
+        return cap
+
+
+class StreamUrlSource(_CaptureSource):
+    """An RTSP or HTTP stream, read over TCP with open and read timeouts."""
+
+    live = True
+
+    def __init__(self, url: str, open_timeout_s: float = 10.0, read_timeout_s: float = 10.0) -> None:
+        super().__init__()
+        self.url = url
+        self.open_timeout_s = open_timeout_s
+        self.read_timeout_s = read_timeout_s
+        self.description = f"stream '{url}'"
+
+    def _open_capture(self) -> cv2.VideoCapture:
+        if self.url.startswith("rtsp") and FFMPEG_OPTIONS_ENV not in os.environ:
+            # FFmpeg reads its demuxer options from the environment when the capture opens.
+            os.environ[FFMPEG_OPTIONS_ENV] = "rtsp_transport;tcp"
+        params = [
+            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+            int(self.open_timeout_s * 1000),
+            cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+            int(self.read_timeout_s * 1000),
+        ]
+        cap = cv2.VideoCapture(self.url, cv2.CAP_FFMPEG, params)
+        if not cap.isOpened():
+            cap.release()
+            raise SourceError(
+                f"cannot open {self.description}: unreachable, wrong path or no video "
+                f"(waited up to {self.open_timeout_s:g} s)"
+            )
+        return cap

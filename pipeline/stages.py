@@ -1,0 +1,261 @@
+"""The pipeline's stage threads: capture (one per stream), preprocess, infer and publish.
+
+Each stage reads typed messages from a bounded queue with a timed wait, checks
+the shared stop event, and forwards :class:`EndOfStream` sentinels so that the
+end of every stream reaches the publisher.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from engines.base import DetectionEngine
+from pipeline.bus import BusPublisher
+from pipeline.errors import SourceError
+from pipeline.messages import Detection, EndOfStream, Frame, FrameResult, PreparedFrame
+from pipeline.queues import BoundedQueue, FanIn
+from pipeline.schema import DETECTIONS_TOPIC, STATUS_TOPIC, detections_body, status_body, topic_for
+from pipeline.sources import Source
+
+log = logging.getLogger(__name__)
+
+GET_TIMEOUT_S = 0.1
+"""How long a stage waits on its input before re-checking the stop event."""
+
+FailureHandler = Callable[[str, BaseException], None]
+
+
+class StageThread(threading.Thread):
+    """A named daemon thread whose unexpected exception stops the pipeline instead of vanishing."""
+
+    def __init__(self, name: str, stop: threading.Event, on_failure: FailureHandler) -> None:
+        super().__init__(name=name, daemon=True)
+        self.stop_event = stop
+        self._on_failure = on_failure
+
+    def run(self) -> None:
+        try:
+            self.loop()
+        except BaseException as exc:  # reported to the pipeline, which stops and exits non-zero
+            self._on_failure(self.name, exc)
+
+    def loop(self) -> None:
+        raise NotImplementedError
+
+
+class CaptureStage(StageThread):
+    """Reads one opened source into its capture queue; sends :class:`EndOfStream` from ``finally``."""
+
+    def __init__(
+        self,
+        stream_id: str,
+        source: Source,
+        out: BoundedQueue[Any],
+        stop: threading.Event,
+        on_failure: FailureHandler,
+        max_frames: int | None = None,
+    ) -> None:
+        super().__init__(f"capture-{stream_id}", stop, on_failure)
+        self.stream_id = stream_id
+        self.source = source
+        self.out = out
+        self.max_frames = max_frames
+        self.frames = 0
+
+    def loop(self) -> None:
+        error: str | None = None
+        try:
+            while not self.stop_event.is_set() and (self.max_frames is None or self.frames < self.max_frames):
+                raw = self.source.read()
+                if raw is None:
+                    break
+                frame = Frame(self.stream_id, self.frames, raw.pts_ms, time.time(), raw.image)
+                if not self.out.put(frame):
+                    break
+                self.frames += 1
+        except SourceError as exc:
+            error = str(exc)
+        except Exception as exc:
+            error = f"{self.source.description}: {type(exc).__name__}: {exc}"
+            log.debug("capture of '%s' failed", self.stream_id, exc_info=True)
+        finally:
+            self.source.release()
+            if error:
+                log.error("stream '%s': %s", self.stream_id, error)
+            self.out.put(EndOfStream(self.stream_id, self.frames, error, stopped=self.stop_event.is_set()))
+
+    def interrupt(self) -> None:
+        self.source.interrupt()
+
+
+class PreprocessStage(StageThread):
+    """Turns frames from every capture queue into model inputs (letterbox, layout, normalize)."""
+
+    def __init__(
+        self,
+        inputs: FanIn[Any],
+        engine: DetectionEngine,
+        out: BoundedQueue[Any],
+        streams: int,
+        stop: threading.Event,
+        on_failure: FailureHandler,
+    ) -> None:
+        super().__init__("preprocess", stop, on_failure)
+        self.inputs = inputs
+        self.engine = engine
+        self.out = out
+        self.streams = streams
+
+    def loop(self) -> None:
+        ended = 0
+        while ended < self.streams and not self.stop_event.is_set():
+            item = self.inputs.get(GET_TIMEOUT_S)
+            if item is None:
+                continue
+            if isinstance(item, EndOfStream):
+                ended += 1
+                self.out.put(item)
+            else:
+                self.out.put(PreparedFrame(item, self.engine.prepare(item.image)))
+
+
+class InferStage(StageThread):
+    """Runs the engine on prepared frames (batched up to ``batch_size`` when several are waiting)."""
+
+    def __init__(
+        self,
+        inp: BoundedQueue[Any],
+        engine: DetectionEngine,
+        out: BoundedQueue[Any],
+        streams: int,
+        stop: threading.Event,
+        on_failure: FailureHandler,
+        batch_size: int = 1,
+        keep_classes: frozenset[int] | None = None,
+    ) -> None:
+        super().__init__("infer", stop, on_failure)
+        self.inp = inp
+        self.engine = engine
+        self.out = out
+        self.streams = streams
+        self.batch_size = batch_size
+        self.keep_classes = keep_classes
+        self._names = engine.info.names
+
+    def loop(self) -> None:
+        ended = 0
+        while ended < self.streams and not self.stop_event.is_set():
+            item = self.inp.get(GET_TIMEOUT_S)
+            if item is None:
+                continue
+            batch: list[PreparedFrame] = []
+            pending_eos: list[EndOfStream] = []
+            while item is not None:
+                if isinstance(item, EndOfStream):
+                    pending_eos.append(item)
+                    break  # keep order: finish the batch, then forward the sentinel
+                batch.append(item)
+                if len(batch) >= self.batch_size:
+                    break
+                item = self.inp.get_nowait()
+            if batch:
+                self._run(batch)
+            for eos in pending_eos:
+                ended += 1
+                self.out.put(eos)
+
+    def _run(self, batch: Sequence[PreparedFrame]) -> None:
+        start = time.perf_counter()
+        outputs = self.engine.infer([p.model_input for p in batch], [p.frame.image.shape[:2] for p in batch])
+        per_frame_ms = (time.perf_counter() - start) * 1000.0 / len(batch)
+        for prepared, rows in zip(batch, outputs, strict=True):
+            self.out.put(FrameResult(prepared.frame, self._detections(rows), per_frame_ms))
+
+    def _detections(self, rows: Any) -> tuple[Detection, ...]:
+        keep = self.keep_classes
+        out = []
+        for x1, y1, x2, y2, conf, cls in rows.tolist():
+            class_id = int(cls)
+            if keep is not None and class_id not in keep:
+                continue
+            label = self._names.get(class_id, str(class_id))
+            out.append(Detection(class_id, label, min(max(conf, 0.0), 1.0), (x1, y1, x2, y2)))
+        return tuple(out)
+
+
+class PublishStage(StageThread):
+    """Publishes results and lifecycle status; the last stage, it ends when every stream has ended."""
+
+    def __init__(
+        self,
+        inp: BoundedQueue[Any],
+        bus: BusPublisher,
+        stream_ids: Sequence[str],
+        model_name: str,
+        engine_info: dict[str, Any],
+        stop: threading.Event,
+        on_failure: FailureHandler,
+        wait_for_subscriber: bool = False,
+        subscriber_timeout_s: float | None = None,
+    ) -> None:
+        super().__init__("publish", stop, on_failure)
+        self.inp = inp
+        self.bus = bus
+        self.stream_ids = list(stream_ids)
+        self.model_name = model_name
+        self.engine_info = engine_info
+        self.wait_for_subscriber = wait_for_subscriber
+        self.subscriber_timeout_s = subscriber_timeout_s
+        self.seq: dict[str, int] = dict.fromkeys(self.stream_ids, 0)
+        self.ended: dict[str, EndOfStream] = {}
+        self.first_publish_at: float | None = None
+        self.last_latency_ms = 0.0
+        self.last_objects = 0
+
+    def loop(self) -> None:
+        try:
+            if self.wait_for_subscriber:
+                log.info("waiting for a subscriber on %s", self.bus.endpoint)
+                got_one = self.bus.wait_for_subscriber(self.stop_event, self.subscriber_timeout_s)
+                if not got_one and not self.stop_event.is_set():
+                    log.warning("no subscriber within %s s; publishing anyway", self.subscriber_timeout_s)
+            for sid in self.stream_ids:
+                self._status(sid, "start", engine=self.engine_info)
+            while len(self.ended) < len(self.stream_ids) and not self.stop_event.is_set():
+                item = self.inp.get(GET_TIMEOUT_S)
+                if isinstance(item, FrameResult):
+                    self._publish(item)
+                elif isinstance(item, EndOfStream):
+                    self._end(item)
+        finally:
+            for sid in self.stream_ids:
+                if sid not in self.ended:
+                    self._status(sid, "stopped")
+
+    def _publish(self, result: FrameResult) -> None:
+        sid = result.stream_id
+        now = time.time()
+        if self.first_publish_at is None:
+            self.first_publish_at = now
+        body = detections_body(result, self.seq[sid], self.model_name, now)
+        self.bus.send(topic_for(DETECTIONS_TOPIC, sid), body, self.stop_event)
+        self.seq[sid] += 1
+        self.last_latency_ms = (now - result.frame.captured_at) * 1000.0
+        self.last_objects = len(result.detections)
+
+    def _end(self, eos: EndOfStream) -> None:
+        self.ended[eos.stream_id] = eos
+        if eos.error is not None:
+            self._status(eos.stream_id, "error", message=eos.error, frames=eos.frames)
+        elif eos.stopped:
+            self._status(eos.stream_id, "stopped", frames=eos.frames)
+        else:
+            self._status(eos.stream_id, "eos", frames=eos.frames)
+
+    def _status(self, stream_id: str, event: str, **extra: Any) -> None:
+        body = status_body(stream_id, event, time.time(), **extra)
+        self.bus.send(topic_for(STATUS_TOPIC, stream_id), body, self.stop_event)

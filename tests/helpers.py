@@ -1,0 +1,76 @@
+"""Running a pipeline in the background while a real ZeroMQ subscriber collects what it publishes."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.config import PipelineConfig, build_config
+from pipeline.runner import Pipeline, RunReport
+from pipeline.schema import DetectionsMessage, Message, StatusMessage
+from pipeline.subscriber import Subscriber
+
+END_EVENTS = {"eos", "stopped", "error"}
+
+
+@dataclass
+class Collected:
+    messages: list[Message] = field(default_factory=list)
+    report: RunReport | None = None
+    error: BaseException | None = None
+    missed: int = 0
+
+    def detections(self, stream_id: str | None = None) -> list[DetectionsMessage]:
+        return [
+            m
+            for m in self.messages
+            if isinstance(m, DetectionsMessage) and (stream_id is None or m.stream_id == stream_id)
+        ]
+
+    def statuses(self, stream_id: str | None = None) -> list[StatusMessage]:
+        return [
+            m for m in self.messages if isinstance(m, StatusMessage) and (stream_id is None or m.stream_id == stream_id)
+        ]
+
+
+def config_for(endpoint: str, streams: list[dict[str, Any]], model: dict[str, Any], **extra: Any) -> PipelineConfig:
+    publish = {"endpoint": endpoint, "wait_for_subscriber": True, "subscriber_timeout_s": 20}
+    return build_config({"streams": streams, "model": model, "publish": publish, **extra}, "test")
+
+
+def run_and_collect(config: PipelineConfig, timeout_s: float = 240.0) -> Collected:
+    """Run ``config`` to its end with a subscriber attached; every stream must end within ``timeout_s``."""
+    out = Collected()
+    pipeline = Pipeline(config)
+
+    def target() -> None:
+        try:
+            out.report = pipeline.run()
+        except BaseException as exc:
+            out.error = exc
+
+    ids = {s.id for s in config.streams}
+    ended: set[str] = set()
+    with Subscriber(config.publish.endpoint) as sub:
+        thread = threading.Thread(target=target, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + timeout_s
+        while ended != ids and time.monotonic() < deadline:
+            msg = sub.recv(0.5)
+            if msg is None:
+                if not thread.is_alive():
+                    break
+                continue
+            out.messages.append(msg)
+            if isinstance(msg, StatusMessage) and msg.event in END_EVENTS:
+                ended.add(msg.stream_id)
+        out.missed = sub.missed
+    if ended != ids:
+        pipeline.stop_event.set()
+    thread.join(10)
+    assert not thread.is_alive(), "pipeline did not finish"
+    if out.error is not None:
+        raise out.error
+    return out
