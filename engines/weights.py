@@ -57,10 +57,9 @@ def load_detection_module(model: str) -> tuple[Any, str]:
     try:
         module, _ = load_checkpoint(str(path), device="cpu")
     except Exception as exc:
+        log.debug("loading '%s' failed", model, exc_info=True)
         raise ModelError(
-            f"cannot load model '{model}': not a valid Ultralytics .pt file ({type(exc).__name__}: {exc})".split("\n")[
-                0
-            ]
+            f"cannot load model '{model}': not a valid Ultralytics .pt file (empty, truncated, corrupt or not a model)"
         ) from exc
     task = getattr(module, "task", None) or _task_of(module)
     if task != "detect":

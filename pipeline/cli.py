@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import time
+import traceback
 from collections.abc import Sequence
 from types import FrameType
 from typing import Any
@@ -80,6 +82,12 @@ def _setup_logging(args: argparse.Namespace) -> None:
     level = logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("ultralytics").setLevel(logging.DEBUG if args.debug else logging.WARNING)
+    if not args.debug:
+        # OpenCV and FFmpeg print their own warnings for every bad file; our one-line errors say it better.
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+        import cv2
+
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
 
 def _apply_overrides(data: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
@@ -244,7 +252,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except EdgesightError as exc:
-        log.debug("error", exc_info=True)
+        if args.debug:
+            traceback.print_exc()
         print(f"edgesight: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

@@ -1,0 +1,252 @@
+"""The command line as a user meets it: bad input, the quick form, check, subscribe, signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline.schema import DetectionsMessage, StatusMessage
+from pipeline.subscriber import Subscriber
+
+EDGESIGHT = [sys.executable, "-m", "pipeline.cli"]
+REPO = Path(__file__).parent.parent
+
+
+def edgesight(*args: str, timeout: float = 60, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*EDGESIGHT, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd or REPO, check=False
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: str, code: int = 2) -> None:
+    assert result.returncode == code, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip() and " INFO " not in line]
+    assert len(lines) == 1, f"expected one line (besides progress logs), got:\n{result.stderr}"
+    assert lines[0].startswith("edgesight: error: ")
+    for needle in needles:
+        assert needle in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("bad")
+    files = {
+        "random": d / "random.mp4",
+        "empty": d / "empty.mp4",
+        "text": d / "notes.txt",
+        "badmodel": d / "bad.pt",
+        "emptydir": d / "nothing",
+    }
+    files["random"].write_bytes(os.urandom(20000))
+    files["empty"].write_bytes(b"")
+    files["text"].write_text("not a video\n")
+    files["badmodel"].write_text("not a model\n")
+    files["emptydir"].mkdir()
+    return files
+
+
+@pytest.fixture(scope="module")
+def seg_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from ultralytics import YOLO
+
+    path = tmp_path_factory.mktemp("seg") / "seg.pt"
+    YOLO("yolo11n-seg.yaml").save(str(path))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("source_key", "needles"),
+    [
+        ("missing", ["video file not found", "missing.mp4"]),
+        ("random", ["cannot open video file", "random.mp4"]),
+        ("empty", ["empty (0 bytes)", "empty.mp4"]),
+        ("text", ["cannot open video file", "notes.txt"]),
+        ("emptydir", ["no images in folder", "nothing"]),
+        ("unreachable", ["cannot open stream", "rtsp://127.0.0.1:1/live"]),
+    ],
+)
+def test_bad_sources(
+    source_key: str, needles: list[str], bad_files: dict[str, Path], arch_weights: Path, tmp_path: Path
+) -> None:
+    source = {
+        "missing": str(tmp_path / "missing.mp4"),
+        "unreachable": "rtsp://127.0.0.1:1/live",
+    }.get(source_key) or str(bad_files[source_key])
+    t0 = time.monotonic()
+    result = edgesight("run", "--source", source, "--model", str(arch_weights), "--publish", "tcp://127.0.0.1:0")
+    assert time.monotonic() - t0 < 20
+    assert_one_line_error(result, *needles)
+
+
+def test_bad_models(bad_files: dict[str, Path], seg_weights: Path, tmp_path: Path) -> None:
+    cases = {
+        str(tmp_path / "nope.pt"): ["model file not found", "nope.pt"],
+        str(bad_files["badmodel"]): ["not a valid Ultralytics .pt file", "bad.pt"],
+        str(seg_weights): ["'segment' model", "seg.pt", "needs a 'detect' model"],
+        "yolo11n.pt": ["could not be downloaded", "--model /path/to/yolo11n.pt"],
+    }
+    for model, needles in cases.items():
+        result = edgesight(
+            "run", "--source", "synthetic://?frames=2", "--model", model, "--publish", "tcp://127.0.0.1:0", cwd=tmp_path
+        )
+        assert_one_line_error(result, *needles)
+    assert not (tmp_path / "yolo11n.pt").exists(), "a failed download must not leave a file behind"
+
+
+def test_bad_configs(tmp_path: Path) -> None:
+    bad_key = tmp_path / "bad.yaml"
+    bad_key.write_text("streams:\n  - id: a\n    source: a.mp4\nmodel: {path: x.pt, cnf: 0.3}\n")
+    assert_one_line_error(edgesight("check", str(bad_key)), "bad.yaml", "model.cnf: unknown key")
+    assert_one_line_error(edgesight("run", str(bad_key)), "bad.yaml", "model.cnf: unknown key")
+    wrong_type = tmp_path / "type.yaml"
+    wrong_type.write_text("streams:\n  - {id: a, source: a.mp4, queue_size: many}\n")
+    assert_one_line_error(edgesight("check", str(wrong_type)), "type.yaml", "streams[0].queue_size")
+    assert_one_line_error(edgesight("check", str(tmp_path / "absent.yaml")), "config file not found", "absent.yaml")
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    result = edgesight("run", "--source", str(tmp_path / "missing.mp4"), "--model", "x.pt", "--debug")
+    assert result.returncode == 2
+    assert "Traceback" in result.stderr and "video file not found" in result.stderr
+
+
+def test_check_accepts_the_examples() -> None:
+    for config in sorted((REPO / "configs").glob("*.yaml")):
+        result = edgesight("check", str(config))
+        assert result.returncode == 0, result.stderr
+        assert "OK" in result.stdout
+
+
+def collect(endpoint: str, until_events: set[str], out: list[object], timeout_s: float) -> None:
+    with Subscriber(endpoint) as sub:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            msg = sub.recv(0.2)
+            if msg is None:
+                continue
+            out.append(msg)
+            if isinstance(msg, StatusMessage) and msg.event in until_events:
+                return
+
+
+def test_quick_form_delivers_every_frame_then_eos(arch_weights: Path, people1: Path, endpoint: str) -> None:
+    """The foundation issue's acceptance run, with an independent subscriber."""
+    got: list[object] = []
+    listener = threading.Thread(target=collect, args=(endpoint, {"eos", "error"}, got, 120))
+    listener.start()
+    result = edgesight(
+        "run",
+        "--source",
+        str(people1),
+        "--model",
+        str(arch_weights),
+        "--publish",
+        endpoint,
+        "--max-frames",
+        "200",
+        "--imgsz",
+        "320",
+        timeout=120,
+    )
+    listener.join(5)
+    assert result.returncode == 0, result.stderr
+    dets = [m for m in got if isinstance(m, DetectionsMessage)]
+    assert [m.seq for m in dets] == list(range(200))
+    assert isinstance(got[-1], StatusMessage) and got[-1].event == "eos"
+
+
+def test_sigint_and_sigterm_stop_within_two_seconds(arch_weights: Path, endpoint: str) -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        got: list[object] = []
+        listener = threading.Thread(target=collect, args=(endpoint, {"stopped", "eos"}, got, 60))
+        listener.start()
+        proc = subprocess.Popen(
+            [
+                *EDGESIGHT,
+                "run",
+                "--source",
+                "synthetic://?frames=100000",
+                "--model",
+                str(arch_weights),
+                "--imgsz",
+                "320",
+                "--publish",
+                endpoint,
+            ],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 60
+        while not any(isinstance(m, DetectionsMessage) for m in got) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert any(isinstance(m, DetectionsMessage) for m in got), "pipeline never published"
+        t0 = time.monotonic()
+        proc.send_signal(sig)
+        code = proc.wait(10)
+        elapsed = time.monotonic() - t0
+        listener.join(5)
+        assert code == 0, proc.stderr.read() if proc.stderr else ""
+        assert elapsed < 2.0, f"{sig.name}: took {elapsed:.2f} s"
+        assert isinstance(got[-1], StatusMessage) and got[-1].event == "stopped"
+        if proc.stdout:
+            proc.stdout.close()
+        if proc.stderr:
+            proc.stderr.close()
+
+
+def test_subscribe_command_prints_messages(arch_weights: Path, endpoint: str) -> None:
+    sub = subprocess.Popen(
+        [*EDGESIGHT, "subscribe", "--endpoint", endpoint, "--topic", "detections.", "--count", "5", "--json"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(1.0)
+    run = edgesight(
+        "run",
+        "--source",
+        "synthetic://?frames=40&width=320&height=192",
+        "--model",
+        str(arch_weights),
+        "--imgsz",
+        "320",
+        "--publish",
+        endpoint,
+        "--wait-for-subscriber",
+    )
+    out, err = sub.communicate(timeout=30)
+    assert run.returncode == 0, run.stderr
+    assert sub.returncode == 0, err
+    import json
+
+    bodies = [json.loads(line) for line in out.splitlines()]
+    assert [b["seq"] for b in bodies] == [0, 1, 2, 3, 4]
+    assert all(b["schema"] == "edgesight.detections/1" for b in bodies)
+
+
+def test_subscribe_times_out_with_a_clear_error(endpoint: str) -> None:
+    result = edgesight("subscribe", "--endpoint", endpoint, "--timeout", "0.5")
+    assert_one_line_error(result, "no message on", code=1)
+
+
+def test_demo_runs_offline(endpoint: str, tmp_path: Path) -> None:
+    got: list[object] = []
+    listener = threading.Thread(target=collect, args=(endpoint, {"eos"}, got, 120))
+    listener.start()
+    result = edgesight("demo", "--frames", "30", "--publish", endpoint, "--imgsz", "320", timeout=120, cwd=tmp_path)
+    listener.join(5)
+    assert result.returncode == 0, result.stderr
+    assert "frames" in result.stderr
+    dets = [m for m in got if isinstance(m, DetectionsMessage)]
+    assert len(dets) >= 25 and dets[-1].seq == 29
