@@ -25,6 +25,8 @@ class ModelSpec:
     device: DeviceName = "auto"
     half: bool | None = None
     """fp16 on CUDA when ``None`` (default); always fp32 on CPU."""
+    threads: int | None = None
+    """CPU threads for inference; ``None`` uses every core."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,5 +68,7 @@ class DetectionEngine(Protocol):
     def prepare(self, image: np.ndarray) -> Any: ...
 
     def infer(self, inputs: Sequence[Any], source_shapes: Sequence[tuple[int, int]]) -> list[np.ndarray]: ...
+
+    def warmup(self) -> None: ...
 
     def close(self) -> None: ...

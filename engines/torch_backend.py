@@ -8,6 +8,7 @@ per-frame path skips the predictor's bookkeeping.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -41,6 +42,10 @@ class TorchDetector:
 
         self.spec = spec
         self.device = select_device(spec.device)
+        if self.device.type == "cpu":
+            # Ultralytics caps torch at one thread (OMP_NUM_THREADS=1) on import; inference is the pipeline's
+            # heaviest stage, so it gets every core unless configured otherwise.
+            torch.set_num_threads(spec.threads or os.cpu_count() or 1)
         half = self.device.type == "cuda" and spec.half is not False
         module, name = load_detection_module(spec.model)
         self._model = AutoBackend(model=module, device=self.device, fp16=half, fuse=True, verbose=False)
@@ -59,21 +64,28 @@ class TorchDetector:
             names=names,
         )
 
-    def prepare(self, image: np.ndarray) -> torch.Tensor:
-        """Letterbox a BGR image and return a normalized RGB ``(1, 3, H, W)`` tensor on the model's device."""
-        boxed = self._letterbox(image=image)
-        tensor = torch.from_numpy(boxed).unsqueeze(0).to(self.device, non_blocking=True)
-        tensor = tensor.permute(0, 3, 1, 2).contiguous().flip(1)
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        """Letterbox a BGR image into a contiguous RGB ``(3, H, W)`` uint8 array.
+
+        Deliberately NumPy only: torch ops here would start a second OpenMP
+        team beside the infer thread's and the two would fight for the cores.
+        """
+        boxed: np.ndarray = self._letterbox(image=image)  # type: ignore[assignment]
+        return np.ascontiguousarray(boxed[..., ::-1].transpose(2, 0, 1))
+
+    def _to_model_input(self, inputs: Sequence[np.ndarray]) -> torch.Tensor:
+        host = torch.from_numpy(inputs[0][None] if len(inputs) == 1 else np.stack(inputs))
+        tensor = host.to(self.device, non_blocking=True)
         return (tensor.half() if self._fp16 else tensor.float()).div_(255)
 
     @torch.inference_mode()
-    def infer(self, inputs: Sequence[torch.Tensor], source_shapes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
+    def infer(self, inputs: Sequence[np.ndarray], source_shapes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
         from ultralytics.utils import nms, ops
 
-        if len({tuple(t.shape) for t in inputs}) != 1:
+        if len({t.shape for t in inputs}) != 1:
             # Letterboxed shapes differ (different source sizes): run them one by one.
             return [self.infer([t], [s])[0] for t, s in zip(inputs, source_shapes, strict=True)]
-        batch = inputs[0] if len(inputs) == 1 else torch.cat(list(inputs))
+        batch = self._to_model_input(inputs)
         preds = self._model(batch)
         spec = self.spec
         kept = nms.non_max_suppression(
@@ -92,10 +104,12 @@ class TorchDetector:
             out.append(det[:, :6].float().cpu().numpy())
         return out
 
-    def warmup(self, shape: tuple[int, int] = (360, 640)) -> None:
-        """One forward pass on a blank image so the first real frame is not slow."""
+    def warmup(self) -> None:
+        """Two forward passes on a blank image so the first real frame is not slow."""
+        shape = (self.spec.imgsz * 9 // 16, self.spec.imgsz)
         blank = np.zeros((*shape, 3), dtype=np.uint8)
-        self.infer([self.prepare(blank)], [shape])
+        for _ in range(2):
+            self.infer([self.prepare(blank)], [shape])
 
     def close(self) -> None:
         self._model = None

@@ -245,8 +245,19 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
 COMMANDS = {"run": cmd_run, "check": cmd_check, "subscribe": cmd_subscribe, "demo": cmd_demo}
 
 
+def configure_threads() -> None:
+    """Give OpenMP every core before torch loads.
+
+    Ultralytics sets ``OMP_NUM_THREADS=1`` when it is imported (a training
+    default); for inference on an edge box that halves the speed. An explicit
+    ``OMP_NUM_THREADS`` from the user is respected.
+    """
+    os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``edgesight`` command."""
+    configure_threads()
     args = build_parser().parse_args(argv)
     _setup_logging(args)
     try:

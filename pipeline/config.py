@@ -156,6 +156,8 @@ class ModelConfig(_Strict):
     classes: list[int | str] | None = None
     """Keep only these classes, by id or label."""
     batch_size: int = Field(1, ge=1, le=64)
+    threads: int | None = Field(None, ge=1, le=256)
+    """CPU threads for inference (default: every core)."""
 
 
 class PublishConfig(_Strict):

@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +20,7 @@ from engines.base import DetectionEngine, EngineInfo, ModelSpec
 from engines.registry import load_engine
 from pipeline.bus import BusPublisher
 from pipeline.config import PipelineConfig
-from pipeline.errors import ConfigError, EdgesightError
+from pipeline.errors import EdgesightError
 from pipeline.queues import BoundedQueue, FanIn, OverflowPolicy
 from pipeline.sources import Source, make_source
 from pipeline.stages import CaptureStage, InferStage, PreprocessStage, PublishStage, StageThread
@@ -82,23 +83,8 @@ def model_spec(config: PipelineConfig) -> ModelSpec:
         classes=ids if only_ids else None,
         device=m.device,
         half=m.half,
+        threads=m.threads,
     )
-
-
-def resolve_classes(config: PipelineConfig, names: dict[int, str]) -> frozenset[int] | None:
-    """Class ids to keep, from ids or labels in ``model.classes``."""
-    if config.model.classes is None:
-        return None
-    by_label = {label: cid for cid, label in names.items()}
-    keep = set()
-    for c in config.model.classes:
-        if isinstance(c, int):
-            keep.add(c)
-        elif c in by_label:
-            keep.add(by_label[c])
-        else:
-            raise ConfigError(f"model.classes: the model has no class '{c}' (it has: {', '.join(names.values())})")
-    return frozenset(keep)
 
 
 class Pipeline:
@@ -110,13 +96,11 @@ class Pipeline:
         *,
         source_factory: SourceFactory = make_source,
         engine_factory: EngineFactory = load_engine,
-        engine: DetectionEngine | None = None,
     ) -> None:
         self.config = config
         self._source_factory = source_factory
         self._engine_factory = engine_factory
-        self.engine = engine
-        self._owns_engine = engine is None
+        self.engine: DetectionEngine | None = None
         self.stop_event = threading.Event()
         self._stop_lock = threading.Lock()
         self._stopped = False
@@ -124,6 +108,10 @@ class Pipeline:
         self._sources: dict[str, Source] = {}
         self._captures: list[CaptureStage] = []
         self._threads: list[StageThread] = []
+        self._ready = threading.Event()
+        self._capture_queues: list[BoundedQueue[Any]] = []
+        self._prepared: BoundedQueue[Any] | None = None
+        self._results: BoundedQueue[Any] | None = None
         self._queues: list[BoundedQueue[Any]] = []
         self._publish: PublishStage | None = None
         self.bus: BusPublisher | None = None
@@ -132,30 +120,28 @@ class Pipeline:
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
-        """Open sources, bind the bus, load the engine and start every stage thread."""
+        """Open sources, bind the bus, load the engine and start every stage thread.
+
+        Raises the first start-up error (bad source, endpoint or model) after
+        releasing whatever was opened.
+        """
+        cfg = self.config
         try:
             self._open_sources()
-            pub = self.config.publish
-            self.bus = BusPublisher(pub.endpoint, pub.send_hwm, lossless=pub.wait_for_subscriber)
-            if self.engine is None:
-                self.engine = self._engine_factory(model_spec(self.config), self.config.model.engine)
-            info = self.engine.info
-            log.info(
-                "engine: %s on %s (%s), model %s, imgsz %d%s",
-                info.backend,
-                info.device,
-                info.precision,
-                info.model,
-                info.imgsz,
-                f", fallback: {info.fallback_reason}" if info.fallback_reason else "",
+            self.bus = BusPublisher(
+                cfg.publish.endpoint, cfg.publish.send_hwm, lossless=cfg.publish.wait_for_subscriber
             )
-            self._build_stages(resolve_classes(self.config, info.names))
+            self._build_queues()
+            self._start_engine()
+            self._build_stages()
         except BaseException:
+            self.stop()
             self.close()
             raise
         self._started_at = time.monotonic()
         for thread in self._threads:
-            thread.start()
+            if not thread.is_alive():
+                thread.start()
 
     def _open_sources(self) -> None:
         for stream in self.config.streams:
@@ -164,26 +150,62 @@ class Pipeline:
             self._sources[stream.id] = source
             log.info("stream '%s': opened %s (queue policy %s)", stream.id, source.description, stream.policy.value)
 
-    def _build_stages(self, keep_classes: frozenset[int] | None) -> None:
-        assert self.engine is not None and self.bus is not None
+    def _build_queues(self) -> None:
         cfg = self.config
-        ready = threading.Event()
-        capture_queues = []
-        for stream in cfg.streams:
-            q: BoundedQueue[Any] = BoundedQueue(
-                f"capture.{stream.id}", stream.queue_size, stream.policy, self.stop_event, ready
-            )
-            capture_queues.append(q)
+        self._capture_queues = [
+            BoundedQueue(f"capture.{s.id}", s.queue_size, s.policy, self.stop_event, self._ready) for s in cfg.streams
+        ]
+        prepared: BoundedQueue[Any] = BoundedQueue("prepared", cfg.queue_size, OverflowPolicy.BLOCK, self.stop_event)
+        results: BoundedQueue[Any] = BoundedQueue("results", cfg.queue_size, OverflowPolicy.BLOCK, self.stop_event)
+        self._prepared, self._results = prepared, results
+        self._queues = [*self._capture_queues, prepared, results]
+
+    def _start_engine(self) -> None:
+        """Start the infer thread, which loads the engine, and wait for it (or its error)."""
+        cfg = self.config
+        spec = model_spec(cfg)
+        assert self._prepared is not None and self._results is not None
+        infer = InferStage(
+            self._prepared,
+            self._results,
+            len(cfg.streams),
+            self.stop_event,
+            self._fail,
+            lambda: self._engine_factory(spec, cfg.model.engine),
+            cfg.model.batch_size,
+            cfg.model.classes,
+        )
+        self._threads.append(infer)
+        infer.start()
+        while True:
+            try:
+                self.engine = infer.loaded.result(timeout=0.1)
+                break
+            except FutureTimeout:
+                if self.stop_event.is_set():
+                    raise EdgesightError("stopped while loading the model") from None
+        info = self.engine.info
+        log.info(
+            "engine: %s on %s (%s), model %s, imgsz %d%s",
+            info.backend,
+            info.device,
+            info.precision,
+            info.model,
+            info.imgsz,
+            f", fallback: {info.fallback_reason}" if info.fallback_reason else "",
+        )
+
+    def _build_stages(self) -> None:
+        assert self.engine is not None and self.bus is not None
+        assert self._prepared is not None and self._results is not None
+        cfg = self.config
+        for stream, q in zip(cfg.streams, self._capture_queues, strict=True):
             self._captures.append(
                 CaptureStage(stream.id, self._sources[stream.id], q, self.stop_event, self._fail, stream.max_frames)
             )
-        prepared: BoundedQueue[Any] = BoundedQueue("prepared", cfg.queue_size, OverflowPolicy.BLOCK, self.stop_event)
-        results: BoundedQueue[Any] = BoundedQueue("results", cfg.queue_size, OverflowPolicy.BLOCK, self.stop_event)
-        self._queues = [*capture_queues, prepared, results]
-        n = len(cfg.streams)
         info = self.engine.info
         self._publish = PublishStage(
-            results,
+            self._results,
             self.bus,
             [s.id for s in cfg.streams],
             info.model,
@@ -193,14 +215,15 @@ class Pipeline:
             cfg.publish.wait_for_subscriber,
             cfg.publish.subscriber_timeout_s,
         )
-        self._threads = [
-            self._publish,
-            InferStage(
-                prepared, self.engine, results, n, self.stop_event, self._fail, cfg.model.batch_size, keep_classes
-            ),
-            PreprocessStage(FanIn(capture_queues, ready), self.engine, prepared, n, self.stop_event, self._fail),
-            *self._captures,
-        ]
+        preprocess = PreprocessStage(
+            FanIn(self._capture_queues, self._ready),
+            self.engine,
+            self._prepared,
+            len(cfg.streams),
+            self.stop_event,
+            self._fail,
+        )
+        self._threads = [self._publish, *self._threads, preprocess, *self._captures]
 
     def _fail(self, stage: str, exc: BaseException) -> None:
         log.debug("stage %s failed", stage, exc_info=exc)
@@ -240,12 +263,12 @@ class Pipeline:
             self._finished_at = time.monotonic()
 
     def close(self) -> None:
-        """Release sources, bus and (if this pipeline loaded it) the engine. Call after ``stop()``."""
+        """Release sources, bus and engine. Call after ``stop()``."""
         for source in self._sources.values():
             source.release()
         if self.bus is not None:
             self.bus.close()
-        if self.engine is not None and self._owns_engine:
+        if self.engine is not None:
             self.engine.close()
 
     def run(self) -> RunReport:

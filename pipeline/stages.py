@@ -11,11 +11,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from typing import Any
 
 from engines.base import DetectionEngine
 from pipeline.bus import BusPublisher
-from pipeline.errors import SourceError
+from pipeline.errors import ConfigError, SourceError
 from pipeline.messages import Detection, EndOfStream, Frame, FrameResult, PreparedFrame
 from pipeline.queues import BoundedQueue, FanIn
 from pipeline.schema import DETECTIONS_TOPIC, STATUS_TOPIC, detections_body, status_body, topic_for
@@ -27,6 +28,22 @@ GET_TIMEOUT_S = 0.1
 """How long a stage waits on its input before re-checking the stop event."""
 
 FailureHandler = Callable[[str, BaseException], None]
+
+
+def resolve_classes(classes: Sequence[int | str] | None, names: dict[int, str]) -> frozenset[int] | None:
+    """Class ids to keep, from ids or labels (``model.classes``)."""
+    if classes is None:
+        return None
+    by_label = {label: cid for cid, label in names.items()}
+    keep = set()
+    for c in classes:
+        if isinstance(c, int):
+            keep.add(c)
+        elif c in by_label:
+            keep.add(by_label[c])
+        else:
+            raise ConfigError(f"model.classes: the model has no class '{c}' (it has: {', '.join(names.values())})")
+    return frozenset(keep)
 
 
 class StageThread(threading.Thread):
@@ -124,27 +141,49 @@ class PreprocessStage(StageThread):
 
 
 class InferStage(StageThread):
-    """Runs the engine on prepared frames (batched up to ``batch_size`` when several are waiting)."""
+    """Loads the engine on its own thread, then runs it on prepared frames.
+
+    Loading here, not in the caller's thread, matters on the CPU: PyTorch's
+    thread pools run markedly slower when a model built on one thread is run
+    on another. ``loaded`` resolves to the engine (or the load error), so the
+    pipeline can report a bad model at start-up. Batches hold up to
+    ``batch_size`` frames when several are waiting.
+    """
 
     def __init__(
         self,
         inp: BoundedQueue[Any],
-        engine: DetectionEngine,
         out: BoundedQueue[Any],
         streams: int,
         stop: threading.Event,
         on_failure: FailureHandler,
+        load: Callable[[], DetectionEngine],
         batch_size: int = 1,
-        keep_classes: frozenset[int] | None = None,
+        classes: Sequence[int | str] | None = None,
     ) -> None:
         super().__init__("infer", stop, on_failure)
         self.inp = inp
-        self.engine = engine
         self.out = out
         self.streams = streams
         self.batch_size = batch_size
-        self.keep_classes = keep_classes
-        self._names = engine.info.names
+        self._load = load
+        self._classes = classes
+        self.loaded: Future[DetectionEngine] = Future()
+        self.keep_classes: frozenset[int] | None = None
+        self._names: dict[int, str] = {}
+
+    def run(self) -> None:
+        try:
+            engine = self._load()
+            self._names = engine.info.names
+            self.keep_classes = resolve_classes(self._classes, self._names)
+            engine.warmup()
+        except BaseException as exc:  # handed to the thread that waits on ``loaded``
+            self.loaded.set_exception(exc)
+            return
+        self.engine = engine
+        self.loaded.set_result(engine)
+        super().run()
 
     def loop(self) -> None:
         ended = 0
