@@ -40,10 +40,13 @@ def config_for(endpoint: str, streams: list[dict[str, Any]], model: dict[str, An
     return build_config({"streams": streams, "model": model, "publish": publish, **extra}, "test")
 
 
-def run_and_collect(config: PipelineConfig, timeout_s: float = 240.0) -> Collected:
-    """Run ``config`` to its end with a subscriber attached; every stream must end within ``timeout_s``."""
+def run_and_collect(config: PipelineConfig, timeout_s: float = 240.0, **pipeline_kwargs: Any) -> Collected:
+    """Run ``config`` to its end with a subscriber attached; every stream must end within ``timeout_s``.
+
+    ``pipeline_kwargs`` go to :class:`Pipeline` (fakes at its seams).
+    """
     out = Collected()
-    pipeline = Pipeline(config)
+    pipeline = Pipeline(config, **pipeline_kwargs)
 
     def target() -> None:
         try:

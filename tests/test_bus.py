@@ -1,0 +1,123 @@
+"""The ZeroMQ wrapper and the subscriber client, over real sockets."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+import zmq
+
+from pipeline.bus import BusPublisher
+from pipeline.errors import PublishError
+from pipeline.schema import DETECTIONS_SCHEMA, DetectionsMessage, MessageError, StatusMessage, decode
+from pipeline.subscriber import Subscriber
+
+
+def body(seq: int, stream: str = "cam") -> dict[str, object]:
+    return {
+        "schema": DETECTIONS_SCHEMA,
+        "stream_id": stream,
+        "seq": seq,
+        "frame_index": seq,
+        "pts_ms": 0.0,
+        "captured_at": 1.0,
+        "published_at": 2.0,
+        "width": 4,
+        "height": 4,
+        "model": "m",
+        "detections": [{"class_id": 0, "label": "person", "confidence": 0.5, "box": [0, 0, 1, 1]}],
+    }
+
+
+def test_wait_for_subscriber_then_nothing_is_lost(endpoint: str) -> None:
+    bus = BusPublisher(endpoint, send_hwm=10, lossless=True)
+    stop = threading.Event()
+    assert not bus.wait_for_subscriber(stop, timeout_s=0.3)
+    with Subscriber(endpoint, ["detections."], rcv_hwm=10) as sub:
+        assert bus.wait_for_subscriber(stop, timeout_s=5)
+        received: list[int] = []
+
+        def slow_reader() -> None:
+            while len(received) < 300:
+                msg = sub.recv(5)
+                if msg is None:
+                    return
+                assert isinstance(msg, DetectionsMessage)
+                received.append(msg.seq)
+                if len(received) % 50 == 0:
+                    time.sleep(0.1)
+
+        reader = threading.Thread(target=slow_reader)
+        reader.start()
+        for seq in range(300):
+            assert bus.send("detections.cam", body(seq), stop)
+        reader.join(20)
+    bus.close()
+    assert received == list(range(300))
+    assert sum(bus.dropped.values()) == 0
+
+
+def test_live_mode_drops_and_counts_instead_of_blocking(endpoint: str) -> None:
+    bus = BusPublisher(endpoint, send_hwm=5, lossless=False)
+    with Subscriber(endpoint, [""], rcv_hwm=5) as _sub:
+        assert bus.wait_for_subscriber(threading.Event(), timeout_s=5)
+        t0 = time.monotonic()
+        results = [bus.send("detections.cam", body(i)) for i in range(5000)]
+        assert time.monotonic() - t0 < 5
+    bus.close()
+    assert results.count(False) == bus.dropped["detections.cam"] > 0
+
+
+def test_subscriber_reports_gaps_from_seq(endpoint: str) -> None:
+    ctx = zmq.Context()
+    pub = ctx.socket(zmq.PUB)
+    pub.bind(endpoint)
+    with Subscriber(endpoint) as sub:
+        time.sleep(0.3)  # let the subscription reach the publisher
+        for seq in [0, 1, 4, 5, 9]:
+            pub.send_multipart([b"detections.cam", json.dumps(body(seq)).encode()])
+        pub.send_multipart([b"detections.cam", b"{not json"])
+        pub.send_multipart(
+            [
+                b"status.cam",
+                json.dumps({"schema": "edgesight.status/1", "stream_id": "cam", "event": "eos", "at": 3.0}).encode(),
+            ]
+        )
+        got = [sub.recv(2) for _ in range(6)]
+    pub.close(0)
+    ctx.term()
+    assert [m.seq for m in got if isinstance(m, DetectionsMessage)] == [0, 1, 4, 5, 9]
+    assert isinstance(got[-1], StatusMessage) and got[-1].event == "eos"
+    assert dict(sub.gaps) == {"cam": [(2, 3), (6, 8)]}
+    assert sub.missed == 5 and sub.invalid == 1
+
+
+@pytest.mark.parametrize(
+    ("payload", "error"),
+    [
+        (b"[]", "not a JSON object"),
+        (b'{"schema": "other/1"}', "unsupported schema"),
+        (b'{"schema": "edgesight.detections/1", "stream_id": "a"}', "missing or bad field"),
+        (b'{"schema": "edgesight.detections/x"}', "malformed schema version"),
+        (b"\xff\xfe", "not a JSON message"),
+    ],
+)
+def test_decode_rejects_what_is_not_ours(payload: bytes, error: str) -> None:
+    with pytest.raises(MessageError, match=error):
+        decode(b"detections.a", payload)
+
+
+def test_newer_minor_fields_are_ignored() -> None:
+    msg = decode(b"detections.cam", json.dumps({**body(3), "future_field": [1, 2]}).encode())
+    assert isinstance(msg, DetectionsMessage) and msg.seq == 3
+
+
+def test_binding_a_busy_endpoint_is_a_clear_error(endpoint: str) -> None:
+    first = BusPublisher(endpoint)
+    try:
+        with pytest.raises(PublishError, match=f"cannot bind publisher to '{endpoint}'"):
+            BusPublisher(endpoint)
+    finally:
+        first.close()

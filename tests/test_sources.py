@@ -1,0 +1,228 @@
+"""Sources against real files and folders; a scripted fake proves shutdown unblocks a hung read."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from pipeline.config import build_config
+from pipeline.errors import SourceError
+from pipeline.runner import Pipeline
+from pipeline.sources.base import RawFrame
+from pipeline.sources.images import ImageFolderSource
+from pipeline.sources.paced import PacedSource
+from pipeline.sources.synthetic import SyntheticSource
+from pipeline.sources.video import VideoFileSource, to_bgr
+
+
+def read_all(source: object) -> list[RawFrame]:
+    source.open()  # type: ignore[attr-defined]
+    frames = []
+    while (frame := source.read()) is not None:  # type: ignore[attr-defined]
+        frames.append(frame)
+    source.release()  # type: ignore[attr-defined]
+    return frames
+
+
+def test_video_file_decodes_every_frame(people1: Path) -> None:
+    frames = read_all(VideoFileSource(people1))
+    assert len(frames) == 686
+    assert frames[0].image.shape == (360, 640, 3)
+    pts = [f.pts_ms for f in frames]
+    assert pts == sorted(pts) and pts[-1] > 28_000  # 686 frames at 23.98 fps
+
+
+def test_tiny_video_written_here(tiny_video: Path) -> None:
+    frames = read_all(VideoFileSource(tiny_video))
+    assert len(frames) == 40
+    assert frames[10].pts_ms == pytest.approx(500.0, abs=1.0)
+
+
+def test_truncated_video_is_a_clear_error(people1: Path, tmp_path: Path) -> None:
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(people1.read_bytes()[:1_000_000])
+    with pytest.raises(SourceError, match=r"cut\.mp4"):
+        read_all(VideoFileSource(cut))  # the index (moov) sits at the end: nothing can be opened
+
+
+def test_image_folder_in_name_order_skipping_unreadable(tmp_path: Path) -> None:
+    for i, value in enumerate([10, 20, 30]):
+        cv2.imwrite(str(tmp_path / f"img{i}.png"), np.full((32, 48, 3), value, np.uint8))
+    (tmp_path / "img1b.jpg").write_bytes(b"not an image")
+    cv2.imwrite(str(tmp_path / "gray.png"), np.full((32, 48), 77, np.uint8))
+    (tmp_path / "notes.txt").write_text("ignored")
+    source = ImageFolderSource(tmp_path, fps=10)
+    frames = read_all(source)
+    assert [int(f.image[0, 0, 0]) for f in frames] == [77, 10, 20, 30]
+    assert all(f.image.shape == (32, 48, 3) for f in frames)
+    assert [f.pts_ms for f in frames] == [0.0, 100.0, 200.0, 400.0]
+    assert source.skipped == 1
+
+
+@pytest.mark.parametrize(
+    ("image", "shape"),
+    [
+        (np.zeros((8, 8), np.uint8), (8, 8, 3)),
+        (np.zeros((8, 8, 1), np.uint8), (8, 8, 3)),
+        (np.zeros((8, 8, 4), np.uint8), (8, 8, 3)),
+        (np.full((8, 8, 3), 65535, np.uint16), (8, 8, 3)),
+        (np.zeros((1, 1, 3), np.uint8), (1, 1, 3)),
+    ],
+)
+def test_odd_frames_become_bgr(image: np.ndarray, shape: tuple[int, ...]) -> None:
+    out = to_bgr(image, "test")
+    assert out.shape == shape and out.dtype == np.uint8
+    if image.dtype == np.uint16:
+        assert int(out.max()) == 255
+
+
+def test_unsupported_frames_are_rejected_clearly() -> None:
+    with pytest.raises(SourceError, match="unsupported pixel type float32"):
+        to_bgr(np.zeros((4, 4, 3), np.float32), "cam")
+    with pytest.raises(SourceError, match="unsupported frame shape"):
+        to_bgr(np.zeros((4, 4, 2), np.uint8), "cam")
+
+
+def test_synthetic_scene_is_deterministic_per_seed() -> None:
+    a = read_all(SyntheticSource(seed=4, frames=5))
+    b = read_all(SyntheticSource(seed=4, frames=5))
+    c = read_all(SyntheticSource(seed=5, frames=5))
+    assert all(np.array_equal(x.image, y.image) for x, y in zip(a, b, strict=True))
+    assert not np.array_equal(a[0].image, c[0].image)
+    assert not np.array_equal(a[0].image, a[4].image)  # things move
+
+
+def test_paced_source_keeps_the_frame_rate() -> None:
+    source = PacedSource(SyntheticSource(seed=1, frames=6, fps=20))
+    t0 = time.monotonic()
+    assert len(read_all(source)) == 6
+    assert 0.22 < time.monotonic() - t0 < 1.0  # 5 intervals of 50 ms
+
+
+class BlockingSource:
+    """A scripted fake: ``n`` frames, then a read that hangs until interrupted (a dead camera)."""
+
+    live = True
+    description = "blocking fake"
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.read_count = 0
+        self.interrupted = threading.Event()
+        self.released = False
+
+    def open(self) -> None:
+        pass
+
+    def read(self) -> RawFrame | None:
+        if self.read_count < self.n:
+            self.read_count += 1
+            return RawFrame(np.zeros((64, 96, 3), np.uint8), self.read_count * 40.0)
+        self.interrupted.wait(60)
+        return None
+
+    def release(self) -> None:
+        self.released = True
+
+    def interrupt(self) -> None:
+        self.interrupted.set()
+
+
+class FakeEngine:
+    """A scripted engine: one box per frame at a fixed place."""
+
+    def __init__(self) -> None:
+        from engines.base import EngineInfo
+
+        self.info = EngineInfo("fake", "cpu", "fp32", "fake.pt", "detect", 64, {0: "person"})
+        self.closed = False
+
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        return image
+
+    def infer(self, inputs: list[np.ndarray], shapes: list[tuple[int, int]]) -> list[np.ndarray]:
+        return [np.array([[1.0, 2.0, 10.0, 20.0, 0.9, 0.0]], np.float32) for _ in inputs]
+
+    def warmup(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_stop_unblocks_a_hung_source_and_is_idempotent(endpoint: str) -> None:
+    fake = BlockingSource(5)
+    engine = FakeEngine()
+    config = build_config({"streams": [{"id": "dead", "source": "rtsp://h/x"}], "publish": {"endpoint": endpoint}}, "t")
+    pipeline = Pipeline(config, source_factory=lambda _cfg: fake, engine_factory=lambda _spec, _name: engine)
+    pipeline.start()
+    deadline = time.monotonic() + 10
+    while pipeline.progress().published < 5 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert pipeline.progress().published == 5
+    assert not pipeline.wait(0.2)  # hung on the sixth read
+    t0 = time.monotonic()
+    pipeline.stop()
+    pipeline.stop()
+    assert time.monotonic() - t0 < 2.0
+    assert fake.interrupted.is_set()
+    report = pipeline.report()
+    pipeline.close()
+    assert fake.released and engine.closed
+    assert report.streams[0].frames == 5 and report.streams[0].stopped
+    assert not any(t.is_alive() for t in threading.enumerate() if t.name in {"infer", "preprocess", "publish"})
+
+
+def test_a_failing_engine_stops_the_pipeline_with_its_error(endpoint: str) -> None:
+    class Exploding(FakeEngine):
+        def infer(self, inputs: list[np.ndarray], shapes: list[tuple[int, int]]) -> list[np.ndarray]:
+            raise RuntimeError("boom")
+
+    config = build_config(
+        {"streams": [{"id": "s", "source": "synthetic://?frames=50"}], "publish": {"endpoint": endpoint}}, "t"
+    )
+    pipeline = Pipeline(config, engine_factory=lambda _spec, _name: Exploding())
+    t0 = time.monotonic()
+    report = pipeline.run()
+    assert time.monotonic() - t0 < 5
+    assert not report.ok
+    assert report.failure == "stage 'infer' failed: RuntimeError: boom"
+
+
+class FailingSource(BlockingSource):
+    """A scripted fake: ``n`` frames, then the camera fails."""
+
+    def read(self) -> RawFrame | None:
+        if self.read_count < self.n:
+            return super().read()
+        raise SourceError("blocking fake: stream stopped delivering frames")
+
+
+def test_a_source_failure_ends_its_stream_with_an_error_status(endpoint: str) -> None:
+    from helpers import run_and_collect
+
+    config = build_config(
+        {
+            "streams": [{"id": "bad", "source": "rtsp://h/x"}, {"id": "good", "source": "synthetic://?frames=12"}],
+            "publish": {"endpoint": endpoint, "wait_for_subscriber": True, "subscriber_timeout_s": 10},
+        },
+        "t",
+    )
+
+    def factory(cfg: object) -> object:
+        from pipeline.sources import make_source
+
+        return FailingSource(3) if getattr(cfg, "type", "") == "url" else make_source(cfg)  # type: ignore[arg-type]
+
+    got = run_and_collect(config, source_factory=factory, engine_factory=lambda _s, _n: FakeEngine())
+    bad = got.statuses("bad")
+    assert [s.event for s in bad] == ["start", "error"]
+    assert bad[-1].message == "blocking fake: stream stopped delivering frames"
+    assert [m.seq for m in got.detections("bad")] == [0, 1, 2]
+    assert [m.seq for m in got.detections("good")] == list(range(12)), "the other stream is unaffected"
+    assert got.report is not None and not got.report.ok
