@@ -45,8 +45,8 @@ def save_architecture_weights(path: Path, architecture: str = "yolo11n.yaml", se
         for h in hooks:
             h.remove()
         for k, h in enumerate(heads):
-            h.weight.mul_(2.0 / max(stds[k], 1e-12))
-            h.bias.fill_(-5.0)
+            h.weight.mul_(0.05 / max(stds[k], 1e-12))
+            h.bias.fill_(-1.5)
     model.names = coco_names()
     yolo.save(str(path))
     return path

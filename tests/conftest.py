@@ -62,3 +62,29 @@ def tiny_video(tmp_path: Path) -> Path:
         writer.write(frame)
     writer.release()
     return path
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def _tensorrt_importable() -> bool:
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip ``gpu`` tests without CUDA and ``trt`` tests where TensorRT does not import, saying why."""
+    needs_gpu = [i for i in items if "gpu" in i.keywords]
+    needs_trt = [i for i in items if "trt" in i.keywords]
+    if needs_gpu and not _cuda_available():
+        for item in needs_gpu:
+            item.add_marker(pytest.mark.skip(reason="no CUDA GPU on this machine"))
+    if needs_trt and not _tensorrt_importable():
+        for item in needs_trt:
+            item.add_marker(pytest.mark.skip(reason="tensorrt does not import on this machine"))

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import cv2
 import jsonschema
 import numpy as np
 import pytest
+import torch
 from helpers import config_for, run_and_collect
 
 from pipeline.schema import DetectionsMessage
@@ -17,27 +19,37 @@ from pipeline.sources.synthetic import SyntheticSource
 SCHEMAS = Path(__file__).parent.parent / "pipeline" / "schemas"
 
 
-def match_detections(ours: DetectionsMessage, ref: np.ndarray) -> None:
-    """Same classes, boxes within 1 px and confidences within 1e-3, one-to-one."""
-    assert len(ours.detections) == len(ref), f"frame {ours.frame_index}: {len(ours.detections)} vs {len(ref)} boxes"
+BORDERLINE = 2e-3
+"""A box this close to the confidence threshold may fall on either side of it between two runs."""
+
+
+def match_detections(ours: DetectionsMessage, ref: np.ndarray, conf_thres: float = 0.25) -> None:
+    """Same classes, boxes within 1 px and confidences within 1e-3, one-to-one (borderline scores aside)."""
     unmatched = list(ours.detections)
     for x1, y1, x2, y2, conf, cls in ref.tolist():
         best = None
         for d in unmatched:
-            if d.class_id != int(cls):
-                continue
             err = max(abs(a - b) for a, b in zip(d.box, (x1, y1, x2, y2), strict=True))
-            if err <= 1.0 and abs(d.confidence - conf) <= 1e-3:
+            if d.class_id == int(cls) and err <= 1.0 and abs(d.confidence - conf) <= 1e-3:
                 best = d
                 break
-        assert best is not None, f"frame {ours.frame_index}: no match for class {int(cls)} box {(x1, y1, x2, y2)}"
+        if best is None:
+            assert conf < conf_thres + BORDERLINE, (
+                f"frame {ours.frame_index}: no match for class {int(cls)} box {(x1, y1, x2, y2)} conf {conf}"
+            )
+            continue
         unmatched.remove(best)
+    extra = [d for d in unmatched if d.confidence >= conf_thres + BORDERLINE]
+    assert not extra, f"frame {ours.frame_index}: boxes Ultralytics did not find: {extra[:3]}"
+    assert len(ours.detections) > 0
 
 
 def ultralytics_reference(weights: Path, frames: list[np.ndarray], imgsz: int = 640, conf: float = 0.25) -> list:
     from ultralytics import YOLO
 
     model = YOLO(str(weights))
+    model.predict(frames[0], imgsz=imgsz, conf=conf, verbose=False)
+    torch.set_num_threads(os.cpu_count() or 1)  # as edgesight runs it (Ultralytics picks cores - 1)
     return [model.predict(f, imgsz=imgsz, conf=conf, verbose=False)[0].boxes.data.cpu().numpy() for f in frames]
 
 
@@ -51,7 +63,6 @@ def test_fidelity_with_ultralytics_on_generated_frames(arch_weights: Path, endpo
     got = run_and_collect(config)
     dets = got.detections("syn")
     assert [m.frame_index for m in dets] == list(range(n))
-    assert sum(len(m.detections) for m in dets) > 0, "the test model should produce boxes"
     source = SyntheticSource(3, frames=n)
     refs = ultralytics_reference(arch_weights, [source.render(i) for i in range(n)])
     for msg, ref in zip(dets, refs, strict=True):
