@@ -51,6 +51,7 @@ class TorchDetector:
         self._model = AutoBackend(model=module, device=self.device, fp16=half, fuse=True, verbose=False)
         self._model.eval()
         self._fp16 = bool(self._model.fp16)
+        self._on_gpu = self.device.type == "cuda"
         self._end2end = bool(getattr(self._model, "end2end", False))
         self._letterbox = LetterBox(spec.imgsz, auto=True, stride=int(self._model.stride))
         names = {int(k): str(v) for k, v in self._model.names.items()}
@@ -65,17 +66,24 @@ class TorchDetector:
         )
 
     def prepare(self, image: np.ndarray) -> np.ndarray:
-        """Letterbox a BGR image into a contiguous RGB ``(3, H, W)`` uint8 array.
+        """Letterbox a BGR image for the model.
 
-        Deliberately NumPy only: torch ops here would start a second OpenMP
-        team beside the infer thread's and the two would fight for the cores.
+        On the CPU this returns a contiguous RGB ``(3, H, W)`` uint8 array, built
+        with NumPy only: torch ops here would start a second OpenMP team beside the
+        infer thread's and the two would fight for the cores. On CUDA it returns
+        the letterboxed ``(H, W, 3)`` BGR image as is; layout and colour order are
+        changed on the GPU after a single uint8 upload.
         """
         boxed: np.ndarray = self._letterbox(image=image)  # type: ignore[assignment]
+        if self._on_gpu:
+            return boxed
         return np.ascontiguousarray(boxed[..., ::-1].transpose(2, 0, 1))
 
     def _to_model_input(self, inputs: Sequence[np.ndarray]) -> torch.Tensor:
         host = torch.from_numpy(inputs[0][None] if len(inputs) == 1 else np.stack(inputs))
         tensor = host.to(self.device, non_blocking=True)
+        if self._on_gpu:
+            tensor = tensor.permute(0, 3, 1, 2).contiguous().flip(1)  # BHWC BGR -> BCHW RGB
         return (tensor.half() if self._fp16 else tensor.float()).div_(255)
 
     @torch.inference_mode()

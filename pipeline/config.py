@@ -126,7 +126,7 @@ class StreamConfig(_Strict):
     source: SourceConfig
     queue_policy: OverflowPolicy | None = None
     """``drop_oldest`` for live sources and ``block`` for files unless set."""
-    queue_size: int = Field(4, ge=1, le=1024)
+    queue_size: int = Field(2, ge=1, le=1024)
     max_frames: int | None = Field(None, ge=1)
 
     @field_validator("source", mode="before")
@@ -177,7 +177,7 @@ class PipelineConfig(_Strict):
     streams: list[StreamConfig] = Field(min_length=1)
     model: ModelConfig = ModelConfig()
     publish: PublishConfig = PublishConfig()
-    queue_size: int = Field(8, ge=1, le=1024)
+    queue_size: int = Field(2, ge=1, le=1024)
     """Size of the queues between preprocess, infer and publish."""
 
     @model_validator(mode="after")

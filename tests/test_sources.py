@@ -226,3 +226,50 @@ def test_a_source_failure_ends_its_stream_with_an_error_status(endpoint: str) ->
     assert [m.seq for m in got.detections("bad")] == [0, 1, 2]
     assert [m.seq for m in got.detections("good")] == list(range(12)), "the other stream is unaffected"
     assert got.report is not None and not got.report.ok
+
+
+class SlowEngine(FakeEngine):
+    """A scripted engine that takes 30 ms a frame, slower than the camera."""
+
+    def infer(self, inputs: list[np.ndarray], shapes: list[tuple[int, int]]) -> list[np.ndarray]:
+        time.sleep(0.03)
+        return super().infer(inputs, shapes)
+
+
+@pytest.mark.parametrize(("policy", "expect_drops"), [("drop_oldest", True), ("block", False)])
+def test_a_slow_engine_drops_live_frames_but_never_file_frames(policy: str, expect_drops: bool, endpoint: str) -> None:
+    from helpers import run_and_collect
+
+    config = build_config(
+        {
+            "streams": [
+                {
+                    "id": "cam",
+                    "source": {"type": "synthetic", "frames": 60, "fps": 200, "width": 96, "height": 64},
+                    "queue_policy": policy,
+                    "queue_size": 2,
+                }
+            ],
+            "publish": {"endpoint": endpoint, "wait_for_subscriber": True, "subscriber_timeout_s": 10},
+        },
+        "t",
+    )
+
+    def paced(cfg: object) -> object:
+        from pipeline.sources import make_source
+
+        return PacedSource(make_source(cfg))  # type: ignore[arg-type]  # a 200 fps "camera"
+
+    got = run_and_collect(config, source_factory=paced, engine_factory=lambda _s, _n: SlowEngine())
+    dets = got.detections("cam")
+    assert got.report is not None
+    drops = got.report.streams[0].drops
+    assert [m.seq for m in dets] == list(range(len(dets))), "seq stays contiguous either way"
+    if expect_drops:
+        assert drops.get("capture.cam", 0) > 0
+        assert len(dets) + drops["capture.cam"] == 60
+        assert dets[-1].frame_index == 59, "the freshest frame wins"
+        assert len({m.frame_index for m in dets}) == len(dets) < 60
+    else:
+        assert drops == {}
+        assert [m.frame_index for m in dets] == list(range(60))
