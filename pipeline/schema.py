@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.messages import FrameResult
+from pipeline.messages import Detection, FrameResult
 
 DETECTIONS_SCHEMA = "edgesight.detections/1"
 STATUS_SCHEMA = "edgesight.status/1"
@@ -60,14 +60,6 @@ class MessageError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
-class PublishedDetection:
-    class_id: int
-    label: str
-    confidence: float
-    box: tuple[float, float, float, float]
-
-
-@dataclass(frozen=True, slots=True)
 class DetectionsMessage:
     """One ``detections.<stream_id>`` message."""
 
@@ -81,7 +73,7 @@ class DetectionsMessage:
     width: int
     height: int
     model: str
-    detections: tuple[PublishedDetection, ...]
+    detections: tuple[Detection, ...]
     raw: dict[str, Any]
 
 
@@ -110,12 +102,10 @@ def _major(schema: Any) -> tuple[str, int]:
         raise MessageError(f"malformed schema version in {schema!r}") from exc
 
 
-def _detection(item: Any) -> PublishedDetection:
+def _detection(item: Any) -> Detection:
     try:
-        box = tuple(float(v) for v in item["box"])
-        if len(box) != 4:
-            raise MessageError(f"box must have 4 numbers, got {item['box']!r}")
-        return PublishedDetection(int(item["class_id"]), str(item["label"]), float(item["confidence"]), box)
+        x1, y1, x2, y2 = (float(v) for v in item["box"])
+        return Detection(int(item["class_id"]), str(item["label"]), float(item["confidence"]), (x1, y1, x2, y2))
     except (KeyError, TypeError, ValueError) as exc:
         raise MessageError(f"bad detection {item!r}: {exc}") from exc
 

@@ -102,6 +102,18 @@ def test_subscriber_reports_gaps_from_seq(endpoint: str) -> None:
         (b'{"schema": "edgesight.detections/1", "stream_id": "a"}', "missing or bad field"),
         (b'{"schema": "edgesight.detections/x"}', "malformed schema version"),
         (b"\xff\xfe", "not a JSON message"),
+        (
+            json.dumps(
+                {**body(1), "detections": [{"class_id": 0, "label": "a", "confidence": 0.5, "box": [0, 1]}]}
+            ).encode(),
+            "bad detection",
+        ),
+        (
+            json.dumps(
+                {**body(1), "detections": [{"class_id": 0, "label": "a", "confidence": 7, "box": [0, 0, 1, 1]}]}
+            ).encode(),
+            "bad detection",
+        ),
     ],
 )
 def test_decode_rejects_what_is_not_ours(payload: bytes, error: str) -> None:
