@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from engines.weights import coco_names
 
 
@@ -22,8 +24,6 @@ def save_architecture_weights(path: Path, architecture: str = "yolo11n.yaml", se
     """
     import torch
     from ultralytics import YOLO
-
-    from pipeline.sources.synthetic import SyntheticSource
 
     torch.manual_seed(seed)
     yolo = YOLO(architecture)
@@ -40,7 +40,7 @@ def save_architecture_weights(path: Path, architecture: str = "yolo11n.yaml", se
         ]
         for h in heads:
             h.bias.zero_()
-        ref = SyntheticSource(seed, width=640, height=384).render(0)
+        ref = calibration_image(seed)
         model.eval()(torch.from_numpy(ref[..., ::-1].copy()).permute(2, 0, 1)[None].float() / 255)
         for h in hooks:
             h.remove()
@@ -50,3 +50,20 @@ def save_architecture_weights(path: Path, architecture: str = "yolo11n.yaml", se
     model.names = coco_names()
     yolo.save(str(path))
     return path
+
+
+def calibration_image(seed: int, width: int = 640, height: int = 384) -> np.ndarray:
+    """A fixed reference frame (smooth texture, a few flat boxes, noise) that sets the class head's scale."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width]
+    texture = 90 + 25 * np.sin(xx / 17.0) * np.cos(yy / 23.0) + rng.normal(0, 6, (height, width))
+    image = np.clip(np.stack([texture, texture * 0.95, texture * 0.9], axis=-1), 0, 255).astype(np.uint8)
+    for _ in range(int(rng.integers(3, 7))):
+        x, y = float(rng.uniform(0, width)), float(rng.uniform(0.2 * height, 0.8 * height))
+        rng.choice([-1, 1]), rng.uniform(1.5, 5.0)  # (kept: the draws that made this reference frame)
+        w, h = float(rng.uniform(0.05, 0.18) * width), float(rng.uniform(0.1, 0.3) * height)
+        colour = rng.integers(30, 250, 3)
+        x1, y1 = int(x - w), int(y - h / 2)
+        image[max(y1, 0) : max(y1 + int(h), 0), max(x1, 0) : max(x1 + int(w), 0)] = colour
+    noise = np.random.default_rng(seed * 100_003).integers(-4, 5, image.shape, dtype=np.int16)
+    return np.clip(image.astype(np.int16) + noise, 0, 255).astype(np.uint8)

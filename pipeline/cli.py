@@ -70,6 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
     subscribe.add_argument("--json", action="store_true", help="print each message body as one JSON line")
     _add_common(subscribe)
 
+    synth = sub.add_parser("synth", help="write a generated street scene (scene.mp4) and its truth (truth.jsonl)")
+    synth.add_argument("--seed", type=int, required=True)
+    synth.add_argument("--frames", type=int, required=True)
+    synth.add_argument("--out", required=True, help="output folder")
+    synth.add_argument("--size", default="640x360", metavar="WxH")
+    synth.add_argument("--fps", type=float, default=30.0)
+    _add_common(synth)
+
     demo = sub.add_parser("demo", help="run a generated scene through a model (no camera, no internet)")
     demo.add_argument("--frames", type=int, default=150, help="length of the generated scene")
     demo.add_argument("--seed", type=int, default=7)
@@ -242,7 +250,21 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"run": cmd_run, "check": cmd_check, "subscribe": cmd_subscribe, "demo": cmd_demo}
+def cmd_synth(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pipeline.synth.writer import write_scene
+
+    try:
+        width, height = (int(v) for v in args.size.lower().split("x"))
+    except ValueError:
+        raise EdgesightError(f"--size must look like 640x360, got '{args.size}'") from None
+    out = write_scene(Path(args.out), args.seed, args.frames, width, height, args.fps)
+    print(f"wrote {out / 'scene.mp4'} and {out / 'truth.jsonl'} ({args.frames} frames, {width}x{height})")
+    return EXIT_OK
+
+
+COMMANDS = {"run": cmd_run, "check": cmd_check, "subscribe": cmd_subscribe, "demo": cmd_demo, "synth": cmd_synth}
 
 
 def configure_threads() -> None:

@@ -54,7 +54,7 @@ def tiny_video(tmp_path: Path) -> Path:
     import cv2
 
     path = tmp_path / "tiny.mp4"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 20.0, (160, 120))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), 20.0, (160, 120))
     rng = np.random.default_rng(0)
     for i in range(40):
         frame = np.full((120, 160, 3), 40, np.uint8)

@@ -9,7 +9,7 @@ import pytest
 from helpers import config_for, run_and_collect
 from test_pipeline import match_detections
 
-from pipeline.sources.synthetic import SyntheticSource
+from engines.architecture import calibration_image
 
 pytestmark = pytest.mark.gpu
 
@@ -24,18 +24,17 @@ def reference_fp16(weights: Path, frames: list, imgsz: int = 640) -> list:
     ]
 
 
-def test_cuda_fp16_matches_ultralytics(arch_weights: Path, endpoint: str) -> None:
-    n = 6
+def test_cuda_fp16_matches_ultralytics(arch_weights: Path, endpoint: str, tmp_path: Path) -> None:
+    frames = [calibration_image(seed) for seed in range(1, 7)]
+    for i, frame in enumerate(frames):
+        cv2.imwrite(str(tmp_path / f"{i:03d}.png"), frame)
     config = config_for(
-        endpoint,
-        [{"id": "syn", "source": {"type": "synthetic", "seed": 3, "frames": n}}],
-        {"path": str(arch_weights), "device": "cuda"},
+        endpoint, [{"id": "gen", "source": str(tmp_path)}], {"path": str(arch_weights), "device": "cuda"}
     )
     got = run_and_collect(config)
-    start = got.statuses("syn")[0].raw["engine"]
+    start = got.statuses("gen")[0].raw["engine"]
     assert start["device"].startswith("cuda") and start["precision"] == "fp16"
-    frames = [SyntheticSource(3, frames=n).render(i) for i in range(n)]
-    for msg, ref in zip(got.detections("syn"), reference_fp16(arch_weights, frames), strict=True):
+    for msg, ref in zip(got.detections("gen"), reference_fp16(arch_weights, frames), strict=True):
         match_detections(msg, ref)
 
 

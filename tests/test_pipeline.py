@@ -13,8 +13,8 @@ import pytest
 import torch
 from helpers import config_for, run_and_collect
 
+from engines.architecture import calibration_image
 from pipeline.schema import DetectionsMessage
-from pipeline.sources.synthetic import SyntheticSource
 
 SCHEMAS = Path(__file__).parent.parent / "pipeline" / "schemas"
 
@@ -41,7 +41,6 @@ def match_detections(ours: DetectionsMessage, ref: np.ndarray, conf_thres: float
         unmatched.remove(best)
     extra = [d for d in unmatched if d.confidence >= conf_thres + BORDERLINE]
     assert not extra, f"frame {ours.frame_index}: boxes Ultralytics did not find: {extra[:3]}"
-    assert len(ours.detections) > 0
 
 
 def ultralytics_reference(weights: Path, frames: list[np.ndarray], imgsz: int = 640, conf: float = 0.25) -> list:
@@ -53,19 +52,20 @@ def ultralytics_reference(weights: Path, frames: list[np.ndarray], imgsz: int = 
     return [model.predict(f, imgsz=imgsz, conf=conf, verbose=False)[0].boxes.data.cpu().numpy() for f in frames]
 
 
-def test_fidelity_with_ultralytics_on_generated_frames(arch_weights: Path, endpoint: str) -> None:
-    n = 6
+def test_fidelity_with_ultralytics_on_generated_frames(arch_weights: Path, endpoint: str, tmp_path: Path) -> None:
+    frames = [calibration_image(seed) for seed in range(1, 7)]
+    for i, frame in enumerate(frames):
+        cv2.imwrite(str(tmp_path / f"{i:03d}.png"), frame)
     config = config_for(
         endpoint,
-        [{"id": "syn", "source": {"type": "synthetic", "seed": 3, "frames": n}}],
+        [{"id": "gen", "source": str(tmp_path)}],
         {"path": str(arch_weights), "device": "cpu"},
     )
     got = run_and_collect(config)
-    dets = got.detections("syn")
-    assert [m.frame_index for m in dets] == list(range(n))
-    source = SyntheticSource(3, frames=n)
-    refs = ultralytics_reference(arch_weights, [source.render(i) for i in range(n)])
-    for msg, ref in zip(dets, refs, strict=True):
+    dets = got.detections("gen")
+    assert [m.frame_index for m in dets] == list(range(len(frames)))
+    assert sum(len(m.detections) for m in dets) >= 20, "the test model should find boxes"
+    for msg, ref in zip(dets, ultralytics_reference(arch_weights, frames), strict=True):
         match_detections(msg, ref)
 
 
@@ -82,6 +82,7 @@ def test_fidelity_with_ultralytics_on_real_footage(arch_weights: Path, people1: 
     cap.release()
     dets = got.detections("street")
     assert len(dets) == n
+    assert sum(len(m.detections) for m in dets) >= 20, "the test model should find boxes"
     for msg, ref in zip(dets, ultralytics_reference(arch_weights, frames), strict=True):
         match_detections(msg, ref)
 

@@ -158,7 +158,8 @@ class FakeEngine:
 def test_stop_unblocks_a_hung_source_and_is_idempotent(endpoint: str) -> None:
     fake = BlockingSource(5)
     engine = FakeEngine()
-    config = build_config({"streams": [{"id": "dead", "source": "rtsp://h/x"}], "publish": {"endpoint": endpoint}}, "t")
+    stream = {"id": "dead", "source": "rtsp://h/x", "queue_policy": "block"}
+    config = build_config({"streams": [stream], "publish": {"endpoint": endpoint}}, "t")
     pipeline = Pipeline(config, source_factory=lambda _cfg: fake, engine_factory=lambda _spec, _name: engine)
     pipeline.start()
     deadline = time.monotonic() + 10
