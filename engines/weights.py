@@ -12,6 +12,9 @@ from pipeline.errors import ModelError
 log = logging.getLogger(__name__)
 
 WEIGHT_SUFFIXES = (".pt",)
+BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
+BUNDLED = {"edgesight-det": "edgesight-det.pt", "edgesight-seg": "edgesight-seg.pt"}
+"""Models trained by the project on generated street scenes (see engines/bundled/MODEL_CARD.md)."""
 ARCHITECTURE_SUFFIXES = (".yaml", ".yml")
 
 
@@ -22,10 +25,13 @@ def _is_bare_name(model: str) -> bool:
 def resolve_weights(model: str) -> Path:
     """Return a local path for ``model``.
 
-    A local path always works. A bare Ultralytics asset name (``yolo11n.pt``)
+    ``edgesight-det`` and ``edgesight-seg`` name the bundled models. A local
+    path always works. A bare Ultralytics asset name (``yolo11n.pt``)
     that is not in the working directory is downloaded the way Ultralytics does
     it; offline, the error says so and how to point at a local file.
     """
+    if model in BUNDLED:
+        return BUNDLED_DIR / BUNDLED[model]
     path = Path(model).expanduser()
     if path.is_file():
         return path

@@ -27,6 +27,7 @@ log = logging.getLogger("edgesight")
 EXIT_OK = 0
 EXIT_RUNTIME = 1
 EXIT_BAD_INPUT = 2
+DEMO_VIDEO = "edgesight-demo.mp4"
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -41,6 +42,7 @@ def _add_run_overrides(p: argparse.ArgumentParser, default_model: str | None) ->
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="inference device")
     p.add_argument("--imgsz", type=int, help="model input size (multiple of 32)")
     p.add_argument("--conf", type=float, help="confidence threshold")
+    p.add_argument("--save", metavar="PATH", help="write the first stream's frames, annotated, to an MP4 file")
     p.add_argument(
         "--wait-for-subscriber",
         action="store_true",
@@ -81,7 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run a generated scene through a model (no camera, no internet)")
     demo.add_argument("--frames", type=int, default=150, help="length of the generated scene")
     demo.add_argument("--seed", type=int, default=7)
-    _add_run_overrides(demo, default_model="yolo11n.yaml")
+    _add_run_overrides(demo, default_model="edgesight-det")
+    demo.set_defaults(save=DEMO_VIDEO)
+    demo.add_argument("--no-save", dest="save", action="store_const", const=None, help="do not write a video")
     _add_common(demo)
     return parser
 
@@ -151,11 +155,24 @@ class _StopOnSignal:
             signal.signal(sig, old)
 
 
-def run_pipeline(config: PipelineConfig, quiet: bool = False) -> int:
+def _recorder(config: PipelineConfig, save: str | None) -> Any:
+    if not save:
+        return None
+    from pathlib import Path
+
+    from pipeline.recorder import VideoRecorder
+
+    source = config.streams[0].source
+    fps = float(getattr(source, "fps", 0) or 30.0)
+    return VideoRecorder(Path(save), config.streams[0].id, fps)
+
+
+def run_pipeline(config: PipelineConfig, quiet: bool = False, save: str | None = None) -> int:
     """Run ``config`` to the end (or until a signal), printing live progress; returns the exit code."""
     from pipeline.runner import Pipeline
 
-    pipeline = Pipeline(config)
+    recorder = _recorder(config, save)
+    pipeline = Pipeline(config, sink=recorder)
     with _StopOnSignal(pipeline.stop_event):
         pipeline.start()
         try:
@@ -177,6 +194,8 @@ def run_pipeline(config: PipelineConfig, quiet: bool = False) -> int:
         log.info(
             "stream '%s' %s: %d frames published (%.1f fps), drops: %s", s.stream_id, state, s.published, rate, drops
         )
+    if recorder is not None and recorder.frames:
+        log.info("annotated video: %s (%d frames)", recorder.path, recorder.frames)
     if report.failure:
         print(f"edgesight: error: {report.failure}", file=sys.stderr)
         return EXIT_RUNTIME
@@ -193,7 +212,7 @@ def _print_progress(p: Any) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    return run_pipeline(_config_from_args(args), quiet=args.quiet)
+    return run_pipeline(_config_from_args(args), quiet=args.quiet, save=args.save)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -207,7 +226,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     data = {
         "streams": [{"id": "demo", "source": {"type": "synthetic", "seed": args.seed, "frames": args.frames}}],
     }
-    return run_pipeline(build_config(_apply_overrides(data, args), "demo"), quiet=args.quiet)
+    return run_pipeline(build_config(_apply_overrides(data, args), "demo"), quiet=args.quiet, save=args.save)
 
 
 def cmd_subscribe(args: argparse.Namespace) -> int:

@@ -22,6 +22,7 @@ from pipeline.bus import BusPublisher
 from pipeline.config import PipelineConfig
 from pipeline.errors import EdgesightError
 from pipeline.queues import BoundedQueue, FanIn, OverflowPolicy
+from pipeline.recorder import FrameSink
 from pipeline.sources import Source, make_source
 from pipeline.stages import CaptureStage, InferStage, PreprocessStage, PublishStage, StageThread
 
@@ -96,10 +97,12 @@ class Pipeline:
         *,
         source_factory: SourceFactory = make_source,
         engine_factory: EngineFactory = load_engine,
+        sink: FrameSink | None = None,
     ) -> None:
         self.config = config
         self._source_factory = source_factory
         self._engine_factory = engine_factory
+        self._sink = sink
         self.engine: DetectionEngine | None = None
         self.stop_event = threading.Event()
         self._stop_lock = threading.Lock()
@@ -214,6 +217,7 @@ class Pipeline:
             self._fail,
             cfg.publish.wait_for_subscriber,
             cfg.publish.subscriber_timeout_s,
+            self._sink,
         )
         preprocess = PreprocessStage(
             FanIn(self._capture_queues, self._ready),

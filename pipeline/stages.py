@@ -19,6 +19,7 @@ from pipeline.bus import BusPublisher
 from pipeline.errors import ConfigError, SourceError
 from pipeline.messages import Detection, EndOfStream, Frame, FrameResult, PreparedFrame
 from pipeline.queues import BoundedQueue, FanIn
+from pipeline.recorder import FrameSink, NullSink
 from pipeline.schema import DETECTIONS_TOPIC, STATUS_TOPIC, detections_body, status_body, topic_for
 from pipeline.sources import Source
 
@@ -240,8 +241,10 @@ class PublishStage(StageThread):
         on_failure: FailureHandler,
         wait_for_subscriber: bool = False,
         subscriber_timeout_s: float | None = None,
+        sink: FrameSink | None = None,
     ) -> None:
         super().__init__("publish", stop, on_failure)
+        self.sink: FrameSink = sink or NullSink()
         self.inp = inp
         self.bus = bus
         self.stream_ids = list(stream_ids)
@@ -271,6 +274,7 @@ class PublishStage(StageThread):
                 elif isinstance(item, EndOfStream):
                     self._end(item)
         finally:
+            self.sink.close()
             for sid in self.stream_ids:
                 if sid not in self.ended:
                     self._status(sid, "stopped")
@@ -285,6 +289,7 @@ class PublishStage(StageThread):
         self.seq[sid] += 1
         self.last_latency_ms = (now - result.frame.captured_at) * 1000.0
         self.last_objects = len(result.detections)
+        self.sink.write(result)
 
     def _end(self, eos: EndOfStream) -> None:
         self.ended[eos.stream_id] = eos

@@ -10,6 +10,7 @@ import threading
 import time
 from pathlib import Path
 
+import cv2
 import pytest
 
 from pipeline.schema import DetectionsMessage, StatusMessage
@@ -240,13 +241,17 @@ def test_subscribe_times_out_with_a_clear_error(endpoint: str) -> None:
     assert_one_line_error(result, "no message on", code=1)
 
 
-def test_demo_runs_offline(endpoint: str, tmp_path: Path) -> None:
+def test_demo_runs_offline_with_the_bundled_model(endpoint: str, tmp_path: Path) -> None:
     got: list[object] = []
     listener = threading.Thread(target=collect, args=(endpoint, {"eos"}, got, 120))
     listener.start()
-    result = edgesight("demo", "--frames", "30", "--publish", endpoint, "--imgsz", "320", timeout=120, cwd=tmp_path)
+    result = edgesight("demo", "--frames", "100", "--publish", endpoint, timeout=120, cwd=tmp_path)
     listener.join(5)
     assert result.returncode == 0, result.stderr
-    assert "frames" in result.stderr
+    assert "frames" in result.stderr and "fps" in result.stderr  # the live view
     dets = [m for m in got if isinstance(m, DetectionsMessage)]
-    assert len(dets) >= 25 and dets[-1].seq == 29
+    assert [m.seq for m in dets] == list(range(100))
+    assert sum(1 for m in dets if m.detections) >= 80, "most frames should have detections"
+    assert {d.label for m in dets for d in m.detections} <= {"person", "bicycle", "car"}
+    video = cv2.VideoCapture(str(tmp_path / "edgesight-demo.mp4"))
+    assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == 100

@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline.synth.scene import LABELS, StreetScene
+from pipeline.synth.scene import LABELS, MIN_VISIBLE_FRACTION, StreetScene
 
 
 def test_same_seed_same_frames_and_truth() -> None:
@@ -40,6 +40,17 @@ def test_truth_boxes_and_polygons_match_the_drawn_pixels() -> None:
             checked += 1
     assert checked > 20
     assert spanning >= 0.8 * checked
+
+
+def test_visibility_accounts_for_occlusion_and_the_frame_edge() -> None:
+    scene = StreetScene(3, 300)
+    seen = [o for i in range(0, 300, 3) for o in scene.render(i).objects]
+    assert all(0 < o.visible <= 1 for o in seen)
+    edge = [o for o in seen if o.box[0] == 0 or o.box[2] == scene.width]
+    assert edge and min(o.visible for o in edge) < MIN_VISIBLE_FRACTION  # cut by the frame edge
+    inner = [o for o in seen if o.box[0] > 0 and o.box[2] < scene.width and o.box[1] > 0 and o.box[3] < scene.height]
+    assert any(o.visible < 0.9 for o in inner)  # hidden by a nearer object
+    assert sum(o.visible == 1.0 for o in inner) > len(inner) / 2
 
 
 def test_objects_differ_from_the_empty_street() -> None:

@@ -18,9 +18,11 @@ import numpy as np
 LABELS = ("person", "bicycle", "car")
 """Class names, in COCO's order (ids 0, 1, 2 as in COCO)."""
 
-MIN_VISIBLE_FRACTION = 0.3
-"""An object counts in the truth when at least this share of it is visible (and at least MIN_VISIBLE_PIXELS)."""
+MIN_VISIBLE_FRACTION = 0.4
+"""Objects with less of themselves in the frame and unoccluded than this are not training labels, and
+scoring treats them as "ignore" regions (finding them is neither required nor an error)."""
 MIN_VISIBLE_PIXELS = 60
+"""Objects with fewer visible pixels are left out of the truth."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,9 +54,17 @@ class TruthObject:
     label: str
     box: tuple[int, int, int, int]
     polygon: list[list[int]]
+    visible: float
+    """Share of the object inside the frame and not hidden by nearer objects."""
 
     def to_json(self) -> dict[str, Any]:
-        return {"track_id": self.track_id, "label": self.label, "box": list(self.box), "polygon": self.polygon}
+        return {
+            "track_id": self.track_id,
+            "label": self.label,
+            "box": list(self.box),
+            "polygon": self.polygon,
+            "visible": self.visible,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,13 +162,11 @@ class StreetScene:
     def _depth_scale(self, y_bottom: float) -> float:
         return max(0.35, 0.55 + 0.6 * (y_bottom - self.horizon) / max(1, self.height - self.horizon))
 
-    def _roi(self, actor: Actor, index: int) -> tuple[int, int, int, int] | None:
-        """The frame region ``actor`` may cover at ``index`` (clipped), or None when off screen."""
+    def _extent(self, actor: Actor, index: int) -> tuple[int, int, int, int]:
+        """The region ``actor`` may cover at ``index``, not clipped to the frame."""
         x, yb = actor.position(index)
         reach = actor.size * 2.0
-        x1, y1 = max(0, int(x - reach)), max(0, int(yb - actor.size * 1.3))
-        x2, y2 = min(self.width, int(x + reach) + 1), min(self.height, int(yb + 2))
-        return (x1, y1, x2, y2) if x2 > x1 and y2 > y1 else None
+        return int(x - reach), int(yb - actor.size * 1.3), int(x + reach) + 1, int(yb + 2)
 
     def _draw(self, actor: Actor, index: int, canvas: np.ndarray, mask: np.ndarray, origin: tuple[int, int]) -> None:
         """Draw ``actor`` into ``canvas`` (colours) and ``mask`` (255 where it is), both starting at ``origin``."""
@@ -238,38 +246,43 @@ class StreetScene:
         light = 0.85 + 0.2 * math.sin(2 * math.pi * index / 240 + self.seed)
         tint = np.array([1.0, 1.0 + 0.04 * math.sin(index / 90), 1.0 - 0.05 * math.sin(index / 70)], np.float32)
         image = self._background * (light * tint)
-        drawn: list[tuple[Actor, tuple[int, int, int, int], np.ndarray]] = []
+        drawn: list[tuple[Actor, tuple[int, int, int, int], np.ndarray, int]] = []
         for actor in self.visible_actors(index):  # far to near: nearer objects occlude farther ones
-            roi = self._roi(actor, index)
-            if roi is None:
+            ux1, uy1, ux2, uy2 = self._extent(actor, index)
+            canvas = np.zeros((uy2 - uy1, ux2 - ux1, 3), np.uint8)
+            mask = np.zeros((uy2 - uy1, ux2 - ux1), np.uint8)
+            self._draw(actor, index, canvas, mask, (ux1, uy1))
+            full_area = int(np.count_nonzero(mask))  # including any part outside the frame
+            x1, y1 = max(ux1, 0), max(uy1, 0)
+            x2, y2 = min(ux2, self.width), min(uy2, self.height)
+            if x2 <= x1 or y2 <= y1:
                 continue
-            x1, y1, x2, y2 = roi
-            canvas = np.zeros((y2 - y1, x2 - x1, 3), np.uint8)
-            mask = np.zeros((y2 - y1, x2 - x1), np.uint8)
-            self._draw(actor, index, canvas, mask, (x1, y1))
+            crop = (slice(y1 - uy1, y2 - uy1), slice(x1 - ux1, x2 - ux1))
+            mask, canvas = mask[crop], canvas[crop]
             sel = mask > 0
             image[y1:y2, x1:x2][sel] = canvas[sel].astype(np.float32) * light
-            drawn.append((actor, roi, mask))
+            drawn.append((actor, (x1, y1, x2, y2), mask, full_area))
         noise = np.random.default_rng((self.seed, index)).normal(0, 4.0, image.shape).astype(np.float32)
         image = np.clip(image + noise, 0, 255).astype(np.uint8)
         return RenderedFrame(index, image, tuple(self._truth(drawn)))
 
-    def _truth(self, drawn: list[tuple[Actor, tuple[int, int, int, int], np.ndarray]]) -> list[TruthObject]:
+    def _truth(self, drawn: list[tuple[Actor, tuple[int, int, int, int], np.ndarray, int]]) -> list[TruthObject]:
+        """Visible objects, near to far; partly hidden or cut by the frame edge counts against visibility."""
         out = []
         covered = np.zeros((self.height, self.width), bool)
-        for actor, (x1, y1, x2, y2), mask in reversed(drawn):  # near to far
+        for actor, (x1, y1, x2, y2), mask, area_full in reversed(drawn):  # near to far
             full = mask > 0
             visible = full & ~covered[y1:y2, x1:x2]
             covered[y1:y2, x1:x2] |= full
-            area_full, area_vis = int(full.sum()), int(visible.sum())
-            if area_full == 0 or area_vis < MIN_VISIBLE_PIXELS or area_vis < MIN_VISIBLE_FRACTION * area_full:
+            area_vis = int(visible.sum())
+            if area_full == 0 or area_vis < MIN_VISIBLE_PIXELS:
                 continue
             ys, xs = np.nonzero(visible)
             box = (x1 + int(xs.min()), y1 + int(ys.min()), x1 + int(xs.max()) + 1, y1 + int(ys.max()) + 1)
             contours, _ = cv2.findContours(visible.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
             largest = max(contours, key=cv2.contourArea)
             poly = cv2.approxPolyDP(largest, 1.0, True).reshape(-1, 2) + np.array([x1, y1])
-            out.append(TruthObject(actor.track_id, actor.label, box, poly.tolist()))
+            out.append(TruthObject(actor.track_id, actor.label, box, poly.tolist(), round(area_vis / area_full, 3)))
         return sorted(out, key=lambda o: o.track_id)
 
 
