@@ -16,6 +16,8 @@ class ModelSpec:
     """What to load and how to post-process it."""
 
     model: str
+    fallback_model: str | None = None
+    """Loaded instead of ``model`` when ``model`` cannot be downloaded (only for a default the user did not pick)."""
     imgsz: int = 640
     conf: float = 0.25
     iou: float = 0.7

@@ -47,7 +47,7 @@ class TorchDetector:
             # heaviest stage, so it gets every core unless configured otherwise.
             torch.set_num_threads(spec.threads or os.cpu_count() or 1)
         half = self.device.type == "cuda" and spec.half is not False
-        module, name = load_detection_module(spec.model)
+        module, name = load_detection_module(spec.model, spec.fallback_model)
         self._model = AutoBackend(model=module, device=self.device, fp16=half, fuse=True, verbose=False)
         self._model.eval()
         self._fp16 = bool(self._model.fp16)

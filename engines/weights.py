@@ -11,6 +11,11 @@ from pipeline.errors import ModelError
 
 log = logging.getLogger(__name__)
 
+
+class DownloadError(ModelError):
+    """An Ultralytics asset is not on disk and could not be downloaded."""
+
+
 WEIGHT_SUFFIXES = (".pt",)
 BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
 BUNDLED = {"edgesight-det": "edgesight-det.pt", "edgesight-seg": "edgesight-seg.pt"}
@@ -44,7 +49,7 @@ def resolve_weights(model: str) -> Path:
     try:
         local = Path(attempt_download_asset(model))
     except Exception as exc:  # Ultralytics raises ConnectionError, FileNotFoundError or others here
-        raise ModelError(
+        raise DownloadError(
             f"model '{model}' is not a local file and could not be downloaded ({type(exc).__name__}; offline?): "
             f"download it on a connected machine and pass its path, e.g. --model /path/to/{model}"
         ) from exc
@@ -53,13 +58,22 @@ def resolve_weights(model: str) -> Path:
     return local
 
 
-def load_detection_module(model: str) -> tuple[Any, str]:
-    """Load a detection ``nn.Module`` (from ``.pt`` weights or an architecture ``.yaml``) and its display name."""
+def load_detection_module(model: str, fallback: str | None = None) -> tuple[Any, str]:
+    """Load a detection ``nn.Module`` (from ``.pt`` weights or an architecture ``.yaml``) and its display name.
+
+    ``fallback`` is loaded instead when ``model`` is an asset that cannot be downloaded.
+    """
     from ultralytics.nn.tasks import load_checkpoint
 
     if model.endswith(ARCHITECTURE_SUFFIXES):
         return build_architecture(model), Path(model).name
-    path = resolve_weights(model)
+    try:
+        path = resolve_weights(model)
+    except DownloadError as exc:
+        if fallback is None:
+            raise
+        log.warning("%s; using the bundled '%s' instead (trained on generated scenes only)", exc, fallback)
+        model, path = fallback, resolve_weights(fallback)
     try:
         module, _ = load_checkpoint(str(path), device="cpu")
     except Exception as exc:

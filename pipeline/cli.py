@@ -36,7 +36,11 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def _add_run_overrides(p: argparse.ArgumentParser, default_model: str | None) -> None:
-    p.add_argument("--model", default=default_model, help="weights (.pt), asset name (yolo11n.pt) or .yaml")
+    p.add_argument(
+        "--model",
+        default=default_model,
+        help="edgesight-det, an asset name (yolo11n.pt, the default), local weights (.pt) or a .yaml architecture",
+    )
     p.add_argument("--publish", metavar="ENDPOINT", help=f"ZeroMQ endpoint to bind (default {DEFAULT_ENDPOINT})")
     p.add_argument("--max-frames", type=int, metavar="N", help="stop each stream after N frames")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="inference device")
@@ -218,7 +222,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     ids = ", ".join(s.id for s in config.streams)
-    print(f"{args.config}: OK ({len(config.streams)} stream(s): {ids}; model {config.model.path})")
+    model = config.model.path or "default (yolo11n.pt)"
+    print(f"{args.config}: OK ({len(config.streams)} stream(s): {ids}; model {model})")
     return EXIT_OK
 
 

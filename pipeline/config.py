@@ -144,8 +144,9 @@ class StreamConfig(_Strict):
 class ModelConfig(_Strict):
     """The detection model and its post-processing."""
 
-    path: str = "yolo11n.pt"
-    """Local weights, an Ultralytics asset name (downloaded when online) or an architecture ``.yaml``."""
+    path: str | None = None
+    """Local weights, a bundled name (``edgesight-det``), an Ultralytics asset name (downloaded when online) or an
+    architecture ``.yaml``. Unset: ``yolo11n.pt``, or the bundled ``edgesight-det`` when that cannot be had."""
     engine: Literal["auto", "torch"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     half: bool | None = None

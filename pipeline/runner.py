@@ -28,6 +28,10 @@ from pipeline.stages import CaptureStage, InferStage, PreprocessStage, PublishSt
 
 log = logging.getLogger(__name__)
 
+DEFAULT_MODEL = "yolo11n.pt"
+"""The model when none is given: COCO's 80 classes, downloaded on first use."""
+OFFLINE_FALLBACK_MODEL = "edgesight-det"
+"""Used, with a warning, when the default cannot be downloaded (a box without internet)."""
 STOP_JOIN_DEADLINE_S = 1.5
 """All stage threads together get this long to finish after ``stop()``."""
 
@@ -76,7 +80,8 @@ def model_spec(config: PipelineConfig) -> ModelSpec:
     ids = tuple(c for c in m.classes or () if isinstance(c, int))
     only_ids = m.classes is not None and len(ids) == len(m.classes)
     return ModelSpec(
-        model=m.path,
+        model=m.path or DEFAULT_MODEL,
+        fallback_model=None if m.path else OFFLINE_FALLBACK_MODEL,
         imgsz=m.imgsz,
         conf=m.conf,
         iou=m.iou,

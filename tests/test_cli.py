@@ -255,3 +255,13 @@ def test_demo_runs_offline_with_the_bundled_model(endpoint: str, tmp_path: Path)
     assert {d.label for m in dets for d in m.detections} <= {"person", "bicycle", "car"}
     video = cv2.VideoCapture(str(tmp_path / "edgesight-demo.mp4"))
     assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == 100
+
+
+def test_without_a_model_offline_the_bundled_detector_steps_in(tmp_path: Path) -> None:
+    result = edgesight(
+        "run", "--source", "synthetic://?frames=3", "--publish", "tcp://127.0.0.1:0", timeout=120, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert "using the bundled 'edgesight-det' instead" in result.stderr
+    assert "could not be downloaded" in result.stderr
+    assert not (tmp_path / "yolo11n.pt").exists()
