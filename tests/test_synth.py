@@ -63,6 +63,11 @@ def test_objects_differ_from_the_empty_street() -> None:
             x1, y1, x2, y2 = obj.box
             diff = np.abs(frame.image[y1:y2, x1:x2].astype(int) - street.image[y1:y2, x1:x2].astype(int)).max(axis=2)
             assert (diff > 30).mean() > 0.15, f"frame {i}: {obj.label} {obj.track_id} is not visible in its box"
+        changed = np.abs(frame.image.astype(int) - street.image.astype(int)).max(axis=2) > 30
+        for obj in frame.objects:
+            x1, y1, x2, y2 = obj.box
+            changed[y1:y2, x1:x2] = False
+        assert changed.sum() < 120, f"frame {i}: {changed.sum()} drawn pixels lie outside every truth box"
 
 
 def test_objects_cross_the_middle_in_both_directions_and_every_label_appears() -> None:
