@@ -20,7 +20,7 @@ from types import FrameType
 from typing import Any
 
 from pipeline.config import DEFAULT_ENDPOINT, PipelineConfig, build_config, load_config, parse_source
-from pipeline.errors import EdgesightError
+from pipeline.errors import EdgesightError, StartupInterrupted
 
 log = logging.getLogger("edgesight")
 
@@ -178,7 +178,11 @@ def run_pipeline(config: PipelineConfig, quiet: bool = False, save: str | None =
     recorder = _recorder(config, save)
     pipeline = Pipeline(config, sink=recorder)
     with _StopOnSignal(pipeline.stop_event):
-        pipeline.start()
+        try:
+            pipeline.start()
+        except StartupInterrupted:
+            log.info("stopped before the pipeline had started")
+            return EXIT_OK
         try:
             last_print = time.monotonic()
             while not pipeline.wait(0.2):
@@ -222,7 +226,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     ids = ", ".join(s.id for s in config.streams)
-    model = config.model.path or "default (yolo11n.pt)"
+    from pipeline.runner import DEFAULT_MODEL
+
+    model = config.model.path or f"default ({DEFAULT_MODEL})"
     print(f"{args.config}: OK ({len(config.streams)} stream(s): {ids}; model {model})")
     return EXIT_OK
 

@@ -25,3 +25,7 @@ class PublishError(EdgesightError):
 
 class BackendUnavailable(EdgesightError):
     """An inference backend cannot run on this machine (not installed, no GPU, …)."""
+
+
+class StartupInterrupted(EdgesightError):
+    """A stop was requested (Ctrl-C, SIGTERM) before the pipeline had started."""

@@ -20,7 +20,7 @@ from engines.base import DetectionEngine, EngineInfo, ModelSpec
 from engines.registry import load_engine
 from pipeline.bus import BusPublisher
 from pipeline.config import PipelineConfig
-from pipeline.errors import EdgesightError
+from pipeline.errors import EdgesightError, StartupInterrupted
 from pipeline.queues import BoundedQueue, FanIn, OverflowPolicy
 from pipeline.recorder import FrameSink
 from pipeline.sources import Source, make_source
@@ -191,7 +191,7 @@ class Pipeline:
                 break
             except FutureTimeout:
                 if self.stop_event.is_set():
-                    raise EdgesightError("stopped while loading the model") from None
+                    raise StartupInterrupted("stopped while loading the model") from None
         info = self.engine.info
         log.info(
             "engine: %s on %s (%s), model %s, imgsz %d%s",

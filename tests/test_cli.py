@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -229,8 +230,6 @@ def test_subscribe_command_prints_messages(arch_weights: Path, endpoint: str) ->
     out, err = sub.communicate(timeout=30)
     assert run.returncode == 0, run.stderr
     assert sub.returncode == 0, err
-    import json
-
     bodies = [json.loads(line) for line in out.splitlines()]
     assert [b["seq"] for b in bodies] == [0, 1, 2, 3, 4]
     assert all(b["schema"] == "edgesight.detections/1" for b in bodies)
