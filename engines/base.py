@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
 
 DeviceName = Literal["auto", "cpu", "cuda"]
+Precision = Literal["auto", "fp32", "fp16", "int8"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,10 +27,24 @@ class ModelSpec:
     classes: tuple[int, ...] | None = None
     agnostic_nms: bool = False
     device: DeviceName = "auto"
-    half: bool | None = None
-    """fp16 on CUDA when ``None`` (default); always fp32 on CPU."""
+    precision: Precision = "auto"
+    """``auto``: fp16 on a GPU, fp32 on the CPU. ``int8`` needs TensorRT and ``calibration``."""
     threads: int | None = None
     """CPU threads for inference; ``None`` uses every core."""
+    max_batch: int = 1
+    """The largest batch the engine is built and warmed up for."""
+    cache_dir: Path | None = None
+    """Where exported ONNX files and TensorRT engines are kept (``None``: the user cache directory)."""
+    calibration: str | None = None
+    """A folder of images or a video whose frames calibrate INT8."""
+    calibration_frames: int = 256
+    cuda_graphs: bool = True
+    """Replay the torch CUDA model as CUDA graphs (one per input shape and batch bucket)."""
+    workspace_gb: float = 4.0
+    """TensorRT builder workspace."""
+
+    def gpu_precision(self) -> str:
+        return "fp16" if self.precision == "auto" else self.precision
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +59,11 @@ class EngineInfo:
     imgsz: int
     names: dict[int, str] = field(repr=False)
     fallback_reason: str | None = None
+    max_batch: int = 1
+    cache: str | None = None
+    """``hit`` when a cached engine was loaded, ``built`` when it was built now, ``None`` when nothing is cached."""
+    artifact: str | None = None
+    """The cached engine or export file, when there is one."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -52,6 +73,8 @@ class EngineInfo:
             "model": self.model,
             "task": self.task,
             "imgsz": self.imgsz,
+            "max_batch": self.max_batch,
+            "cache": self.cache,
             "fallback_reason": self.fallback_reason,
         }
 

@@ -1,7 +1,10 @@
 """A lazy registry of inference backends with a logged fallback ladder.
 
-Backends are named by import path and imported only when chosen, so a box
-without TensorRT or ONNX Runtime never imports them.
+Backends are named by import path and imported only when tried, so a box
+without TensorRT or ONNX Runtime never imports them. ``engine: auto`` walks
+:func:`auto_ladder` (tensorrt → torch on CUDA → onnxruntime → torch on the
+CPU), logs why each rung was passed over, and reports that reason in the
+engine's info (startup log and first ``status`` message).
 """
 
 from __future__ import annotations
@@ -25,11 +28,21 @@ class BackendEntry:
 
 
 BACKENDS: dict[str, BackendEntry] = {
+    "tensorrt": BackendEntry("tensorrt", "engines.tensorrt_backend:load"),
     "torch": BackendEntry("torch", "engines.torch_backend:load"),
+    "onnxruntime": BackendEntry("onnxruntime", "engines.onnxruntime_backend:load"),
 }
 
-AUTO_ORDER: tuple[str, ...] = ("torch",)
-"""The order ``engine: auto`` tries backends in."""
+
+def auto_ladder(device: str) -> list[tuple[str, str]]:
+    """``(backend, device)`` rungs that ``engine: auto`` tries, best first, for the configured device."""
+    gpu = [("tensorrt", "cuda"), ("torch", "cuda")]
+    cpu = [("onnxruntime", "cpu"), ("torch", "cpu")]
+    if device == "cuda":
+        return [*gpu, ("onnxruntime", "cuda")]
+    if device == "cpu":
+        return cpu
+    return gpu + cpu
 
 
 def _loader(entry: BackendEntry) -> Callable[[ModelSpec], DetectionEngine]:
@@ -37,29 +50,41 @@ def _loader(entry: BackendEntry) -> Callable[[ModelSpec], DetectionEngine]:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise BackendUnavailable(f"backend '{entry.name}' is not installed ({exc})") from exc
+        raise BackendUnavailable(f"not installed ({exc})") from exc
     loader: Callable[[ModelSpec], DetectionEngine] = getattr(module, func)
     return loader
 
 
 def load_engine(spec: ModelSpec, backend: str = "auto") -> DetectionEngine:
-    """Load ``spec`` with ``backend``, or with the first backend of :data:`AUTO_ORDER` that works.
+    """Load ``spec`` with ``backend``, or (``auto``) with the first rung of :func:`auto_ladder` that loads.
 
-    A backend that cannot run here (:class:`BackendUnavailable`) is logged and
-    skipped; a :class:`ModelError` (missing file, wrong task) stops the ladder,
-    since no other backend would fix it.
+    A rung that cannot run here (:class:`BackendUnavailable`) or fails while
+    loading is logged and skipped; each loader releases what it opened before
+    raising. A :class:`ModelError` (missing file, wrong task) stops the ladder,
+    since no other backend would fix it. A named backend gets no fallback.
     """
     if backend != "auto":
         if backend not in BACKENDS:
             raise ModelError(f"unknown engine '{backend}' (known: auto, {', '.join(BACKENDS)})")
-        return _loader(BACKENDS[backend])(spec)
-    rejected: list[str] = []
-    for name in AUTO_ORDER:
         try:
-            engine = _loader(BACKENDS[name])(spec)
+            return _loader(BACKENDS[backend])(spec)
         except BackendUnavailable as exc:
-            rejected.append(f"{name}: {exc}")
-            log.info("engine auto: rejected %s", rejected[-1])
+            raise BackendUnavailable(f"engine '{backend}' cannot run here: {exc}") from exc
+    rejected: list[str] = []
+    for name, device in auto_ladder(spec.device):
+        rung = f"{name}-{device}"
+        try:
+            engine = _loader(BACKENDS[name])(replace(spec, device=device))  # type: ignore[arg-type]
+        except ModelError:
+            raise
+        except BackendUnavailable as exc:
+            rejected.append(f"{rung}: {exc}")
+            log.info("engine auto: skipped %s", rejected[-1])
+            continue
+        except Exception as exc:  # a backend that breaks while loading: fall back, once, at start-up
+            rejected.append(f"{rung}: failed to load ({type(exc).__name__}: {exc})".split("\n")[0])
+            log.warning("engine auto: %s; falling back", rejected[-1])
+            log.debug("%s failed to load", rung, exc_info=True)
             continue
         if rejected:
             engine.info = replace(engine.info, fallback_reason="; ".join(rejected))

@@ -1,133 +1,136 @@
-"""PyTorch backend: Ultralytics detection weights on CPU (fp32) or CUDA (fp16).
+"""PyTorch backend: Ultralytics weights on the CPU (fp32) or on CUDA (fp16, replayed as CUDA graphs).
 
-Loading, letterboxing and NMS are Ultralytics' own (``AutoBackend``,
-``LetterBox``, ``non_max_suppression``, ``scale_boxes``), called directly so the
-per-frame path skips the predictor's bookkeeping.
+Loading and layer fusion are Ultralytics' ``AutoBackend``. On CUDA, each
+input shape and batch bucket is captured once as a CUDA graph and replayed, so
+a batch costs one launch instead of hundreds and the infer thread does not sit
+on the GIL issuing kernels.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-import torchvision  # noqa: F401  (Ultralytics' NMS uses torchvision's C++ kernel only when it is imported)
+import torchvision  # noqa: F401  (torchvision's NMS kernel, used by the shared post-processing)
 
 from engines.base import EngineInfo, ModelSpec
+from engines.detector import YoloDetector
 from engines.weights import load_detection_module
+from pipeline.errors import BackendUnavailable
 
 log = logging.getLogger(__name__)
+
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+"""Batches are padded up to one of these sizes, so a handful of graphs covers every batch."""
+MAX_GRAPHS = 32
 
 
 def select_device(requested: str) -> torch.device:
     """``auto`` picks CUDA when a GPU is usable, else the CPU."""
-    from pipeline.errors import ModelError
-
     if requested == "cuda" and not torch.cuda.is_available():
-        raise ModelError("device 'cuda' requested, but no CUDA GPU is available (use --device cpu or auto)")
+        raise BackendUnavailable("no CUDA GPU is available to torch")
     if requested in ("cuda", "auto") and torch.cuda.is_available():
-        return torch.device("cuda:0")
+        return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
 
 
-class TorchDetector:
-    """A YOLO detection model run eagerly by PyTorch."""
+def _first(out: Any) -> torch.Tensor:
+    return out[0] if isinstance(out, (list, tuple)) else out
 
-    def __init__(self, spec: ModelSpec) -> None:
-        from ultralytics.data.augment import LetterBox
-        from ultralytics.nn.autobackend import AutoBackend
 
-        self.spec = spec
-        self.device = select_device(spec.device)
-        if self.device.type == "cpu":
-            # Ultralytics caps torch at one thread (OMP_NUM_THREADS=1) on import; inference is the pipeline's
-            # heaviest stage, so it gets every core unless configured otherwise.
-            torch.set_num_threads(spec.threads or os.cpu_count() or 1)
-        half = self.device.type == "cuda" and spec.half is not False
-        module, name = load_detection_module(spec.model, spec.fallback_model)
-        self._model = AutoBackend(model=module, device=self.device, fp16=half, fuse=True, verbose=False)
-        self._model.eval()
-        self._fp16 = bool(self._model.fp16)
-        self._on_gpu = self.device.type == "cuda"
-        self._end2end = bool(getattr(self._model, "end2end", False))
-        self._letterbox = LetterBox(spec.imgsz, auto=True, stride=int(self._model.stride))
-        names = {int(k): str(v) for k, v in self._model.names.items()}
-        self.info = EngineInfo(
-            backend="torch",
-            device=str(self.device),
-            precision="fp16" if self._fp16 else "fp32",
-            model=name,
-            task="detect",
-            imgsz=spec.imgsz,
-            names=names,
-        )
+@dataclass
+class _Graph:
+    graph: torch.cuda.CUDAGraph
+    static_in: torch.Tensor
+    static_out: torch.Tensor
+    keep_alive: tuple[Any, ...]
+    """Tensors the model cached for this shape (anchors, strides) that the graph reads."""
 
-    def prepare(self, image: np.ndarray) -> np.ndarray:
-        """Letterbox a BGR image for the model.
 
-        On the CPU this returns a contiguous RGB ``(3, H, W)`` uint8 array, built
-        with NumPy only: torch ops here would start a second OpenMP team beside the
-        infer thread's and the two would fight for the cores. On CUDA it returns
-        the letterboxed ``(H, W, 3)`` BGR image as is; layout and colour order are
-        changed on the GPU after a single uint8 upload.
-        """
-        boxed: np.ndarray = self._letterbox(image=image)  # type: ignore[assignment]
-        if self._on_gpu:
-            return boxed
-        return np.ascontiguousarray(boxed[..., ::-1].transpose(2, 0, 1))
+class TorchRunner:
+    """Eager forward on the CPU; eager or CUDA-graph forward on CUDA."""
 
-    def _to_model_input(self, inputs: Sequence[np.ndarray]) -> torch.Tensor:
-        host = torch.from_numpy(inputs[0][None] if len(inputs) == 1 else np.stack(inputs))
-        tensor = host.to(self.device, non_blocking=True)
-        if self._on_gpu:
-            tensor = tensor.permute(0, 3, 1, 2).contiguous().flip(1)  # BHWC BGR -> BCHW RGB
-        return (tensor.half() if self._fp16 else tensor.float()).div_(255)
+    def __init__(self, model: Any, device: torch.device, fp16: bool, max_batch: int, cuda_graphs: bool) -> None:
+        self.model = model
+        self.device = device
+        self.on_gpu = device.type == "cuda"
+        self.input_dtype = torch.float16 if fp16 else torch.float32
+        self.max_batch = max_batch
+        self.cuda_graphs = cuda_graphs and self.on_gpu
+        self._graphs: dict[tuple[int, ...], _Graph] = {}
 
-    @torch.inference_mode()
-    def infer(self, inputs: Sequence[np.ndarray], source_shapes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
-        from ultralytics.utils import nms, ops
+    def forward(self, batch: Any) -> torch.Tensor:
+        if not self.on_gpu:
+            x = torch.from_numpy(np.ascontiguousarray(batch)).float().div_(255)
+            return _first(self.model(x))
+        if not self.cuda_graphs:
+            return _first(self.model(batch))
+        n = int(batch.shape[0])
+        bucket = next((b for b in BATCH_BUCKETS if b >= n), n)
+        key = (bucket, *batch.shape[1:])
+        graph = self._graphs.get(key) or self._capture(key)
+        graph.static_in[:n].copy_(batch)
+        graph.graph.replay()
+        return graph.static_out[:n]
 
-        if len({t.shape for t in inputs}) != 1:
-            # Letterboxed shapes differ (different source sizes): run them one by one.
-            return [self.infer([t], [s])[0] for t, s in zip(inputs, source_shapes, strict=True)]
-        batch = self._to_model_input(inputs)
-        preds = self._model(batch)
-        spec = self.spec
-        kept = nms.non_max_suppression(
-            preds,
-            spec.conf,
-            spec.iou,
-            list(spec.classes) if spec.classes is not None else None,
-            spec.agnostic_nms,
-            max_det=spec.max_det,
-            nc=0,
-            end2end=self._end2end,
-        )
-        out = []
-        for det, shape in zip(kept, source_shapes, strict=True):
-            det[:, :4] = ops.scale_boxes((int(batch.shape[2]), int(batch.shape[3])), det[:, :4], shape)
-            out.append(det[:, :6].float().cpu().numpy())
-        return out
-
-    def warmup(self) -> None:
-        """Two forward passes on a blank image so the first real frame is not slow."""
-        shape = (self.spec.imgsz * 9 // 16, self.spec.imgsz)
-        blank = np.zeros((*shape, 3), dtype=np.uint8)
-        for _ in range(2):
-            self.infer([self.prepare(blank)], [shape])
+    def _capture(self, key: tuple[int, ...]) -> _Graph:
+        if len(self._graphs) >= MAX_GRAPHS:
+            self._graphs.pop(next(iter(self._graphs)))
+        static_in = torch.zeros(key, dtype=self.input_dtype, device=self.device)
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):  # warm-up outside the graph: cuDNN picks kernels, the head caches its anchors
+                self.model(static_in)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_out = _first(self.model(static_in))
+        head = self.model.model.model[-1] if hasattr(self.model, "model") else None
+        keep = tuple(getattr(head, name) for name in ("anchors", "strides") if hasattr(head, name))
+        record = _Graph(graph, static_in, static_out, keep)
+        self._graphs[key] = record
+        log.debug("captured a CUDA graph for input %s", key)
+        return record
 
     def close(self) -> None:
-        self._model = None
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
-
-    def __repr__(self) -> str:
-        return f"TorchDetector({self.info.model}, {self.info.device}, {self.info.precision})"
+        self._graphs.clear()
+        self.model = None
 
 
-def load(spec: ModelSpec) -> Any:
+def load(spec: ModelSpec) -> YoloDetector:
     """Registry entry point."""
-    return TorchDetector(spec)
+    from ultralytics.nn.autobackend import AutoBackend
+
+    device = select_device(spec.device)
+    if device.type == "cpu":
+        # Ultralytics caps torch at one thread (OMP_NUM_THREADS=1) on import; inference is the pipeline's
+        # heaviest stage, so it gets every core unless configured otherwise.
+        torch.set_num_threads(spec.threads or os.cpu_count() or 1)
+        if spec.precision not in ("auto", "fp32"):
+            raise BackendUnavailable(f"torch on the CPU runs fp32 only, not {spec.precision}")
+    elif spec.gpu_precision() == "int8":
+        raise BackendUnavailable("torch does not run int8; int8 needs TensorRT")
+    fp16 = device.type == "cuda" and spec.gpu_precision() == "fp16"
+    loaded = load_detection_module(spec.model, spec.fallback_model)
+    model = AutoBackend(model=loaded.module, device=device, fp16=fp16, fuse=True, verbose=False)
+    model.eval()
+    names = {int(k): str(v) for k, v in model.names.items()}
+    runner = TorchRunner(model, device, bool(model.fp16), spec.max_batch, spec.cuda_graphs)
+    info = EngineInfo(
+        backend="torch",
+        device=str(device),
+        precision="fp16" if model.fp16 else "fp32",
+        model=loaded.name,
+        task="detect",
+        imgsz=spec.imgsz,
+        names=names,
+        max_batch=spec.max_batch,
+    )
+    return YoloDetector(
+        runner, info, spec, stride=int(model.stride), nc=len(names), end2end=bool(getattr(model, "end2end", False))
+    )

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,15 +60,25 @@ def resolve_weights(model: str) -> Path:
     return local
 
 
-def load_detection_module(model: str, fallback: str | None = None) -> tuple[Any, str]:
-    """Load a detection ``nn.Module`` (from ``.pt`` weights or an architecture ``.yaml``) and its display name.
+@dataclass(frozen=True, slots=True)
+class LoadedModel:
+    """A detection ``nn.Module`` with its display name and the weights file it came from."""
+
+    module: Any
+    name: str
+    path: Path | None
+    """``None`` for an architecture with random weights (nothing on disk identifies them)."""
+
+
+def load_detection_module(model: str, fallback: str | None = None) -> LoadedModel:
+    """Load a detection ``nn.Module`` from ``.pt`` weights or an architecture ``.yaml``.
 
     ``fallback`` is loaded instead when ``model`` is an asset that cannot be downloaded.
     """
     from ultralytics.nn.tasks import load_checkpoint
 
     if model.endswith(ARCHITECTURE_SUFFIXES):
-        return build_architecture(model), Path(model).name
+        return LoadedModel(build_architecture(model), Path(model).name, None)
     try:
         path = resolve_weights(model)
     except DownloadError as exc:
@@ -84,7 +96,7 @@ def load_detection_module(model: str, fallback: str | None = None) -> tuple[Any,
     task = getattr(module, "task", None) or _task_of(module)
     if task != "detect":
         raise ModelError(f"model '{model}' is a '{task}' model; this pipeline needs a 'detect' model")
-    return module, path.name
+    return LoadedModel(module, path.name, path)
 
 
 def build_architecture(model: str) -> Any:
@@ -123,3 +135,12 @@ def _task_of(module: Any) -> str:
         return str(guess_model_task(module))
     except Exception:
         return "unknown"
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file, read in chunks (engine cache keys)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,4 +1,4 @@
-"""The ``edgesight`` command line: run, check, subscribe, demo.
+"""The ``edgesight`` command line: run, check, subscribe, demo, synth, build-engine.
 
 Errors a user can cause print one line naming the culprit and exit non-zero
 (2 for bad input at start-up, 1 for a failure while running); ``--debug``
@@ -28,6 +28,8 @@ EXIT_OK = 0
 EXIT_RUNTIME = 1
 EXIT_BAD_INPUT = 2
 DEMO_VIDEO = "edgesight-demo.mp4"
+ENGINES = ["auto", "tensorrt", "torch", "onnxruntime"]
+PRECISIONS = ["auto", "fp32", "fp16", "int8"]
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -44,6 +46,8 @@ def _add_run_overrides(p: argparse.ArgumentParser, default_model: str | None) ->
     p.add_argument("--publish", metavar="ENDPOINT", help=f"ZeroMQ endpoint to bind (default {DEFAULT_ENDPOINT})")
     p.add_argument("--max-frames", type=int, metavar="N", help="stop each stream after N frames")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="inference device")
+    p.add_argument("--engine", choices=ENGINES, help="inference backend (default auto: the fastest that loads)")
+    p.add_argument("--precision", choices=PRECISIONS, help="auto: fp16 on a GPU, fp32 on the CPU")
     p.add_argument("--imgsz", type=int, help="model input size (multiple of 32)")
     p.add_argument("--conf", type=float, help="confidence threshold")
     p.add_argument("--save", metavar="PATH", help="write the first stream's frames, annotated, to an MP4 file")
@@ -84,6 +88,19 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--fps", type=float, default=30.0)
     _add_common(synth)
 
+    build = sub.add_parser(
+        "build-engine", help="build (or find) the cached TensorRT engine for a model, for a fast first boot"
+    )
+    build.add_argument("model", help="weights (.pt), a bundled name (edgesight-det) or an asset name")
+    build.add_argument("--precision", choices=["fp16", "fp32", "int8"], default="fp16")
+    build.add_argument("--batch", type=int, default=1, metavar="N", help="largest batch (streams batched together)")
+    build.add_argument("--imgsz", type=int, default=640, metavar="S", help="input size (multiple of 32)")
+    build.add_argument("--calibration", metavar="PATH", help="int8: a folder of images or a video to calibrate on")
+    build.add_argument("--calibration-frames", type=int, default=256, metavar="N")
+    build.add_argument("--cache-dir", metavar="DIR", help="engine cache (default ~/.cache/edgesight/engines)")
+    build.add_argument("--workspace-gb", type=float, default=4.0)
+    _add_common(build)
+
     demo = sub.add_parser("demo", help="run a generated scene through a model (no camera, no internet)")
     demo.add_argument("--frames", type=int, default=150, help="length of the generated scene")
     demo.add_argument("--seed", type=int, default=7)
@@ -111,7 +128,7 @@ def _apply_overrides(data: dict[str, Any], args: argparse.Namespace) -> dict[str
     publish = dict(data.get("publish") or {})
     if args.model:
         model["path"] = args.model
-    for key in ("device", "imgsz", "conf"):
+    for key in ("device", "engine", "precision", "imgsz", "conf"):
         if getattr(args, key) is not None:
             model[key] = getattr(args, key)
     if args.publish:
@@ -294,7 +311,38 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"run": cmd_run, "check": cmd_check, "subscribe": cmd_subscribe, "demo": cmd_demo, "synth": cmd_synth}
+def cmd_build_engine(args: argparse.Namespace) -> int:
+    """Build the engine the pipeline will load for the same model, precision, batch and size."""
+    from engines.tensorrt_backend import build_only
+    from pipeline.runner import model_spec
+
+    model = {
+        "path": args.model,
+        "engine": "tensorrt",
+        "device": "cuda",
+        "precision": args.precision,
+        "batch_size": args.batch,
+        "imgsz": args.imgsz,
+        "calibration": args.calibration,
+        "calibration_frames": args.calibration_frames,
+        "cache_dir": args.cache_dir,
+        "workspace_gb": args.workspace_gb,
+    }
+    config = build_config({"streams": [{"id": "build", "source": "synthetic://"}], "model": model}, "build-engine")
+    info = build_only(model_spec(config))
+    state = "built" if info.cache == "built" else "cached, nothing to build"
+    print(f"{info.artifact}: {state} ({info.precision}, batch 1-{info.max_batch}, {info.imgsz}x{info.imgsz})")
+    return EXIT_OK
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "check": cmd_check,
+    "subscribe": cmd_subscribe,
+    "demo": cmd_demo,
+    "synth": cmd_synth,
+    "build-engine": cmd_build_engine,
+}
 
 
 def configure_threads() -> None:

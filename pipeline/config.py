@@ -147,18 +147,38 @@ class ModelConfig(_Strict):
     path: str | None = None
     """Local weights, a bundled name (``edgesight-det``), an Ultralytics asset name (downloaded when online) or an
     architecture ``.yaml``. Unset: ``yolo11n.pt``, or the bundled ``edgesight-det`` when that cannot be had."""
-    engine: Literal["auto", "torch"] = "auto"
+    engine: Literal["auto", "tensorrt", "torch", "onnxruntime"] = "auto"
+    """``auto`` tries tensorrt → torch on CUDA → onnxruntime → torch on the CPU and reports why it passed any over."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    half: bool | None = None
+    precision: Literal["auto", "fp32", "fp16", "int8"] = "auto"
+    """``auto``: fp16 on a GPU, fp32 on the CPU. ``int8`` (TensorRT) needs ``calibration``."""
     imgsz: int = Field(640, ge=32, le=4096, multiple_of=32)
     conf: float = Field(0.25, ge=0.0, le=1.0)
     iou: float = Field(0.7, ge=0.0, le=1.0)
     max_det: int = Field(300, ge=1, le=10000)
     classes: list[int | str] | None = None
     """Keep only these classes, by id or label."""
-    batch_size: int = Field(1, ge=1, le=64)
+    batch_size: int | None = Field(None, ge=1, le=64)
+    """Most frames per forward pass, gathered across streams (default: one per stream, at most 32)."""
+    batch_timeout_ms: float = Field(5.0, ge=0.0, le=1000.0)
+    """How long the infer stage waits to fill a batch once it holds one frame (a dead camera never stalls the rest)."""
     threads: int | None = Field(None, ge=1, le=256)
     """CPU threads for inference (default: every core)."""
+    cache_dir: str | None = None
+    """Where ONNX exports and TensorRT engines are cached (default: ``~/.cache/edgesight/engines``)."""
+    calibration: str | None = None
+    """INT8 calibration frames: a folder of images or a video from the cameras the model will watch."""
+    calibration_frames: int = Field(256, ge=8, le=100000)
+    cuda_graphs: bool = True
+    """Replay the torch model as CUDA graphs on a GPU."""
+    workspace_gb: float = Field(4.0, gt=0, le=256)
+    """TensorRT builder workspace."""
+
+    @model_validator(mode="after")
+    def _int8_needs_calibration(self) -> ModelConfig:
+        if self.precision == "int8" and not self.calibration:
+            raise ValueError("precision int8 needs model.calibration (a folder of images or a video to calibrate on)")
+        return self
 
 
 class PublishConfig(_Strict):
@@ -179,7 +199,9 @@ class PipelineConfig(_Strict):
     model: ModelConfig = ModelConfig()
     publish: PublishConfig = PublishConfig()
     queue_size: int = Field(2, ge=1, le=1024)
-    """Size of the queues between preprocess, infer and publish."""
+    """Size of the queues between preprocess, infer and publish (raised to twice the batch when batching)."""
+    preprocess_threads: int | None = Field(None, ge=1, le=64)
+    """Preprocess threads, each serving a fixed share of the streams (default: 1 on the CPU, up to 4 on a GPU)."""
 
     @model_validator(mode="after")
     def _unique_ids(self) -> PipelineConfig:

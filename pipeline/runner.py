@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from engines.base import DetectionEngine, EngineInfo, ModelSpec
@@ -24,7 +25,7 @@ from pipeline.errors import EdgesightError, StartupInterrupted
 from pipeline.queues import BoundedQueue, FanIn, OverflowPolicy
 from pipeline.recorder import FrameSink
 from pipeline.sources import Source, make_source
-from pipeline.stages import CaptureStage, InferStage, PreprocessStage, PublishStage, StageThread
+from pipeline.stages import CaptureStage, InferStage, PreprocessStage, PublishStage, StageClock, StageThread
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,13 @@ class RunReport:
     elapsed_s: float
     engine: EngineInfo
     failure: str | None = None
+    stage_ms: dict[str, float] = field(default_factory=dict)
+    """Busy time per frame of each stage (capture is decode/read time)."""
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    """Capture→publish latency percentiles (p50, p90, p99, max)."""
+    mean_batch: float = 1.0
+    queue_peaks: dict[str, int] = field(default_factory=dict)
+    """The most items each queue held at once (a queue at its bound means the next stage is the bottleneck)."""
 
     @property
     def ok(self) -> bool:
@@ -75,6 +83,16 @@ class Progress:
     drops: int
 
 
+PERCENTILES = (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))
+MAX_AUTO_BATCH = 32
+MAX_GPU_PREPROCESS_THREADS = 4
+
+
+def batch_size(config: PipelineConfig) -> int:
+    """``model.batch_size``, or one frame per stream (at most :data:`MAX_AUTO_BATCH`)."""
+    return config.model.batch_size or min(len(config.streams), MAX_AUTO_BATCH)
+
+
 def model_spec(config: PipelineConfig) -> ModelSpec:
     m = config.model
     ids = tuple(c for c in m.classes or () if isinstance(c, int))
@@ -88,8 +106,14 @@ def model_spec(config: PipelineConfig) -> ModelSpec:
         max_det=m.max_det,
         classes=ids if only_ids else None,
         device=m.device,
-        half=m.half,
+        precision=m.precision,
         threads=m.threads,
+        max_batch=batch_size(config),
+        cache_dir=Path(m.cache_dir).expanduser() if m.cache_dir else None,
+        calibration=m.calibration,
+        calibration_frames=m.calibration_frames,
+        cuda_graphs=m.cuda_graphs,
+        workspace_gb=m.workspace_gb,
     )
 
 
@@ -116,7 +140,7 @@ class Pipeline:
         self._sources: dict[str, Source] = {}
         self._captures: list[CaptureStage] = []
         self._threads: list[StageThread] = []
-        self._ready = threading.Event()
+        self._preprocess: list[PreprocessStage] = []
         self._capture_queues: list[BoundedQueue[Any]] = []
         self._prepared: BoundedQueue[Any] | None = None
         self._results: BoundedQueue[Any] | None = None
@@ -159,14 +183,21 @@ class Pipeline:
             log.info("stream '%s': opened %s (queue policy %s)", stream.id, source.description, stream.policy.value)
 
     def _build_queues(self) -> None:
+        """The queues between preprocess, infer and publish; they hold two full batches when batching."""
         cfg = self.config
-        self._capture_queues = [
-            BoundedQueue(f"capture.{s.id}", s.queue_size, s.policy, self.stop_event, self._ready) for s in cfg.streams
-        ]
-        prepared: BoundedQueue[Any] = BoundedQueue("prepared", cfg.queue_size, OverflowPolicy.BLOCK, self.stop_event)
-        results: BoundedQueue[Any] = BoundedQueue("results", cfg.queue_size, OverflowPolicy.BLOCK, self.stop_event)
+        size = max(cfg.queue_size, 2 * batch_size(cfg))
+        prepared: BoundedQueue[Any] = BoundedQueue("prepared", size, OverflowPolicy.BLOCK, self.stop_event)
+        results: BoundedQueue[Any] = BoundedQueue("results", size, OverflowPolicy.BLOCK, self.stop_event)
         self._prepared, self._results = prepared, results
-        self._queues = [*self._capture_queues, prepared, results]
+        self._queues = [prepared, results]
+
+    def _preprocess_threads(self) -> int:
+        assert self.engine is not None
+        if self.config.preprocess_threads:
+            return min(self.config.preprocess_threads, len(self.config.streams))
+        if self.engine.info.device.startswith("cuda"):
+            return min(len(self.config.streams), MAX_GPU_PREPROCESS_THREADS)
+        return 1
 
     def _start_engine(self) -> None:
         """Start the infer thread, which loads the engine, and wait for it (or its error)."""
@@ -180,8 +211,9 @@ class Pipeline:
             self.stop_event,
             self._fail,
             lambda: self._engine_factory(spec, cfg.model.engine),
-            cfg.model.batch_size,
+            spec.max_batch,
             cfg.model.classes,
+            cfg.model.batch_timeout_ms / 1000.0,
         )
         self._threads.append(infer)
         infer.start()
@@ -194,19 +226,28 @@ class Pipeline:
                     raise StartupInterrupted("stopped while loading the model") from None
         info = self.engine.info
         log.info(
-            "engine: %s on %s (%s), model %s, imgsz %d%s",
+            "engine: %s on %s (%s), model %s, imgsz %d, batch up to %d%s%s",
             info.backend,
             info.device,
             info.precision,
             info.model,
             info.imgsz,
-            f", fallback: {info.fallback_reason}" if info.fallback_reason else "",
+            info.max_batch,
+            f", engine file {info.artifact} ({info.cache})" if info.artifact else "",
+            f"; passed over: {info.fallback_reason}" if info.fallback_reason else "",
         )
 
     def _build_stages(self) -> None:
         assert self.engine is not None and self.bus is not None
         assert self._prepared is not None and self._results is not None
         cfg = self.config
+        workers = self._preprocess_threads()
+        ready = [threading.Event() for _ in range(workers)]
+        self._capture_queues = [
+            BoundedQueue(f"capture.{s.id}", s.queue_size, s.policy, self.stop_event, ready[i % workers])
+            for i, s in enumerate(cfg.streams)
+        ]
+        self._queues = [*self._capture_queues, *self._queues]
         for stream, q in zip(cfg.streams, self._capture_queues, strict=True):
             self._captures.append(
                 CaptureStage(stream.id, self._sources[stream.id], q, self.stop_event, self._fail, stream.max_frames)
@@ -224,15 +265,21 @@ class Pipeline:
             cfg.publish.subscriber_timeout_s,
             self._sink,
         )
-        preprocess = PreprocessStage(
-            FanIn(self._capture_queues, self._ready),
-            self.engine,
-            self._prepared,
-            len(cfg.streams),
-            self.stop_event,
-            self._fail,
-        )
-        self._threads = [self._publish, *self._threads, preprocess, *self._captures]
+        self._preprocess = []
+        for w in range(workers):
+            mine = self._capture_queues[w::workers]
+            self._preprocess.append(
+                PreprocessStage(
+                    FanIn(mine, ready[w]),
+                    self.engine,
+                    self._prepared,
+                    len(mine),
+                    self.stop_event,
+                    self._fail,
+                    name="preprocess" if workers == 1 else f"preprocess-{w}",
+                )
+            )
+        self._threads = [self._publish, *self._threads, *self._preprocess, *self._captures]
 
     def _fail(self, stage: str, exc: BaseException) -> None:
         log.debug("stage %s failed", stage, exc_info=exc)
@@ -330,4 +377,30 @@ class Pipeline:
                 )
             )
         end = self._finished_at or time.monotonic()
-        return RunReport(tuple(reports), end - self._started_at, self.engine.info, self._failure)
+        infer = next((t for t in self._threads if isinstance(t, InferStage)), None)
+        stage_ms = {
+            "capture": StageClock.ms_per_item([c.clock for c in self._captures]),
+            "preprocess": StageClock.ms_per_item([p.clock for p in self._preprocess]),
+            "infer": StageClock.ms_per_item([infer.clock] if infer else []),
+            "publish": StageClock.ms_per_item([publish.clock] if publish else []),
+        }
+        return RunReport(
+            tuple(reports),
+            end - self._started_at,
+            self.engine.info,
+            self._failure,
+            stage_ms=stage_ms,
+            latency_ms=percentiles(list(publish.latencies_ms) if publish else []),
+            mean_batch=round(infer.clock.items / infer.batches, 2) if infer and infer.batches else 0.0,
+            queue_peaks={q.name: q.high_water for q in self._queues},
+        )
+
+
+def percentiles(values: Sequence[float]) -> dict[str, float]:
+    """p50, p90, p99 and max of ``values`` (empty when there are none)."""
+    if not values:
+        return {}
+    ordered = sorted(values)
+    out = {name: ordered[min(len(ordered) - 1, int(q * len(ordered)))] for name, q in PERCENTILES}
+    out["max"] = ordered[-1]
+    return {name: round(v, 2) for name, v in out.items()}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any
@@ -29,6 +30,27 @@ GET_TIMEOUT_S = 0.1
 """How long a stage waits on its input before re-checking the stop event."""
 
 FailureHandler = Callable[[str, BaseException], None]
+LATENCY_WINDOW = 100_000
+"""Capture→publish latencies kept for percentiles (the most recent ones)."""
+
+
+class StageClock:
+    """Busy time and item count of one stage thread (read by reports, written only by its thread)."""
+
+    __slots__ = ("busy_s", "items")
+
+    def __init__(self) -> None:
+        self.busy_s = 0.0
+        self.items = 0
+
+    def add(self, seconds: float, items: int = 1) -> None:
+        self.busy_s += seconds
+        self.items += items
+
+    @staticmethod
+    def ms_per_item(clocks: Sequence[StageClock]) -> float:
+        items = sum(c.items for c in clocks)
+        return round(1000.0 * sum(c.busy_s for c in clocks) / items, 3) if items else 0.0
 
 
 def resolve_classes(classes: Sequence[int | str] | None, names: dict[int, str]) -> frozenset[int] | None:
@@ -54,6 +76,7 @@ class StageThread(threading.Thread):
         super().__init__(name=name, daemon=True)
         self.stop_event = stop
         self._on_failure = on_failure
+        self.clock = StageClock()
 
     def run(self) -> None:
         try:
@@ -88,7 +111,9 @@ class CaptureStage(StageThread):
         error: str | None = None
         try:
             while not self.stop_event.is_set() and (self.max_frames is None or self.frames < self.max_frames):
+                started = time.perf_counter()
                 raw = self.source.read()
+                self.clock.add(time.perf_counter() - started)
                 if raw is None:
                     break
                 frame = Frame(self.stream_id, self.frames, raw.pts_ms, time.time(), raw.image)
@@ -111,7 +136,11 @@ class CaptureStage(StageThread):
 
 
 class PreprocessStage(StageThread):
-    """Turns frames from every capture queue into model inputs (letterbox, layout, normalize)."""
+    """Turns frames from its capture queues into model inputs (letterbox, layout, normalize; upload on a GPU).
+
+    There may be several, each serving a fixed set of streams, so frames of one
+    stream keep their order.
+    """
 
     def __init__(
         self,
@@ -121,8 +150,9 @@ class PreprocessStage(StageThread):
         streams: int,
         stop: threading.Event,
         on_failure: FailureHandler,
+        name: str = "preprocess",
     ) -> None:
-        super().__init__("preprocess", stop, on_failure)
+        super().__init__(name, stop, on_failure)
         self.inputs = inputs
         self.engine = engine
         self.out = out
@@ -138,7 +168,10 @@ class PreprocessStage(StageThread):
                 ended += 1
                 self.out.put(item)
             else:
-                self.out.put(PreparedFrame(item, self.engine.prepare(item.image)))
+                started = time.perf_counter()
+                prepared = PreparedFrame(item, self.engine.prepare(item.image))
+                self.clock.add(time.perf_counter() - started)
+                self.out.put(prepared)
 
 
 class InferStage(StageThread):
@@ -147,8 +180,10 @@ class InferStage(StageThread):
     Loading here, not in the caller's thread, matters on the CPU: PyTorch's
     thread pools run markedly slower when a model built on one thread is run
     on another. ``loaded`` resolves to the engine (or the load error), so the
-    pipeline can report a bad model at start-up. Batches hold up to
-    ``batch_size`` frames when several are waiting.
+    pipeline can report a bad model at start-up. A batch holds up to
+    ``batch_size`` frames from any streams: once it has one frame it waits at
+    most ``batch_timeout_s`` for more, so a slow or dead camera never holds
+    back the others.
     """
 
     def __init__(
@@ -161,12 +196,15 @@ class InferStage(StageThread):
         load: Callable[[], DetectionEngine],
         batch_size: int = 1,
         classes: Sequence[int | str] | None = None,
+        batch_timeout_s: float = 0.0,
     ) -> None:
         super().__init__("infer", stop, on_failure)
         self.inp = inp
         self.out = out
         self.streams = streams
         self.batch_size = batch_size
+        self.batch_timeout_s = batch_timeout_s
+        self.batches = 0
         self._load = load
         self._classes = classes
         self.loaded: Future[DetectionEngine] = Future()
@@ -192,26 +230,38 @@ class InferStage(StageThread):
             item = self.inp.get(GET_TIMEOUT_S)
             if item is None:
                 continue
-            batch: list[PreparedFrame] = []
-            pending_eos: list[EndOfStream] = []
-            while item is not None:
-                if isinstance(item, EndOfStream):
-                    pending_eos.append(item)
-                    break  # keep order: finish the batch, then forward the sentinel
-                batch.append(item)
-                if len(batch) >= self.batch_size:
-                    break
-                item = self.inp.get_nowait()
+            batch, pending_eos = self._collect(item)
             if batch:
                 self._run(batch)
             for eos in pending_eos:
                 ended += 1
                 self.out.put(eos)
 
+    def _collect(self, first: Any) -> tuple[list[PreparedFrame], list[EndOfStream]]:
+        """A batch starting with ``first``: until full, an end of stream, or the batch timeout."""
+        batch: list[PreparedFrame] = []
+        deadline = time.monotonic() + self.batch_timeout_s
+        item = first
+        while item is not None:
+            if isinstance(item, EndOfStream):
+                return batch, [item]  # keep order: finish the batch, then forward the sentinel
+            batch.append(item)
+            if len(batch) >= self.batch_size:
+                break
+            item = self.inp.get_nowait()
+            if item is None:
+                remaining = deadline - time.monotonic()
+                if remaining > 0 and not self.stop_event.is_set():
+                    item = self.inp.get(remaining)
+        return batch, []
+
     def _run(self, batch: Sequence[PreparedFrame]) -> None:
         start = time.perf_counter()
         outputs = self.engine.infer([p.model_input for p in batch], [p.frame.image.shape[:2] for p in batch])
-        per_frame_ms = (time.perf_counter() - start) * 1000.0 / len(batch)
+        elapsed = time.perf_counter() - start
+        self.clock.add(elapsed, len(batch))
+        self.batches += 1
+        per_frame_ms = elapsed * 1000.0 / len(batch)
         for prepared, rows in zip(batch, outputs, strict=True):
             self.out.put(FrameResult(prepared.frame, self._detections(rows), per_frame_ms))
 
@@ -257,6 +307,7 @@ class PublishStage(StageThread):
         self.first_publish_at: float | None = None
         self.last_latency_ms = 0.0
         self.last_objects = 0
+        self.latencies_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)
 
     def loop(self) -> None:
         try:
@@ -270,7 +321,9 @@ class PublishStage(StageThread):
             while len(self.ended) < len(self.stream_ids) and not self.stop_event.is_set():
                 item = self.inp.get(GET_TIMEOUT_S)
                 if isinstance(item, FrameResult):
+                    started = time.perf_counter()
                     self._publish(item)
+                    self.clock.add(time.perf_counter() - started)
                 elif isinstance(item, EndOfStream):
                     self._end(item)
         finally:
@@ -288,6 +341,7 @@ class PublishStage(StageThread):
         self.bus.send(topic_for(DETECTIONS_TOPIC, sid), body, self.stop_event)
         self.seq[sid] += 1
         self.last_latency_ms = (now - result.frame.captured_at) * 1000.0
+        self.latencies_ms.append(self.last_latency_ms)
         self.last_objects = len(result.detections)
         self.sink.write(result)
 

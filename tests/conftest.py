@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,19 @@ import pytest
 from engines.architecture import save_architecture_weights
 
 MEDIA_ENV = "EDGESIGHT_TEST_MEDIA"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def engine_cache_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """ONNX exports and engines go to a cache of this test session, not the user's (subprocesses inherit it)."""
+    home = tmp_path_factory.mktemp("xdg-cache")
+    old = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(home)
+    yield home
+    if old is None:
+        del os.environ["XDG_CACHE_HOME"]
+    else:
+        os.environ["XDG_CACHE_HOME"] = old
 
 
 @pytest.fixture(scope="session")

@@ -141,7 +141,8 @@ def test_published_messages_follow_the_json_schemas(arch_weights: Path, endpoint
     for s in got.statuses():
         jsonschema.validate(s.raw, status_schema)
     start = got.statuses("syn")[0].raw
-    assert start["engine"]["backend"] == "torch" and start["engine"]["precision"] == "fp32"
+    assert start["engine"]["backend"] == "onnxruntime" and start["engine"]["precision"] == "fp32"
+    assert start["engine"]["cache"] in ("built", "hit") and start["engine"]["fallback_reason"] is None
     bad = dict(got.detections()[0].raw, seq=-1)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad, det_schema)

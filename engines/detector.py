@@ -1,0 +1,204 @@
+"""The detector every backend shares: letterbox → backend forward → batched NMS → source pixels.
+
+A backend only supplies a :class:`ModelRunner` (a forward pass over a batch).
+On the CPU, ``prepare`` letterboxes with NumPy and ``infer`` stacks uint8
+arrays. On a GPU, ``prepare`` (in the preprocess threads) copies the frame
+through a pinned buffer to the device once, letterboxes it there on its own
+CUDA stream and hands on a :class:`GpuInput`; ``infer`` waits on those
+streams, stacks, runs the model on the infer stream and reads back only the
+kept boxes.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from engines.base import EngineInfo, ModelSpec
+from engines.engine_cache import CachedArtifact
+from engines.letterbox import CpuLetterbox, TorchLetterbox
+from engines.postprocess import NmsSettings, batched_nms, scale_to_sources
+from engines.weights import LoadedModel
+
+PINNED_SLOTS = 4
+"""Pinned staging buffers per preprocess thread (a slot is reused once its copy has finished)."""
+
+
+class ModelRunner(Protocol):
+    """A backend's forward pass.
+
+    On the host (``on_gpu`` false) it takes a uint8 ``(B, 3, H, W)`` RGB array;
+    on a GPU, a ``(B, 3, H, W)`` tensor on the device, already normalized, of
+    ``input_dtype``. It returns the raw predictions as a torch tensor.
+    """
+
+    on_gpu: bool
+    input_dtype: torch.dtype
+    max_batch: int
+
+    def forward(self, batch: Any) -> torch.Tensor: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class GpuInput:
+    """A letterboxed frame on the GPU and the event after which it is ready."""
+
+    tensor: torch.Tensor
+    ready: torch.cuda.Event
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.tensor.shape)
+
+
+class _Uploader(threading.local):
+    """Per preprocess thread: a CUDA stream and a ring of pinned staging buffers."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.stream = torch.cuda.Stream(device)
+        self.slots: list[tuple[torch.Tensor, torch.cuda.Event] | None] = [None] * PINNED_SLOTS
+        self.next = 0
+
+    def stage(self, image: np.ndarray) -> tuple[torch.Tensor, torch.cuda.Event]:
+        i = self.next
+        self.next = (i + 1) % PINNED_SLOTS
+        slot = self.slots[i]
+        if slot is None or slot[0].numel() < image.nbytes:
+            slot = (torch.empty(image.nbytes, dtype=torch.uint8, pin_memory=True), torch.cuda.Event())
+            self.slots[i] = slot
+        else:
+            slot[1].synchronize()  # the copy out of this slot, four frames ago, is done
+        pinned = slot[0][: image.nbytes].view(image.shape)
+        pinned.copy_(torch.from_numpy(image))
+        return pinned, slot[1]
+
+
+def detector_for(
+    runner: ModelRunner,
+    loaded: LoadedModel,
+    spec: ModelSpec,
+    *,
+    backend: str,
+    device: str,
+    precision: str,
+    artifact: CachedArtifact | None = None,
+    fixed_shape: bool = False,
+) -> YoloDetector:
+    """A :class:`YoloDetector` for an exported model: names, stride and head type come from the loaded module."""
+    module = loaded.module
+    names = {int(k): str(v) for k, v in module.names.items()}
+    info = EngineInfo(
+        backend=backend,
+        device=device,
+        precision=precision,
+        model=loaded.name,
+        task="detect",
+        imgsz=spec.imgsz,
+        names=names,
+        max_batch=spec.max_batch,
+        cache=None if artifact is None else ("built" if artifact.built else "hit"),
+        artifact=None if artifact is None else str(artifact.path),
+    )
+    stride = max(int(module.stride.max()), 32)
+    end2end = bool(getattr(module, "end2end", False))
+    return YoloDetector(runner, info, spec, stride=stride, nc=len(names), end2end=end2end, fixed_shape=fixed_shape)
+
+
+class YoloDetector:
+    """A YOLO detection model behind any runner; implements :class:`~engines.base.DetectionEngine`."""
+
+    def __init__(
+        self,
+        runner: ModelRunner,
+        info: EngineInfo,
+        spec: ModelSpec,
+        *,
+        stride: int,
+        nc: int,
+        end2end: bool = False,
+        fixed_shape: bool = False,
+    ) -> None:
+        self.runner = runner
+        self.info = info
+        self.spec = spec
+        self._nc = nc
+        self._end2end = end2end
+        self._nms = NmsSettings(spec.conf, spec.iou, spec.max_det, spec.classes, spec.agnostic_nms)
+        auto = not fixed_shape
+        if runner.on_gpu:
+            self._device = torch.device("cuda", torch.cuda.current_device())
+            self._gpu_letterbox = TorchLetterbox(spec.imgsz, stride, runner.input_dtype, auto=auto)
+            self._uploader = _Uploader(self._device)
+            self._stream = torch.cuda.Stream(self._device)
+        else:
+            self._cpu_letterbox = CpuLetterbox(spec.imgsz, stride, auto=auto)
+
+    # -- preprocess stage ----------------------------------------------------------------------
+    def prepare(self, image: np.ndarray) -> np.ndarray | GpuInput:
+        """Letterbox one BGR frame: a uint8 ``(3, h, w)`` RGB array on the host, a :class:`GpuInput` on a GPU."""
+        if not self.runner.on_gpu:
+            return self._cpu_letterbox(image)
+        up = self._uploader
+        pinned, copied = up.stage(image)
+        with torch.cuda.stream(up.stream):
+            frame = pinned.to(self._device, non_blocking=True)
+            copied.record(up.stream)
+            tensor = self._gpu_letterbox(frame)
+            ready = torch.cuda.Event()
+            ready.record(up.stream)
+        return GpuInput(tensor, ready)
+
+    # -- infer stage ---------------------------------------------------------------------------
+    @torch.inference_mode()
+    def infer(self, inputs: Sequence[Any], source_shapes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
+        """Detections per input: ``(N, 6)`` float32 rows ``x1, y1, x2, y2, confidence, class_id`` in source pixels."""
+        out: list[np.ndarray | None] = [None] * len(inputs)
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, item in enumerate(inputs):  # frames of different sizes letterbox to different shapes
+            groups.setdefault(tuple(item.shape), []).append(i)
+        step = max(1, self.runner.max_batch)
+        for shape, members in groups.items():
+            for start in range(0, len(members), step):
+                chunk = members[start : start + step]
+                rows = self._run([inputs[i] for i in chunk], (int(shape[-2]), int(shape[-1])))
+                scaled = scale_to_sources(rows, (int(shape[-2]), int(shape[-1])), [source_shapes[i] for i in chunk])
+                for i, r in zip(chunk, scaled, strict=True):
+                    out[i] = r[:, :6]
+        return [r if r is not None else np.zeros((0, 6), np.float32) for r in out]
+
+    def _run(self, items: Sequence[Any], hw: tuple[int, int]) -> list[np.ndarray]:
+        if not self.runner.on_gpu:
+            batch = items[0][None] if len(items) == 1 else np.stack(items)
+            return batched_nms(self.runner.forward(batch), self._nms, self._nc, self._end2end)
+        stream = self._stream
+        with torch.cuda.stream(stream):
+            for item in items:
+                stream.wait_event(item.ready)
+                item.tensor.record_stream(stream)
+            tensors = [item.tensor for item in items]
+            batch = tensors[0][None] if len(tensors) == 1 else torch.stack(tensors)
+            return batched_nms(self.runner.forward(batch), self._nms, self._nc, self._end2end)
+
+    def warmup(self) -> None:
+        """Run blank 16:9 frames at batch 1 and at the largest batch, so the first real frames are not slow."""
+        shape = (self.spec.imgsz * 9 // 16, self.spec.imgsz)
+        blank = np.zeros((*shape, 3), dtype=np.uint8)
+        for n in sorted({1, self.runner.max_batch}):
+            for _ in range(2):
+                self.infer([self.prepare(blank) for _ in range(n)], [shape] * n)
+
+    def close(self) -> None:
+        self.runner.close()
+        if self.runner.on_gpu:
+            torch.cuda.empty_cache()
+
+    def __repr__(self) -> str:
+        return f"YoloDetector({self.info.backend}, {self.info.model}, {self.info.device}, {self.info.precision})"
