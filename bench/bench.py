@@ -1,11 +1,22 @@
-"""Throughput of edgesight end to end against Ultralytics' streaming predictor and the bare engine.
+"""edgesight end to end against Ultralytics' streaming predictor, the bare engine and plain decoding.
 
-Measured in one run on the same video and weights; prints one JSON line.
+One command, one JSON document on stdout. Every measurement runs in a fresh
+process (thread-pool settings of one never leak into another) on the same
+video and weights:
 
-    python bench/bench.py --video people1.mp4 [--model yolo11n.pt | --arch yolo11n.yaml] [--imgsz 640]
+- ``ultralytics``: ``YOLO(weights).predict(video, stream=True)``, one stream;
+- ``engine``: the backend edgesight picks, alone, on frames decoded beforehand
+  (prepare + infer; batch 1, and larger batches on a GPU);
+- ``decode``: OpenCV decoding alone, one thread per stream (the ceiling);
+- ``edgesight``: the whole pipeline with N streams of the video, every message
+  delivered to a subscriber in another process; frames/s, per-stage ms,
+  capture→publish latency percentiles, mean batch, queue peaks, GPU memory;
+- ``live`` (``--live``): one stream paced at its own frame rate, for latency.
 
-Without ``--model``, an architecture (default ``yolo11n.yaml``) with seeded
-random weights is used: the same compute as the trained model, offline.
+    python bench/bench.py --video people1.mp4 [--arch yolo11n.yaml | --model w.pt] [--streams 1,8] [--live]
+
+Without ``--model`` an architecture with seeded random weights is used: the
+same compute as the trained model, offline.
 """
 
 from __future__ import annotations
@@ -13,11 +24,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import platform
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -31,11 +44,18 @@ def machine() -> dict[str, Any]:
 
     info: dict[str, Any] = {
         "cpu": platform.processor() or platform.machine(),
-        "cores": __import__("os").cpu_count(),
+        "cores": os.cpu_count(),
         "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
     }
+    with contextlib.suppress(ImportError):
+        import onnxruntime
+
+        info["onnxruntime"] = onnxruntime.__version__
+    with contextlib.suppress(ImportError):
+        import tensorrt
+
+        info["tensorrt"] = tensorrt.__version__
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     with contextlib.suppress(OSError, StopIteration):
@@ -47,32 +67,51 @@ def machine() -> dict[str, Any]:
     return info
 
 
-def bench_edgesight(video: Path, weights: Path, imgsz: int, device: str, frames: int | None) -> dict[str, Any]:
+def gpu_memory_mb() -> float | None:
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    return round(torch.cuda.max_memory_reserved() / 2**20, 1)
+
+
+def video_frames(video: Path) -> int:
+    return int(cv2.VideoCapture(str(video)).get(cv2.CAP_PROP_FRAME_COUNT))
+
+
+def _endpoint() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+
+
+def bench_edgesight(args: argparse.Namespace, streams: int, live: bool = False) -> dict[str, Any]:
     from pipeline.cli import configure_threads
 
     configure_threads()  # as the edgesight command does at start
     from pipeline.config import build_config
     from pipeline.runner import Pipeline
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        endpoint = f"tcp://127.0.0.1:{s.getsockname()[1]}"
-    stream: dict[str, Any] = {"id": "bench", "source": str(video)}
-    if frames:
-        stream["max_frames"] = frames
+    endpoint = _endpoint()
+    source: dict[str, Any] = {"type": "file", "path": str(args.video), "realtime": live}
+    stream_list = [{"id": f"cam{i}", "source": source} for i in range(streams)]
+    if args.frames:
+        stream_list = [{**s, "max_frames": args.frames} for s in stream_list]
+    model: dict[str, Any] = {"path": str(args.model), "imgsz": args.imgsz, "device": args.device}
+    model["engine"] = args.engine
     config = build_config(
         {
-            "streams": [stream],
-            "model": {"path": str(weights), "imgsz": imgsz, "device": device},
-            "publish": {"endpoint": endpoint, "wait_for_subscriber": True, "subscriber_timeout_s": 10},
+            "streams": stream_list,
+            "model": model,
+            "publish": {"endpoint": endpoint, "wait_for_subscriber": True, "subscriber_timeout_s": 30},
         },
         "bench",
     )
-    expected = frames or int(cv2.VideoCapture(str(video)).get(cv2.CAP_PROP_FRAME_COUNT))
+    expected = streams * (args.frames or video_frames(args.video))
     # A real subscriber in its own process (as another service would be), so every message is delivered.
     listen = ["subscribe", "--endpoint", endpoint, "--topic", "detections.", "--count", str(expected)]
     listener = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", *listen, "--timeout", "60", "--quiet"], stdout=subprocess.DEVNULL
+        [sys.executable, "-m", "pipeline.cli", *listen, "--timeout", "120", "--quiet"], stdout=subprocess.DEVNULL
     )
     pipeline = Pipeline(config)
     pipeline.start()
@@ -81,71 +120,135 @@ def bench_edgesight(video: Path, weights: Path, imgsz: int, device: str, frames:
     pipeline.stop()
     report = pipeline.report()
     pipeline.close()
-    elapsed = report.elapsed_s
-    listener_code = listener.wait(30)
+    listener_code = listener.wait(60)
     n = report.frames_published
-    return {
+    info = report.engine
+    out: dict[str, Any] = {
+        "streams": streams,
         "frames": n,
-        "seconds": round(elapsed, 3),
-        "fps": round(n / elapsed, 2),
+        "seconds": round(report.elapsed_s, 3),
+        "fps": round(n / report.elapsed_s, 2),
+        "engine": f"{info.backend} {info.device} {info.precision}",
+        "stage_ms": report.stage_ms,
+        "latency_ms": report.latency_ms,
+        "mean_batch": report.mean_batch,
+        "queue_peaks": report.queue_peaks,
+        "drops": sum(sum(s.drops.values()) for s in report.streams),
+        "gpu_memory_mb": gpu_memory_mb(),
         "subscriber_ok": listener_code == 0,
     }
+    if live:
+        fps = cv2.VideoCapture(str(args.video)).get(cv2.CAP_PROP_FPS)
+        out["source_fps"] = round(fps, 3)
+        out["p99_in_frame_intervals"] = round(report.latency_ms.get("p99", 0.0) * fps / 1000.0, 3)
+    return out
 
 
-def bench_ultralytics(video: Path, weights: Path, imgsz: int, device: str, frames: int | None) -> dict[str, Any]:
+def bench_ultralytics(args: argparse.Namespace) -> dict[str, Any]:
     from ultralytics import YOLO
 
-    model = YOLO(str(weights))
-    dev = "cpu" if device == "cpu" else None
-    model.predict(np.zeros((360, 640, 3), np.uint8), imgsz=imgsz, device=dev, verbose=False)  # load + warm up
+    model = YOLO(str(args.model))
+    dev = "cpu" if args.device == "cpu" else None
+    half = args.device != "cpu" and _cuda()
+    model.predict(np.zeros((360, 640, 3), np.uint8), imgsz=args.imgsz, device=dev, half=half, verbose=False)
     n = 0
     t0 = time.perf_counter()
-    for _ in model.predict(source=str(video), stream=True, imgsz=imgsz, device=dev, verbose=False):
+    stream = model.predict(source=str(args.video), stream=True, imgsz=args.imgsz, device=dev, half=half, verbose=False)
+    for _ in stream:
         n += 1
-        if frames and n >= frames:
+        if args.frames and n >= args.frames:
             break
     elapsed = time.perf_counter() - t0
-    return {"frames": n, "seconds": round(elapsed, 3), "fps": round(n / elapsed, 2)}
+    return {"frames": n, "seconds": round(elapsed, 3), "fps": round(n / elapsed, 2), "gpu_memory_mb": gpu_memory_mb()}
 
 
-def bench_engine(video: Path, weights: Path, imgsz: int, device: str, frames: int | None) -> dict[str, Any]:
-    """The engine alone on frames decoded beforehand: prepare + infer, one frame at a time."""
-    from pipeline.cli import configure_threads
+def _cuda() -> bool:
+    import torch
 
-    configure_threads()
-    from engines.base import ModelSpec
-    from engines.registry import load_engine
+    return bool(torch.cuda.is_available())
 
-    engine = load_engine(ModelSpec(str(weights), imgsz=imgsz, device=device))  # type: ignore[arg-type]
+
+def _decoded(video: Path, limit: int | None) -> list[np.ndarray]:
     cap = cv2.VideoCapture(str(video))
     images = []
-    while frames is None or len(images) < frames:
+    while limit is None or len(images) < limit:
         ok, img = cap.read()
         if not ok:
             break
         images.append(img)
     cap.release()
-    engine.infer([engine.prepare(images[0])], [images[0].shape[:2]])
-    t0 = time.perf_counter()
-    for img in images:
-        engine.infer([engine.prepare(img)], [img.shape[:2]])
-    elapsed = time.perf_counter() - t0
+    return images
+
+
+def bench_engine(args: argparse.Namespace) -> dict[str, Any]:
+    """The engine alone on frames decoded beforehand: prepare + infer at batch 1 (and larger batches on a GPU)."""
+    from pipeline.cli import configure_threads
+
+    configure_threads()
+    import torch
+
+    from engines.base import ModelSpec
+    from engines.registry import load_engine
+
+    batches = [1, 8, 16, 32] if _cuda() and args.device != "cpu" else [1]
+    spec = ModelSpec(str(args.model), imgsz=args.imgsz, device=args.device, max_batch=max(batches))
+    engine = load_engine(spec, args.engine)
+    images = _decoded(args.video, min(args.frames or 10**9, 320))
+    out: dict[str, Any] = {"engine": f"{engine.info.backend} {engine.info.device} {engine.info.precision}"}
+    for b in batches:
+        chunks = [images[i : i + b] for i in range(0, len(images) - b + 1, b)]
+        engine.infer([engine.prepare(i) for i in chunks[0]], [i.shape[:2] for i in chunks[0]])
+        t0 = time.perf_counter()
+        for chunk in chunks:
+            engine.infer([engine.prepare(i) for i in chunk], [i.shape[:2] for i in chunk])
+        if _cuda():
+            torch.cuda.synchronize()
+        elapsed = time.perf_counter() - t0
+        n = sum(len(c) for c in chunks)
+        out[f"batch{b}_fps"] = round(n / elapsed, 2)
+    out["fps"] = out["batch1_fps"]
+    out["gpu_memory_mb"] = gpu_memory_mb()
     engine.close()
-    return {"frames": len(images), "seconds": round(elapsed, 3), "fps": round(len(images) / elapsed, 2)}
+    return out
 
 
-MEASUREMENTS = {"ultralytics": bench_ultralytics, "engine": bench_engine, "edgesight": bench_edgesight}
+def bench_decode(args: argparse.Namespace, streams: int) -> dict[str, Any]:
+    """OpenCV decoding alone, one thread per stream: what the CPU can feed the pipeline."""
+    counts = [0] * streams
+
+    def decode(i: int) -> None:
+        cap = cv2.VideoCapture(str(args.video))
+        while (args.frames is None or counts[i] < args.frames) and cap.grab():
+            cap.retrieve()
+            counts[i] += 1
+        cap.release()
+
+    threads = [threading.Thread(target=decode, args=(i,)) for i in range(streams)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - t0
+    return {"streams": streams, "frames": sum(counts), "fps": round(sum(counts) / elapsed, 2)}
 
 
-def measure_in_subprocess(name: str, args: argparse.Namespace, weights: Path) -> dict[str, Any]:
-    """Each measurement runs in a fresh process, so thread-pool settings of one never leak into another."""
+def run_child(args: argparse.Namespace, only: str, weights: Path, streams: int = 1) -> dict[str, Any]:
+    """One measurement in a fresh process."""
     cmd = [sys.executable, __file__, "--video", str(args.video), "--model", str(weights), "--imgsz", str(args.imgsz)]
-    cmd += ["--device", args.device, "--only", name]
+    cmd += ["--device", args.device, "--engine", args.engine, "--only", only, "--streams", str(streams)]
     if args.frames:
         cmd += ["--frames", str(args.frames)]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=3600)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+    if out.returncode != 0:
+        raise SystemExit(f"bench: {only} failed:\n{out.stderr[-3000:]}")
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
+
+
+def best_of(args: argparse.Namespace, only: str, weights: Path, streams: int = 1) -> dict[str, Any]:
+    runs = [run_child(args, only, weights, streams) for _ in range(args.repeat)]
+    return max(runs, key=lambda r: float(r["fps"]))
 
 
 def main() -> None:
@@ -155,9 +258,13 @@ def main() -> None:
     parser.add_argument("--arch", default="yolo11n.yaml", help="architecture for seeded random weights")
     parser.add_argument("--imgsz", type=int, default=640)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--frames", type=int, help="limit frames per measurement")
+    parser.add_argument("--engine", default="auto", choices=["auto", "tensorrt", "torch", "onnxruntime"])
+    parser.add_argument("--streams", default="1", help="comma-separated stream counts for edgesight, e.g. 1,8")
+    parser.add_argument("--live", action="store_true", help="also run one stream paced at the video's frame rate")
+    parser.add_argument("--frames", type=int, help="limit frames per stream")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each measurement; the best is kept")
-    parser.add_argument("--only", choices=sorted(MEASUREMENTS), help=argparse.SUPPRESS)
+    parser.add_argument("--skip-ultralytics", action="store_true", help="leave out the Ultralytics predictor")
+    parser.add_argument("--only", help=argparse.SUPPRESS)
     args = parser.parse_args()
     import logging
 
@@ -165,35 +272,53 @@ def main() -> None:
     if not args.video.is_file():
         raise SystemExit(f"bench: video not found: {args.video}")
     if args.only:
-        print(json.dumps(MEASUREMENTS[args.only](args.video, args.model, args.imgsz, args.device, args.frames)))
+        streams = int(args.streams)
+        child = {
+            "ultralytics": lambda: bench_ultralytics(args),
+            "engine": lambda: bench_engine(args),
+            "decode": lambda: bench_decode(args, streams),
+            "edgesight": lambda: bench_edgesight(args, streams),
+            "live": lambda: bench_edgesight(args, 1, live=True),
+        }[args.only]
+        print(json.dumps(child()))
         return
+    counts = [int(n) for n in args.streams.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         weights = args.model
         if weights is None:
             from engines.architecture import save_architecture_weights
 
-            weights = save_architecture_weights(Path(tmp) / "arch.pt", args.arch)
-        runs: dict[str, dict[str, Any]] = {}
-        for name in MEASUREMENTS:
-            tries = [measure_in_subprocess(name, args, weights) for _ in range(args.repeat)]
-            runs[name] = max(tries, key=lambda r: float(r["fps"]))
-    print(
-        json.dumps(
-            {
-                "video": args.video.name,
-                "model": str(args.model.name if args.model else args.arch + " (seeded random weights)"),
-                "imgsz": args.imgsz,
-                "device": args.device,
-                "edgesight_fps": runs["edgesight"]["fps"],
-                "ultralytics_fps": runs["ultralytics"]["fps"],
-                "engine_fps": runs["engine"]["fps"],
-                "edgesight_vs_ultralytics": round(runs["edgesight"]["fps"] / runs["ultralytics"]["fps"], 3),
-                "edgesight_vs_engine": round(runs["edgesight"]["fps"] / runs["engine"]["fps"], 3),
-                "runs": runs,
-                "machine": machine(),
-            }
-        )
-    )
+            weights = save_architecture_weights(Path(tmp) / f"{Path(args.arch).stem}-arch.pt", args.arch)
+        runs: dict[str, Any] = {"engine": best_of(args, "engine", weights)}
+        if not args.skip_ultralytics:
+            runs["ultralytics"] = best_of(args, "ultralytics", weights)
+        for n in counts:
+            runs[f"decode_x{n}"] = best_of(args, "decode", weights, n)
+            runs[f"edgesight_x{n}"] = best_of(args, "edgesight", weights, n)
+        if args.live:
+            runs["live"] = run_child(args, "live", weights)
+    summary: dict[str, Any] = {
+        "video": args.video.name,
+        "model": str(args.model.name if args.model else args.arch + " (seeded random weights)"),
+        "imgsz": args.imgsz,
+        "device": args.device,
+        "engine": runs["engine"]["engine"],
+    }
+    one = runs.get("edgesight_x1")
+    if one:
+        summary["edgesight_fps"] = one["fps"]
+        summary["engine_fps"] = runs["engine"]["fps"]
+        summary["edgesight_vs_engine"] = round(one["fps"] / runs["engine"]["fps"], 3)
+        if "ultralytics" in runs:
+            summary["ultralytics_fps"] = runs["ultralytics"]["fps"]
+            summary["edgesight_vs_ultralytics"] = round(one["fps"] / runs["ultralytics"]["fps"], 3)
+    for n in counts:
+        e, d = runs[f"edgesight_x{n}"], runs[f"decode_x{n}"]
+        summary[f"streams_{n}"] = {"fps": e["fps"], "decode_fps": d["fps"], "vs_decode": round(e["fps"] / d["fps"], 3)}
+    if "live" in runs:
+        summary["live_latency_ms"] = runs["live"]["latency_ms"]
+        summary["live_p99_in_frame_intervals"] = runs["live"]["p99_in_frame_intervals"]
+    print(json.dumps({**summary, "runs": runs, "machine": machine()}))
 
 
 if __name__ == "__main__":
