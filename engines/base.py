@@ -31,8 +31,10 @@ class ModelSpec:
     """``auto``: fp16 on a GPU, fp32 on the CPU. ``int8`` needs TensorRT and ``calibration``."""
     threads: int | None = None
     """CPU threads for inference; ``None`` uses every core."""
-    max_batch: int = 1
-    """The largest batch the engine is built and warmed up for."""
+    max_batch: int | None = None
+    """The largest batch the engine is built and warmed up for (``None``: see :meth:`batch_limit`)."""
+    streams: int = 1
+    """How many streams will share the engine (sizes the default batch)."""
     cache_dir: Path | None = None
     """Where exported ONNX files and TensorRT engines are kept (``None``: the user cache directory)."""
     calibration: str | None = None
@@ -42,6 +44,16 @@ class ModelSpec:
     """Replay the torch CUDA model as CUDA graphs (one per input shape and batch bucket)."""
     workspace_gb: float = 4.0
     """TensorRT builder workspace."""
+
+    def batch_limit(self, gpu: bool) -> int:
+        """``max_batch``, or by default one frame per stream, and at least 8 on a GPU (at most 32).
+
+        A GPU runs a batch of 8 in little more time than one frame, so even a
+        single file stream is batched (consecutive frames) when frames queue up.
+        """
+        if self.max_batch is not None:
+            return self.max_batch
+        return min(32, max(8, self.streams) if gpu else self.streams)
 
     def gpu_precision(self) -> str:
         return "fp16" if self.precision == "auto" else self.precision

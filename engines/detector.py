@@ -48,7 +48,7 @@ class ModelRunner(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class GpuInput:
-    """A letterboxed frame on the GPU and the event after which it is ready."""
+    """A frame uploaded to the GPU (uint8 ``(H, W, 3)`` BGR) and the event after which it is there."""
 
     tensor: torch.Tensor
     ready: torch.cuda.Event
@@ -77,7 +77,9 @@ class _Uploader(threading.local):
         else:
             slot[1].synchronize()  # the copy out of this slot, four frames ago, is done
         pinned = slot[0][: image.nbytes].view(image.shape)
-        pinned.copy_(torch.from_numpy(image))
+        # NumPy's copy: single-threaded and outside the GIL. torch's would start an OpenMP team in
+        # every preprocess thread, and those teams fight the decoders for the cores.
+        np.copyto(pinned.numpy(), image)
         return pinned, slot[1]
 
 
@@ -103,7 +105,7 @@ def detector_for(
         task="detect",
         imgsz=spec.imgsz,
         names=names,
-        max_batch=spec.max_batch,
+        max_batch=runner.max_batch,
         cache=None if artifact is None else ("built" if artifact.built else "hit"),
         artifact=None if artifact is None else str(artifact.path),
     )
@@ -142,8 +144,18 @@ class YoloDetector:
             self._cpu_letterbox = CpuLetterbox(spec.imgsz, stride, auto=auto)
 
     # -- preprocess stage ----------------------------------------------------------------------
-    def prepare(self, image: np.ndarray) -> np.ndarray | GpuInput:
-        """Letterbox one BGR frame: a uint8 ``(3, h, w)`` RGB array on the host, a :class:`GpuInput` on a GPU."""
+    def prepare(self, image: np.ndarray | torch.Tensor) -> np.ndarray | GpuInput:
+        """On the host, letterbox one BGR frame to a uint8 ``(3, h, w)`` RGB array; on a GPU, upload it.
+
+        On a GPU the letterbox runs later, in ``infer``, over the whole batch at
+        once: the preprocess threads only copy bytes, outside the GIL.
+        """
+        if not isinstance(image, np.ndarray):  # decoded on the GPU (NVDEC)
+            if not self.runner.on_gpu:
+                return self._cpu_letterbox(image.cpu().numpy())
+            ready = torch.cuda.Event()
+            ready.record(torch.cuda.current_stream())
+            return GpuInput(image, ready)
         if not self.runner.on_gpu:
             return self._cpu_letterbox(image)
         up = self._uploader
@@ -151,10 +163,7 @@ class YoloDetector:
         with torch.cuda.stream(up.stream):
             frame = pinned.to(self._device, non_blocking=True)
             copied.record(up.stream)
-            tensor = self._gpu_letterbox(frame)
-            ready = torch.cuda.Event()
-            ready.record(up.stream)
-        return GpuInput(tensor, ready)
+        return GpuInput(frame, copied)
 
     # -- infer stage ---------------------------------------------------------------------------
     @torch.inference_mode()
@@ -165,33 +174,40 @@ class YoloDetector:
         for i, item in enumerate(inputs):  # frames of different sizes letterbox to different shapes
             groups.setdefault(tuple(item.shape), []).append(i)
         step = max(1, self.runner.max_batch)
-        for shape, members in groups.items():
+        for members in groups.values():
             for start in range(0, len(members), step):
                 chunk = members[start : start + step]
-                rows = self._run([inputs[i] for i in chunk], (int(shape[-2]), int(shape[-1])))
-                scaled = scale_to_sources(rows, (int(shape[-2]), int(shape[-1])), [source_shapes[i] for i in chunk])
+                rows, hw = self._run([inputs[i] for i in chunk])
+                scaled = scale_to_sources(rows, hw, [source_shapes[i] for i in chunk])
                 for i, r in zip(chunk, scaled, strict=True):
                     out[i] = r[:, :6]
         return [r if r is not None else np.zeros((0, 6), np.float32) for r in out]
 
-    def _run(self, items: Sequence[Any], hw: tuple[int, int]) -> list[np.ndarray]:
+    def _run(self, items: Sequence[Any]) -> tuple[list[np.ndarray], tuple[int, int]]:
+        """Forward and NMS for same-shaped inputs; also returns the model input's ``(h, w)``."""
         if not self.runner.on_gpu:
             batch = items[0][None] if len(items) == 1 else np.stack(items)
-            return batched_nms(self.runner.forward(batch), self._nms, self._nc, self._end2end)
+            hw = (int(batch.shape[2]), int(batch.shape[3]))
+            return batched_nms(self.runner.forward(batch), self._nms, self._nc, self._end2end), hw
         stream = self._stream
         with torch.cuda.stream(stream):
             for item in items:
                 stream.wait_event(item.ready)
                 item.tensor.record_stream(stream)
-            tensors = [item.tensor for item in items]
-            batch = tensors[0][None] if len(tensors) == 1 else torch.stack(tensors)
-            return batched_nms(self.runner.forward(batch), self._nms, self._nc, self._end2end)
+            frames = [item.tensor for item in items]
+            batch = self._gpu_letterbox(frames[0][None] if len(frames) == 1 else torch.stack(frames))
+            hw = (int(batch.shape[2]), int(batch.shape[3]))
+            return batched_nms(self.runner.forward(batch), self._nms, self._nc, self._end2end), hw
 
     def warmup(self) -> None:
-        """Run blank 16:9 frames at batch 1 and at the largest batch, so the first real frames are not slow."""
+        """Run blank 16:9 frames at batch 1, 2, 4… up to the largest batch, so no real frame waits on a first call.
+
+        On CUDA this also captures the CUDA graphs for those batch buckets.
+        """
         shape = (self.spec.imgsz * 9 // 16, self.spec.imgsz)
         blank = np.zeros((*shape, 3), dtype=np.uint8)
-        for n in sorted({1, self.runner.max_batch}):
+        sizes = {1, self.runner.max_batch} | {b for b in (2, 4, 8, 16, 32) if b < self.runner.max_batch}
+        for n in sorted(sizes):
             for _ in range(2):
                 self.infer([self.prepare(blank) for _ in range(n)], [shape] * n)
 

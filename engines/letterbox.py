@@ -61,10 +61,11 @@ class CpuLetterbox:
 
 
 class TorchLetterbox:
-    """The same letterbox as torch ops on a uint8 ``(H, W, 3)`` BGR tensor, on whatever device it lives.
+    """The same letterbox as torch ops on uint8 BGR frames, ``(H, W, 3)`` or a batch ``(B, H, W, 3)``.
 
     Resizing is bilinear without antialiasing, as OpenCV's ``INTER_LINEAR``
     that Ultralytics uses; results differ from the CPU path by rounding only.
+    A batch of same-sized frames costs the same handful of kernels as one.
     """
 
     def __init__(self, imgsz: int, stride: int, dtype: torch.dtype, auto: bool = True) -> None:
@@ -73,18 +74,21 @@ class TorchLetterbox:
         self.dtype = dtype
         self.auto = auto
 
-    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
         import torch
         import torch.nn.functional as F
 
-        g = geometry(int(image.shape[0]), int(image.shape[1]), self.imgsz, self.stride, self.auto)
-        chw = image.permute(2, 0, 1).flip(0)  # HWC BGR -> CHW RGB (views)
-        work = torch.float32
-        if (g.new_h, g.new_w) != (image.shape[0], image.shape[1]):
-            resized = F.interpolate(chw[None].to(work), size=(g.new_h, g.new_w), mode="bilinear", align_corners=False)
-            body = resized[0].round_().clamp_(0, 255)
+        single = frames.dim() == 3
+        batch = frames[None] if single else frames
+        h, w = int(batch.shape[1]), int(batch.shape[2])
+        g = geometry(h, w, self.imgsz, self.stride, self.auto)
+        nchw = batch.permute(0, 3, 1, 2)  # NHWC -> NCHW, a view
+        if (g.new_h, g.new_w) != (h, w):
+            size = (g.new_h, g.new_w)
+            body = F.interpolate(nchw.float(), size=size, mode="bilinear", align_corners=False).round_().clamp_(0, 255)
         else:
-            body = chw.to(work)
-        out = torch.full((3, g.out_h, g.out_w), PAD_VALUE, dtype=work, device=image.device)
-        out[:, g.top : g.top + g.new_h, g.left : g.left + g.new_w] = body
-        return out.div_(255).to(self.dtype)
+            body = nchw.float()
+        out = torch.full((len(batch), 3, g.out_h, g.out_w), PAD_VALUE / 255, dtype=self.dtype, device=batch.device)
+        # BGR -> RGB and normalization on the small, resized images.
+        out[:, :, g.top : g.top + g.new_h, g.left : g.left + g.new_w] = body.flip(1).div_(255)
+        return out[0] if single else out

@@ -80,7 +80,7 @@ def load(spec: ModelSpec) -> YoloDetector:
     finally:
         if cached is None:  # an uncached export (architecture) lives in its own temp dir
             shutil.rmtree(onnx_path.parent, ignore_errors=True)
-    runner = OrtRunner(session, spec.max_batch)
+    runner = OrtRunner(session, spec.batch_limit(gpu=False))
     return detector_for(
         runner, loaded, spec, backend="onnxruntime", device=device_name, precision="fp32", artifact=cached
     )

@@ -165,8 +165,8 @@ def load(spec: ModelSpec) -> YoloDetector:
     settings = BuildSettings(
         precision=precision,
         min_batch=1,
-        opt_batch=spec.max_batch,
-        max_batch=spec.max_batch,
+        opt_batch=spec.batch_limit(gpu=True),
+        max_batch=spec.batch_limit(gpu=True),
         input_hw=(spec.imgsz, spec.imgsz),
         workspace_gb=spec.workspace_gb,
         calibration=spec.calibration,
@@ -176,7 +176,7 @@ def load(spec: ModelSpec) -> YoloDetector:
     runtime = trt.Runtime(logger)
     engine, artifact = _engine_for(trt, loaded, settings, cache_dir, runtime, stride, spec.imgsz)
     device = f"cuda:{torch.cuda.current_device()}"
-    runner = TrtRunner(trt, engine, logger, spec.max_batch)
+    runner = TrtRunner(trt, engine, logger, settings.max_batch)
     return detector_for(
         runner,
         loaded,

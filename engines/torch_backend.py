@@ -120,7 +120,8 @@ def load(spec: ModelSpec) -> YoloDetector:
     model = AutoBackend(model=loaded.module, device=device, fp16=fp16, fuse=True, verbose=False)
     model.eval()
     names = {int(k): str(v) for k, v in model.names.items()}
-    runner = TorchRunner(model, device, bool(model.fp16), spec.max_batch, spec.cuda_graphs)
+    max_batch = spec.batch_limit(gpu=device.type == "cuda")
+    runner = TorchRunner(model, device, bool(model.fp16), max_batch, spec.cuda_graphs)
     info = EngineInfo(
         backend="torch",
         device=str(device),
@@ -129,7 +130,7 @@ def load(spec: ModelSpec) -> YoloDetector:
         task="detect",
         imgsz=spec.imgsz,
         names=names,
-        max_batch=spec.max_batch,
+        max_batch=max_batch,
     )
     return YoloDetector(
         runner, info, spec, stride=int(model.stride), nc=len(names), end2end=bool(getattr(model, "end2end", False))

@@ -84,13 +84,7 @@ class Progress:
 
 
 PERCENTILES = (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))
-MAX_AUTO_BATCH = 32
 MAX_GPU_PREPROCESS_THREADS = 4
-
-
-def batch_size(config: PipelineConfig) -> int:
-    """``model.batch_size``, or one frame per stream (at most :data:`MAX_AUTO_BATCH`)."""
-    return config.model.batch_size or min(len(config.streams), MAX_AUTO_BATCH)
 
 
 def model_spec(config: PipelineConfig) -> ModelSpec:
@@ -108,7 +102,8 @@ def model_spec(config: PipelineConfig) -> ModelSpec:
         device=m.device,
         precision=m.precision,
         threads=m.threads,
-        max_batch=batch_size(config),
+        max_batch=m.batch_size,
+        streams=len(config.streams),
         cache_dir=Path(m.cache_dir).expanduser() if m.cache_dir else None,
         calibration=m.calibration,
         calibration_frames=m.calibration_frames,
@@ -183,9 +178,9 @@ class Pipeline:
             log.info("stream '%s': opened %s (queue policy %s)", stream.id, source.description, stream.policy.value)
 
     def _build_queues(self) -> None:
-        """The queues between preprocess, infer and publish; they hold two full batches when batching."""
+        """The queues between preprocess, infer and publish (resized to two batches once the engine is known)."""
         cfg = self.config
-        size = max(cfg.queue_size, 2 * batch_size(cfg))
+        size = cfg.queue_size
         prepared: BoundedQueue[Any] = BoundedQueue("prepared", size, OverflowPolicy.BLOCK, self.stop_event)
         results: BoundedQueue[Any] = BoundedQueue("results", size, OverflowPolicy.BLOCK, self.stop_event)
         self._prepared, self._results = prepared, results
@@ -211,7 +206,6 @@ class Pipeline:
             self.stop_event,
             self._fail,
             lambda: self._engine_factory(spec, cfg.model.engine),
-            spec.max_batch,
             cfg.model.classes,
             cfg.model.batch_timeout_ms / 1000.0,
         )
@@ -225,6 +219,8 @@ class Pipeline:
                 if self.stop_event.is_set():
                     raise StartupInterrupted("stopped while loading the model") from None
         info = self.engine.info
+        for q in (self._prepared, self._results):
+            q.maxsize = max(cfg.queue_size, 2 * info.max_batch)
         log.info(
             "engine: %s on %s (%s), model %s, imgsz %d, batch up to %d%s%s",
             info.backend,

@@ -15,10 +15,12 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any
 
+import numpy as np
+
 from engines.base import DetectionEngine
 from pipeline.bus import BusPublisher
 from pipeline.errors import ConfigError, SourceError
-from pipeline.messages import Detection, EndOfStream, Frame, FrameResult, PreparedFrame
+from pipeline.messages import EndOfStream, Frame, FrameResult, PreparedFrame
 from pipeline.queues import BoundedQueue, FanIn
 from pipeline.recorder import FrameSink, NullSink
 from pipeline.schema import DETECTIONS_TOPIC, STATUS_TOPIC, detections_body, status_body, topic_for
@@ -194,7 +196,6 @@ class InferStage(StageThread):
         stop: threading.Event,
         on_failure: FailureHandler,
         load: Callable[[], DetectionEngine],
-        batch_size: int = 1,
         classes: Sequence[int | str] | None = None,
         batch_timeout_s: float = 0.0,
     ) -> None:
@@ -202,7 +203,8 @@ class InferStage(StageThread):
         self.inp = inp
         self.out = out
         self.streams = streams
-        self.batch_size = batch_size
+        self.batch_size = 1
+        """The engine's largest batch, set once it is loaded."""
         self.batch_timeout_s = batch_timeout_s
         self.batches = 0
         self._load = load
@@ -214,6 +216,7 @@ class InferStage(StageThread):
     def run(self) -> None:
         try:
             engine = self._load()
+            self.batch_size = max(1, engine.info.max_batch)
             self._names = engine.info.names
             self.keep_classes = resolve_classes(self._classes, self._names)
             engine.warmup()
@@ -230,15 +233,20 @@ class InferStage(StageThread):
             item = self.inp.get(GET_TIMEOUT_S)
             if item is None:
                 continue
-            batch, pending_eos = self._collect(item)
+            batch, pending_eos = self._collect(item, self.streams - ended)
             if batch:
                 self._run(batch)
             for eos in pending_eos:
                 ended += 1
                 self.out.put(eos)
 
-    def _collect(self, first: Any) -> tuple[list[PreparedFrame], list[EndOfStream]]:
-        """A batch starting with ``first``: until full, an end of stream, or the batch timeout."""
+    def _collect(self, first: Any, live_streams: int) -> tuple[list[PreparedFrame], list[EndOfStream]]:
+        """A batch starting with ``first``.
+
+        It takes whatever is queued, up to the batch size; while it holds fewer
+        frames than there are running streams it also waits, at most the batch
+        timeout, for the others' next frames. A lone stream never waits.
+        """
         batch: list[PreparedFrame] = []
         deadline = time.monotonic() + self.batch_timeout_s
         item = first
@@ -249,7 +257,7 @@ class InferStage(StageThread):
             if len(batch) >= self.batch_size:
                 break
             item = self.inp.get_nowait()
-            if item is None:
+            if item is None and len(batch) < live_streams:
                 remaining = deadline - time.monotonic()
                 if remaining > 0 and not self.stop_event.is_set():
                     item = self.inp.get(remaining)
@@ -263,18 +271,15 @@ class InferStage(StageThread):
         self.batches += 1
         per_frame_ms = elapsed * 1000.0 / len(batch)
         for prepared, rows in zip(batch, outputs, strict=True):
-            self.out.put(FrameResult(prepared.frame, self._detections(rows), per_frame_ms))
+            self.out.put(FrameResult(prepared.frame, self._filtered(rows), self._names, per_frame_ms))
 
-    def _detections(self, rows: Any) -> tuple[Detection, ...]:
-        keep = self.keep_classes
-        out = []
-        for x1, y1, x2, y2, conf, cls in rows.tolist():
-            class_id = int(cls)
-            if keep is not None and class_id not in keep:
-                continue
-            label = self._names.get(class_id, str(class_id))
-            out.append(Detection(class_id, label, min(max(conf, 0.0), 1.0), (x1, y1, x2, y2)))
-        return tuple(out)
+    def _filtered(self, rows: np.ndarray) -> np.ndarray:
+        """Rows of the kept classes (``model.classes`` given as labels), confidences clipped to [0, 1]."""
+        rows = np.asarray(rows, dtype=np.float32)
+        if self.keep_classes is not None and len(rows):
+            rows = rows[np.isin(rows[:, 5].astype(np.int64), list(self.keep_classes))]
+        rows[:, 4] = np.clip(rows[:, 4], 0.0, 1.0)
+        return rows
 
 
 class PublishStage(StageThread):
@@ -342,7 +347,7 @@ class PublishStage(StageThread):
         self.seq[sid] += 1
         self.last_latency_ms = (now - result.frame.captured_at) * 1000.0
         self.latencies_ms.append(self.last_latency_ms)
-        self.last_objects = len(result.detections)
+        self.last_objects = len(result)
         self.sink.write(result)
 
     def _end(self, eos: EndOfStream) -> None:

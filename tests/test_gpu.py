@@ -7,6 +7,7 @@ from pathlib import Path
 import cv2
 import pytest
 from helpers import config_for, run_and_collect
+from test_engines import assert_same_boxes
 from test_pipeline import match_detections
 
 from engines.architecture import calibration_image
@@ -52,8 +53,6 @@ def test_cuda_round_trip_on_real_footage(arch_weights: Path, people1: Path, endp
 def test_cuda_graphs_give_what_eager_torch_gives_across_batch_sizes(arch_weights: Path, people1: Path) -> None:
     from dataclasses import replace
 
-    import numpy as np
-
     from engines.base import ModelSpec
     from engines.registry import load_engine
 
@@ -68,7 +67,7 @@ def test_cuda_graphs_give_what_eager_torch_gives_across_batch_sizes(arch_weights
     for n in (1, 3, 8):  # buckets 1, 4 (padded) and 8
         got = graphs.infer([graphs.prepare(f) for f in frames[:n]], shapes[:n])
         for g, w in zip(got, want[:n], strict=True):
-            np.testing.assert_allclose(g, w, atol=0.05)
+            assert_same_boxes(g, w, box_tol=0.5, conf_tol=2e-3)  # padded buckets may pick other fp16 kernels
     graphs.close()
     eager.close()
 
@@ -106,3 +105,47 @@ def test_eight_streams_batch_together_on_the_gpu_and_each_keeps_its_order(
     first = [got.detections(f"cam{i}")[50].detections for i in range(8)]
     for other in first[1:]:
         assert [d.class_id for d in other] == [d.class_id for d in first[0]]
+
+
+def _needs_nvdec() -> None:
+    from pipeline.sources.nvdec import nvdec_available
+
+    if not nvdec_available():
+        pytest.skip("PyNvVideoCodec is not installed")
+
+
+def test_nvdec_decodes_the_file_as_opencv_does(people1: Path) -> None:
+    import numpy as np
+
+    from pipeline.sources.nvdec import NvdecFileSource
+    from pipeline.sources.video import VideoFileSource
+
+    _needs_nvdec()
+    gpu, cpu = NvdecFileSource(people1), VideoFileSource(people1)
+    gpu.open()
+    cpu.open()
+    n = 0
+    while (g := gpu.read()) is not None:
+        c = cpu.read()
+        assert c is not None
+        if n % 100 == 0:
+            img = g.image.cpu().numpy()  # type: ignore[attr-defined]
+            assert img.shape == c.image.shape
+            assert np.abs(img.astype(np.int16) - c.image.astype(np.int16)).mean() < 4.0  # colour conversion differs
+        n += 1
+    gpu.release()
+    cpu.release()
+    assert n == 686
+
+
+def test_pipeline_on_nvdec_frames_matches_cpu_decoding(arch_weights: Path, people1: Path, endpoint: str) -> None:
+    _needs_nvdec()
+    results = {}
+    for decoder in ("nvdec", "cpu"):
+        stream = {"id": "s", "source": {"type": "file", "path": str(people1), "decoder": decoder}, "max_frames": 200}
+        got = run_and_collect(config_for(endpoint, [stream], {"path": str(arch_weights)}))
+        results[decoder] = got.detections("s")
+    assert [m.seq for m in results["nvdec"]] == list(range(200))
+    counts = [(len(a.detections), len(b.detections)) for a, b in zip(results["nvdec"], results["cpu"], strict=True)]
+    close = sum(abs(a - b) <= max(2, b // 5) for a, b in counts)
+    assert close >= 190, counts[:20]
