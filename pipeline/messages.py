@@ -6,6 +6,7 @@ sentinel. Shapes are checked once, when a message is built.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +15,7 @@ import numpy as np
 
 @dataclass(frozen=True, slots=True)
 class Frame:
-    """One decoded BGR frame from a source."""
+    """One decoded BGR frame from a source: a NumPy array, or a CUDA tensor when decoded on the GPU."""
 
     stream_id: str
     frame_index: int
@@ -24,12 +25,21 @@ class Frame:
 
     def __post_init__(self) -> None:
         img = self.image
-        if not isinstance(img, np.ndarray) or img.dtype != np.uint8:
-            raise TypeError(f"frame {self.frame_index} of '{self.stream_id}': image must be a uint8 array")
+        if isinstance(img, np.ndarray):
+            if img.dtype != np.uint8:
+                raise TypeError(f"frame {self.frame_index} of '{self.stream_id}': image must be a uint8 array")
+        elif str(getattr(img, "dtype", "")) != "torch.uint8":  # a CUDA frame from the GPU decoder
+            raise TypeError(f"frame {self.frame_index} of '{self.stream_id}': image must be a uint8 array or tensor")
         if img.ndim != 3 or img.shape[2] != 3 or img.shape[0] < 1 or img.shape[1] < 1:
             raise ValueError(
-                f"frame {self.frame_index} of '{self.stream_id}': expected an HxWx3 BGR image, got shape {img.shape}"
+                f"frame {self.frame_index} of '{self.stream_id}': expected an HxWx3 BGR image, got shape "
+                f"{tuple(img.shape)}"
             )
+
+    def host_image(self) -> np.ndarray:
+        """The image as a NumPy array (copied from the GPU when it was decoded there)."""
+        img = self.image
+        return img if isinstance(img, np.ndarray) else img.cpu().numpy()
 
     @property
     def width(self) -> int:
@@ -78,15 +88,50 @@ class Detection:
 
 @dataclass(frozen=True, slots=True)
 class FrameResult:
-    """The detections found in one frame, ready to publish."""
+    """The detections found in one frame, ready to publish.
+
+    They travel as one ``(N, 6)`` float32 array (``x1, y1, x2, y2, confidence,
+    class_id`` in frame pixels, confidences in [0, 1]) with the model's labels:
+    at hundreds of frames a second, building one Python object per box costs
+    more than the model. :attr:`detections` gives them as :class:`Detection`.
+    """
 
     frame: Frame
-    detections: tuple[Detection, ...]
+    boxes: np.ndarray = field(repr=False)
+    labels: Mapping[int, str] = field(repr=False)
     infer_ms: float = 0.0
+
+    def __post_init__(self) -> None:
+        b = self.boxes
+        if not isinstance(b, np.ndarray) or b.ndim != 2 or b.shape[1] != 6:
+            raise ValueError(f"boxes must be an (N, 6) array, got {getattr(b, 'shape', type(b))}")
 
     @property
     def stream_id(self) -> str:
         return self.frame.stream_id
+
+    def __len__(self) -> int:
+        return int(self.boxes.shape[0])
+
+    @property
+    def detections(self) -> tuple[Detection, ...]:
+        return tuple(
+            Detection(int(c), self.labels.get(int(c), str(int(c))), conf, (x1, y1, x2, y2))
+            for x1, y1, x2, y2, conf, c in self.boxes.tolist()
+        )
+
+    def detections_json(self) -> list[dict[str, Any]]:
+        """The boxes as the ``detections`` list of the message schema (rounded as :meth:`Detection.to_json`)."""
+        if not len(self):
+            return []
+        coords = np.round(self.boxes[:, :4].astype(np.float64), 2).tolist()
+        confs = np.round(self.boxes[:, 4].astype(np.float64), 6).tolist()
+        ids = self.boxes[:, 5].astype(np.int64).tolist()
+        labels = self.labels
+        return [
+            {"class_id": c, "label": labels.get(c, str(c)), "confidence": p, "box": box}
+            for c, p, box in zip(ids, confs, coords, strict=True)
+        ]
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,7 +37,7 @@ class NullSink:
 
 def annotate(result: FrameResult) -> np.ndarray:
     """A copy of the frame with each detection's box, label and confidence drawn on it."""
-    image = result.frame.image.copy()
+    image = result.frame.host_image().copy()
     for det in result.detections:
         colour = PALETTE[det.class_id % len(PALETTE)]
         x1, y1, x2, y2 = (round(v) for v in det.box)

@@ -38,7 +38,7 @@ def detections_body(result: FrameResult, seq: int, model: str, published_at: flo
         "width": frame.width,
         "height": frame.height,
         "model": model,
-        "detections": [d.to_json() for d in result.detections],
+        "detections": result.detections_json(),
     }
 
 
