@@ -93,7 +93,7 @@ def bench_edgesight(args: argparse.Namespace, streams: int, live: bool = False) 
     from pipeline.runner import Pipeline
 
     endpoint = _endpoint()
-    source: dict[str, Any] = {"type": "file", "path": str(args.video), "realtime": live}
+    source: dict[str, Any] = {"type": "file", "path": str(args.video), "realtime": live, "decoder": args.decoder}
     stream_list = [{"id": f"cam{i}", "source": source} for i in range(streams)]
     if args.frames:
         stream_list = [{**s, "max_frames": args.frames} for s in stream_list]
@@ -213,15 +213,18 @@ def bench_engine(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def bench_decode(args: argparse.Namespace, streams: int) -> dict[str, Any]:
-    """OpenCV decoding alone, one thread per stream: what the CPU can feed the pipeline."""
+    """Decoding alone (OpenCV, or NVDEC with ``--decoder nvdec``), one thread per stream: the pipeline's ceiling."""
+    from pipeline.config import FileSourceConfig
+    from pipeline.sources import make_source
+
     counts = [0] * streams
 
     def decode(i: int) -> None:
-        cap = cv2.VideoCapture(str(args.video))
-        while (args.frames is None or counts[i] < args.frames) and cap.grab():
-            cap.retrieve()
+        source = make_source(FileSourceConfig(path=args.video, decoder=args.decoder))
+        source.open()
+        while (args.frames is None or counts[i] < args.frames) and source.read() is not None:
             counts[i] += 1
-        cap.release()
+        source.release()
 
     threads = [threading.Thread(target=decode, args=(i,)) for i in range(streams)]
     t0 = time.perf_counter()
@@ -237,6 +240,7 @@ def run_child(args: argparse.Namespace, only: str, weights: Path, streams: int =
     """One measurement in a fresh process."""
     cmd = [sys.executable, __file__, "--video", str(args.video), "--model", str(weights), "--imgsz", str(args.imgsz)]
     cmd += ["--device", args.device, "--engine", args.engine, "--only", only, "--streams", str(streams)]
+    cmd += ["--decoder", args.decoder]
     if args.frames:
         cmd += ["--frames", str(args.frames)]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
@@ -259,6 +263,7 @@ def main() -> None:
     parser.add_argument("--imgsz", type=int, default=640)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--engine", default="auto", choices=["auto", "tensorrt", "torch", "onnxruntime"])
+    parser.add_argument("--decoder", default="cpu", choices=["auto", "cpu", "nvdec"], help="how files are decoded")
     parser.add_argument("--streams", default="1", help="comma-separated stream counts for edgesight, e.g. 1,8")
     parser.add_argument("--live", action="store_true", help="also run one stream paced at the video's frame rate")
     parser.add_argument("--frames", type=int, help="limit frames per stream")
@@ -303,6 +308,7 @@ def main() -> None:
         "imgsz": args.imgsz,
         "device": args.device,
         "engine": runs["engine"]["engine"],
+        "decoder": args.decoder,
     }
     one = runs.get("edgesight_x1")
     if one:

@@ -277,3 +277,34 @@ def test_a_slow_engine_drops_live_frames_but_never_file_frames(policy: str, expe
     else:
         assert drops == {}
         assert [m.frame_index for m in dets] == list(range(60))
+
+
+def test_decoder_choice_for_files(people1: Path) -> None:
+    from pipeline.config import FileSourceConfig
+    from pipeline.sources import make_source
+    from pipeline.sources.nvdec import FallbackSource, NvdecFileSource, nvdec_available
+
+    cpu = make_source(FileSourceConfig(path=people1, decoder="cpu"))
+    assert isinstance(cpu, VideoFileSource)
+    auto = make_source(FileSourceConfig(path=people1, decoder="auto"))
+    assert isinstance(auto, FallbackSource if nvdec_available() else VideoFileSource)
+    nvdec = make_source(FileSourceConfig(path=people1, decoder="nvdec"))
+    assert isinstance(nvdec, NvdecFileSource)
+    if not nvdec_available():
+        with pytest.raises(SourceError, match=r"people1\.mp4.*(PyNvVideoCodec is not installed|NVDEC)"):
+            nvdec.open()
+
+
+def test_a_failed_gpu_decoder_falls_back_to_opencv(tiny_video: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from pipeline.sources.nvdec import FallbackSource
+
+    class NoGpu(BlockingSource):
+        description = "video file (NVDEC)"
+
+        def open(self) -> None:
+            raise SourceError("video file (NVDEC): NVDEC cannot decode it (no GPU)")
+
+    source = FallbackSource(NoGpu(0), VideoFileSource(tiny_video))
+    frames = read_all(source)
+    assert len(frames) == 40 and "decoding on the CPU instead" in caplog.text
+    assert "tiny.mp4" in source.description

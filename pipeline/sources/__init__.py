@@ -12,6 +12,7 @@ from pipeline.config import (
 )
 from pipeline.sources.base import RawFrame, Source
 from pipeline.sources.images import ImageFolderSource
+from pipeline.sources.nvdec import FallbackSource, NvdecFileSource, nvdec_available
 from pipeline.sources.paced import PacedSource
 from pipeline.sources.synthetic import SyntheticSource
 from pipeline.sources.video import StreamUrlSource, VideoFileSource, WebcamSource
@@ -19,11 +20,20 @@ from pipeline.sources.video import StreamUrlSource, VideoFileSource, WebcamSourc
 __all__ = ["RawFrame", "Source", "make_source"]
 
 
+def _file_source(config: FileSourceConfig) -> Source:
+    """OpenCV decoding, or NVDEC (``decoder: nvdec``, or ``auto`` where PyNvVideoCodec and a GPU are present)."""
+    if config.decoder == "nvdec":
+        return NvdecFileSource(config.path)
+    if config.decoder == "auto" and nvdec_available():
+        return FallbackSource(NvdecFileSource(config.path), VideoFileSource(config.path))
+    return VideoFileSource(config.path)
+
+
 def make_source(config: SourceConfig) -> Source:
     """Build (but do not open) the source a config describes."""
     source: Source
     if isinstance(config, FileSourceConfig):
-        source = VideoFileSource(config.path)
+        source = _file_source(config)
         return PacedSource(source) if config.realtime else source
     if isinstance(config, WebcamSourceConfig):
         return WebcamSource(config.device)
