@@ -21,12 +21,14 @@ import torch
 
 from engines.base import EngineInfo, ModelSpec
 from engines.engine_cache import CachedArtifact
-from engines.letterbox import CpuLetterbox, TorchLetterbox
-from engines.postprocess import NmsSettings, batched_nms, scale_to_sources
+from engines.letterbox import CpuLetterbox, TorchLetterbox, geometry
+from engines.postprocess import NmsSettings, batched_nms, nms_candidates, scale_to_sources, top_candidates
 from engines.weights import LoadedModel
 
 PINNED_SLOTS = 4
 """Pinned staging buffers per preprocess thread (a slot is reused once its copy has finished)."""
+CANDIDATES = 1024
+"""On a GPU, at most this many best-scoring anchors per image (or ``max_det`` if larger) enter NMS."""
 
 
 class ModelRunner(Protocol):
@@ -135,11 +137,17 @@ class YoloDetector:
         self._end2end = end2end
         self._nms = NmsSettings(spec.conf, spec.iou, spec.max_det, spec.classes, spec.agnostic_nms)
         auto = not fixed_shape
+        self._stride, self._auto = stride, auto
         if runner.on_gpu:
             self._device = torch.device("cuda", torch.cuda.current_device())
             self._gpu_letterbox = TorchLetterbox(spec.imgsz, stride, runner.input_dtype, auto=auto)
             self._uploader = _Uploader(self._device)
             self._stream = torch.cuda.Stream(self._device)
+            self._candidates = max(CANDIDATES, spec.max_det)
+            fuse = getattr(runner, "fuse", None)
+            self._fused = fuse is not None and not end2end
+            if fuse is not None and not end2end:
+                fuse(self._gpu_letterbox, self._top)
         else:
             self._cpu_letterbox = CpuLetterbox(spec.imgsz, stride, auto=auto)
 
@@ -194,10 +202,22 @@ class YoloDetector:
             for item in items:
                 stream.wait_event(item.ready)
                 item.tensor.record_stream(stream)
-            frames = [item.tensor for item in items]
-            batch = self._gpu_letterbox(frames[0][None] if len(frames) == 1 else torch.stack(frames))
-            hw = (int(batch.shape[2]), int(batch.shape[3]))
-            return batched_nms(self.runner.forward(batch), self._nms, self._nc, self._end2end), hw
+            tensors = [item.tensor for item in items]
+            frames = tensors[0][None] if len(tensors) == 1 else torch.stack(tensors)
+            g = geometry(int(frames.shape[1]), int(frames.shape[2]), self.spec.imgsz, self._stride, self._auto)
+            hw = (g.out_h, g.out_w)
+            if self._fused:  # letterbox, model and candidate selection replayed as one CUDA graph
+                cands = self.runner.run_frames(frames)  # type: ignore[attr-defined]
+            else:
+                preds = self.runner.forward(self._gpu_letterbox(frames))
+                if self._end2end:
+                    return batched_nms(preds, self._nms, self._nc, end2end=True), hw
+                cands = self._top(preds)
+            # One device-to-host copy per batch; NMS over a few hundred rows is quicker on the host.
+            return nms_candidates(cands.cpu().numpy(), self._nms), hw
+
+    def _top(self, preds: torch.Tensor) -> torch.Tensor:
+        return top_candidates(preds, self._nc, self._candidates)
 
     def warmup(self) -> None:
         """Run blank 16:9 frames at batch 1, 2, 4… up to the largest batch, so no real frame waits on a first call.

@@ -81,6 +81,46 @@ def batched_nms(preds: torch.Tensor, settings: NmsSettings, nc: int, end2end: bo
     return _split(kept.cpu().numpy(), batch, settings.max_det)
 
 
+def top_candidates(preds: torch.Tensor, nc: int, k: int) -> torch.Tensor:
+    """The ``k`` best-scoring anchors of each image as ``(B, k, 6 + extra)`` rows ``x1, y1, x2, y2, score, class, …``.
+
+    Fixed shapes and no host synchronisation, so it can run inside a CUDA
+    graph right after the model; :func:`nms_candidates` finishes on the host.
+    """
+    x = preds.transpose(1, 2)
+    score, label = x[..., 4 : 4 + nc].max(2)
+    top = score.topk(min(k, int(score.shape[1])), dim=1).indices
+    gather = top[..., None]
+    rows = [
+        _xywh2xyxy(x[..., :4].gather(1, gather.expand(-1, -1, 4))),
+        score.gather(1, top)[..., None],
+        label.gather(1, top)[..., None].to(x.dtype),
+    ]
+    if x.shape[-1] > 4 + nc:
+        extra = x.shape[-1] - 4 - nc
+        rows.append(x[..., 4 + nc :].gather(1, gather.expand(-1, -1, extra)))
+    return torch.cat(rows, -1).float()
+
+
+def nms_candidates(cands: np.ndarray, settings: NmsSettings) -> list[np.ndarray]:
+    """NMS on the host over :func:`top_candidates`' rows (all images in one call); same rules as :func:`batched_nms`."""
+    import torchvision
+
+    batch, k = cands.shape[:2]
+    image = np.repeat(np.arange(batch, dtype=np.float32), k)
+    rows = np.concatenate((cands.reshape(batch * k, -1), image[:, None]), 1)
+    keep = rows[:, 4] > settings.conf
+    if settings.classes is not None:
+        keep &= np.isin(rows[:, 5].astype(np.int64), settings.classes)
+    rows = rows[keep]
+    rows = rows[np.argsort(-rows[:, 4], kind="stable")]
+    nc_offset = float(rows[:, 5].max() + 1) if len(rows) else 1.0
+    group = rows[:, -1] if settings.agnostic else rows[:, -1] * nc_offset + rows[:, 5]
+    shifted = torch.from_numpy(rows[:, :4].astype(np.float64) + (group.astype(np.float64) * MAX_WH)[:, None])
+    kept = torchvision.ops.nms(shifted, torch.from_numpy(rows[:, 4].astype(np.float64)), settings.iou).numpy()
+    return _split(rows[np.sort(kept)], batch, settings.max_det)
+
+
 def _split(rows: np.ndarray, batch: int, max_det: int) -> list[np.ndarray]:
     """Rows (sorted by score, last column the image index) → one array per image, at most ``max_det`` each."""
     image = rows[:, -1].astype(np.int64)

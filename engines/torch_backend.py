@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 """Batches are padded up to one of these sizes, so a handful of graphs covers every batch."""
 MAX_GRAPHS = 32
+Forward = Callable[[torch.Tensor], torch.Tensor]
 
 
 def select_device(requested: str) -> torch.device:
@@ -52,7 +54,12 @@ class _Graph:
 
 
 class TorchRunner:
-    """Eager forward on the CPU; eager or CUDA-graph forward on CUDA."""
+    """Eager forward on the CPU; eager or CUDA-graph forward on CUDA.
+
+    On CUDA the detector also hands over its letterbox and candidate selection
+    (:meth:`fuse`), and :meth:`run_frames` replays all three as one graph: a
+    batch of raw uint8 frames in, the best anchors of each image out.
+    """
 
     def __init__(self, model: Any, device: torch.device, fp16: bool, max_batch: int, cuda_graphs: bool) -> None:
         self.model = model
@@ -61,7 +68,24 @@ class TorchRunner:
         self.input_dtype = torch.float16 if fp16 else torch.float32
         self.max_batch = max_batch
         self.cuda_graphs = cuda_graphs and self.on_gpu
-        self._graphs: dict[tuple[int, ...], _Graph] = {}
+        self._graphs: dict[tuple[Any, ...], _Graph] = {}
+        self._pool = torch.cuda.graph_pool_handle() if self.cuda_graphs else None
+        self._pre: Forward | None = None
+        self._post: Forward | None = None
+
+    def fuse(self, pre: Forward, post: Forward) -> None:
+        """Run ``pre`` (frames → model input) and ``post`` (predictions → candidates) around the model."""
+        self._pre, self._post = pre, post
+
+    def _fused(self, frames: torch.Tensor) -> torch.Tensor:
+        assert self._pre is not None and self._post is not None
+        return self._post(_first(self.model(self._pre(frames))))
+
+    def run_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """Candidates for a ``(B, H, W, 3)`` uint8 batch of frames on the GPU (see :meth:`fuse`)."""
+        if not self.cuda_graphs:
+            return self._fused(frames)
+        return self._replay(("frames", *frames.shape[1:]), frames, self._fused)
 
     def forward(self, batch: Any) -> torch.Tensor:
         if not self.on_gpu:
@@ -69,27 +93,38 @@ class TorchRunner:
             return _first(self.model(x))
         if not self.cuda_graphs:
             return _first(self.model(batch))
+        return self._replay(("input", *batch.shape[1:]), batch, lambda x: _first(self.model(x)))
+
+    def _replay(self, kind: tuple[Any, ...], batch: torch.Tensor, fn: Forward) -> Any:
         n = int(batch.shape[0])
         bucket = next((b for b in BATCH_BUCKETS if b >= n), n)
-        key = (bucket, *batch.shape[1:])
-        graph = self._graphs.get(key) or self._capture(key)
+        key = (*kind, bucket)
+        graph = self._graphs.get(key) or self._capture(key, (bucket, *batch.shape[1:]), batch.dtype, fn)
         graph.static_in[:n].copy_(batch)
         graph.graph.replay()
         return graph.static_out[:n]
 
-    def _capture(self, key: tuple[int, ...]) -> _Graph:
+    def _capture(
+        self,
+        key: tuple[Any, ...],
+        shape: tuple[int, ...],
+        dtype: torch.dtype,
+        fn: Callable[[torch.Tensor], torch.Tensor],
+    ) -> _Graph:
         if len(self._graphs) >= MAX_GRAPHS:
             self._graphs.pop(next(iter(self._graphs)))
-        static_in = torch.zeros(key, dtype=self.input_dtype, device=self.device)
+        static_in = torch.zeros(shape, dtype=dtype, device=self.device)
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for _ in range(3):  # warm-up outside the graph: cuDNN picks kernels, the head caches its anchors
-                self.model(static_in)
+                fn(static_in)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            static_out = _first(self.model(static_in))
+        # Graphs replay one at a time, so they share memory. "thread_local": the preprocess threads keep
+        # uploading frames on their own streams while a new shape is captured here.
+        with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
+            static_out = fn(static_in)
         head = self.model.model.model[-1] if hasattr(self.model, "model") else None
         keep = tuple(getattr(head, name) for name in ("anchors", "strides") if hasattr(head, name))
         record = _Graph(graph, static_in, static_out, keep)

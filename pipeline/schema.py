@@ -8,9 +8,10 @@ and ``status.<stream_id>``. JSON Schema files for each body live in
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from pipeline.messages import Detection, FrameResult
 
@@ -49,7 +50,8 @@ def status_body(stream_id: str, event: str, at: float, **extra: Any) -> dict[str
 
 
 def encode(body: dict[str, Any]) -> bytes:
-    return json.dumps(body, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    """Compact UTF-8 JSON (orjson: several times faster than ``json`` at hundreds of messages a second)."""
+    return orjson.dumps(body)
 
 
 # -- the subscriber's side ------------------------------------------------------------------
@@ -114,8 +116,8 @@ def decode(topic: bytes, body: bytes) -> Message:
     """Parse one received message; raises :class:`MessageError` if it is not edgesight's."""
     try:
         topic_text = topic.decode("utf-8")
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = orjson.loads(body)
+    except (UnicodeDecodeError, orjson.JSONDecodeError) as exc:
         raise MessageError(f"not a JSON message: {exc}") from exc
     if not isinstance(data, dict):
         raise MessageError("message body is not a JSON object")

@@ -276,6 +276,8 @@ class InferStage(StageThread):
     def _filtered(self, rows: np.ndarray) -> np.ndarray:
         """Rows of the kept classes (``model.classes`` given as labels), confidences clipped to [0, 1]."""
         rows = np.asarray(rows, dtype=np.float32)
+        if len(rows) and not np.isfinite(rows).all():  # a broken model's NaNs never reach the wire
+            rows = rows[np.isfinite(rows).all(axis=1)]
         if self.keep_classes is not None and len(rows):
             rows = rows[np.isin(rows[:, 5].astype(np.int64), list(self.keep_classes))]
         rows[:, 4] = np.clip(rows[:, 4], 0.0, 1.0)

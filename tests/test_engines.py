@@ -263,3 +263,32 @@ def test_nothing_left_on_the_ladder_is_one_clear_error(scripted: None, monkeypat
     monkeypatch.setattr(registry, "auto_ladder", lambda device: [("tensorrt", "cuda"), ("missing", "cpu")])
     with pytest.raises(ModelError, match="no inference backend could load the model: tensorrt-cuda: no such"):
         load_engine(ModelSpec("m.pt"))
+
+
+@pytest.mark.parametrize("settings", [NmsSettings(0.25, 0.7, 300), NmsSettings(0.1, 0.45, 50, classes=(1, 3))])
+def test_gpu_candidate_path_equals_ultralytics_nms(settings: NmsSettings) -> None:
+    """top_candidates (fixed shapes, inside the CUDA graph) + host NMS: the same boxes as Ultralytics' NMS."""
+    from ultralytics.utils import nms
+
+    from engines.postprocess import nms_candidates, top_candidates
+
+    gen = torch.Generator().manual_seed(11)
+    batch, nc, anchors = 4, 6, 3000
+    xy = torch.rand(batch, 2, anchors, generator=gen) * 600
+    wh = torch.rand(batch, 2, anchors, generator=gen) * 80 + 4
+    preds = torch.cat((xy, wh, torch.rand(batch, nc, anchors, generator=gen) ** 6), 1)
+    cands = top_candidates(preds, nc, 1024)
+    assert cands.shape == (batch, 1024, 6)
+    ours = nms_candidates(cands.numpy(), settings)
+    ref = nms.non_max_suppression(
+        preds.clone(),
+        settings.conf,
+        settings.iou,
+        list(settings.classes) if settings.classes else None,
+        max_det=settings.max_det,
+    )
+    assert sum(len(r) for r in ref) > 2 * batch
+    for o, r in zip(ours, ref, strict=True):
+        r = r.numpy()
+        assert o.shape == r.shape
+        np.testing.assert_allclose(o[np.lexsort(o.T[::-1])], r[np.lexsort(r.T[::-1])], rtol=1e-5, atol=1e-3)
