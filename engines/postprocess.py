@@ -103,22 +103,28 @@ def top_candidates(preds: torch.Tensor, nc: int, k: int) -> torch.Tensor:
 
 
 def nms_candidates(cands: np.ndarray, settings: NmsSettings) -> list[np.ndarray]:
-    """NMS on the host over :func:`top_candidates`' rows (all images in one call); same rules as :func:`batched_nms`."""
+    """NMS on the host over :func:`top_candidates`' rows, image by image; same rules as :func:`batched_nms`.
+
+    Image by image because suppression costs grow with (candidates × kept):
+    one call over a whole batch of crowded images would cost the batch size
+    times more.
+    """
     import torchvision
 
-    batch, k = cands.shape[:2]
-    image = np.repeat(np.arange(batch, dtype=np.float32), k)
-    rows = np.concatenate((cands.reshape(batch * k, -1), image[:, None]), 1)
-    keep = rows[:, 4] > settings.conf
-    if settings.classes is not None:
-        keep &= np.isin(rows[:, 5].astype(np.int64), settings.classes)
-    rows = rows[keep]
-    rows = rows[np.argsort(-rows[:, 4], kind="stable")]
-    nc_offset = float(rows[:, 5].max() + 1) if len(rows) else 1.0
-    group = rows[:, -1] if settings.agnostic else rows[:, -1] * nc_offset + rows[:, 5]
-    shifted = torch.from_numpy(rows[:, :4].astype(np.float64) + (group.astype(np.float64) * MAX_WH)[:, None])
-    kept = torchvision.ops.nms(shifted, torch.from_numpy(rows[:, 4].astype(np.float64)), settings.iou).numpy()
-    return _split(rows[np.sort(kept)], batch, settings.max_det)
+    out = []
+    for rows in cands:
+        keep = rows[:, 4] > settings.conf
+        if settings.classes is not None:
+            keep &= np.isin(rows[:, 5].astype(np.int64), settings.classes)
+        rows = rows[keep]
+        if not len(rows):
+            out.append(rows)
+            continue
+        rows = rows[np.argsort(-rows[:, 4], kind="stable")]
+        boxes = rows[:, :4] if settings.agnostic else rows[:, :4] + rows[:, 5:6] * MAX_WH
+        kept = torchvision.ops.nms(torch.from_numpy(boxes), torch.from_numpy(rows[:, 4]), settings.iou).numpy()
+        out.append(np.ascontiguousarray(rows[kept[: settings.max_det]]))
+    return out
 
 
 def _split(rows: np.ndarray, batch: int, max_det: int) -> list[np.ndarray]:
