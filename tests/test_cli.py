@@ -264,3 +264,22 @@ def test_without_a_model_offline_the_bundled_detector_steps_in(tmp_path: Path) -
     assert "using the bundled 'edgesight-det' instead" in result.stderr
     assert "could not be downloaded" in result.stderr
     assert not (tmp_path / "yolo11n.pt").exists()
+
+
+def test_engines_that_cannot_run_here_are_one_line_errors(tmp_path: Path) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is None:
+        result = edgesight(
+            "run", "--source", "synthetic://?frames=2", "--engine", "tensorrt", "--model", "edgesight-det"
+        )
+        assert_one_line_error(result, "engine 'tensorrt' cannot run here", "tensorrt")
+        result = edgesight("build-engine", "edgesight-det", "--cache-dir", str(tmp_path))
+        assert_one_line_error(result, "tensorrt is not installed")
+    result = edgesight("build-engine", "edgesight-det", "--precision", "int8")
+    assert_one_line_error(result, "int8 needs model.calibration")
+    config = tmp_path / "nvdec.yaml"
+    video = tmp_path / "missing.mp4"
+    config.write_text(f"streams:\n  - id: a\n    source: {{type: file, path: {video}, decoder: nvdec}}\n")
+    if importlib.util.find_spec("PyNvVideoCodec") is None:
+        assert_one_line_error(edgesight("run", str(config)), "missing.mp4")
