@@ -128,7 +128,8 @@ class TrtRunner:
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         ctx = self.context
         batch = batch.to(self.input_dtype).contiguous()
-        ctx.set_input_shape(self._input, tuple(batch.shape))
+        if not ctx.set_input_shape(self._input, tuple(batch.shape)):
+            raise RuntimeError(f"input {tuple(batch.shape)} is outside the engine's profile (batch 1-{self.max_batch})")
         ctx.set_tensor_address(self._input, batch.data_ptr())
         outputs = []
         for name in self._outputs:
@@ -155,6 +156,10 @@ def load(spec: ModelSpec) -> YoloDetector:
         import tensorrt as trt
     except ImportError as exc:
         raise BackendUnavailable(f"tensorrt is not installed ({exc})") from exc
+    if not trt.__version__.startswith("10."):
+        raise BackendUnavailable(
+            f"TensorRT 10 is needed, found {trt.__version__} (pip install 'tensorrt-cu12>=10,<11')"
+        )
     if spec.device == "cpu" or not torch.cuda.is_available():
         raise BackendUnavailable("TensorRT needs a CUDA GPU")
     precision = spec.gpu_precision()

@@ -1,4 +1,4 @@
-"""Compiling an ONNX model into a serialized TensorRT engine (TensorRT 10 API).
+"""Compiling an ONNX model into a serialized TensorRT engine (TensorRT 10 API; 11 removed parts of it).
 
 FP16, or INT8 calibrated on real frames; one optimization profile for batch
 1…N at a fixed input shape; build progress reported through TensorRT's
@@ -95,8 +95,8 @@ def _make_progress_monitor(trt: Any) -> Any:
     return Progress()
 
 
-def _make_calibrator(trt: Any, settings: BuildSettings, imgsz: int, stride: int) -> Any:
-    """An entropy calibrator fed with letterboxed frames from ``settings.calibration`` (batches of ``opt_batch``)."""
+def _make_calibrator(trt: Any, settings: BuildSettings, imgsz: int, stride: int) -> tuple[Any, int]:
+    """An entropy calibrator fed with letterboxed frames from ``settings.calibration``, and its batch size."""
     import torch
 
     from engines.letterbox import CpuLetterbox
@@ -126,6 +126,7 @@ def _make_calibrator(trt: Any, settings: BuildSettings, imgsz: int, stride: int)
             self._next += batch
             tensor = torch.from_numpy(chunk).cuda().float().div_(255).contiguous()
             self._device_batch = tensor  # kept alive until the next call
+            torch.cuda.current_stream().synchronize()  # TensorRT reads it on its own stream
             return [int(tensor.data_ptr())]
 
         def read_calibration_cache(self) -> bytes | None:
@@ -139,7 +140,7 @@ def _make_calibrator(trt: Any, settings: BuildSettings, imgsz: int, stride: int)
                 cache_file.write_bytes(bytes(cache))
 
     log.info("int8 calibration on %d frames from %s", len(frames), settings.calibration)
-    return Calibrator()
+    return Calibrator(), batch
 
 
 def build_engine(onnx_path: Path, dest: Path, settings: BuildSettings, *, imgsz: int, stride: int) -> None:
@@ -167,8 +168,11 @@ def build_engine(onnx_path: Path, dest: Path, settings: BuildSettings, *, imgsz:
         config.set_flag(trt.BuilderFlag.FP16)
     if settings.precision == "int8":
         config.set_flag(trt.BuilderFlag.INT8)
-        config.int8_calibrator = _make_calibrator(trt, settings, imgsz, stride)
-        config.set_calibration_profile(profile)
+        config.int8_calibrator, batch = _make_calibrator(trt, settings, imgsz, stride)
+        # Calibration runs at its profile's opt shape: pin it to the calibrator's batch.
+        calibration = builder.create_optimization_profile()
+        calibration.set_shape(name, (batch, 3, h, w), (batch, 3, h, w), (batch, 3, h, w))
+        config.set_calibration_profile(calibration)
     started = time.monotonic()
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
