@@ -3,10 +3,10 @@
 The filtering rules are Ultralytics' ``non_max_suppression`` (best class per
 anchor, ``score > conf``, class filter, ``max_nms`` candidates, class-aware
 IoU suppression, ``max_det`` per image) and the rescaling is its
-``scale_boxes``. The difference is the shape of the work: one pass over the
-batch instead of a Python loop per image, and a single device-to-host copy of
-the kept rows, so a GPU batch costs a handful of kernel launches and
-synchronisations whatever its size. Suppression is torchvision's NMS kernel.
+``scale_boxes``. The difference is the shape of the work: candidates are picked
+for the whole batch in one pass on the model's device and copied to the host
+once, so a GPU batch costs a handful of kernel launches whatever its size;
+suppression (torchvision's NMS kernel) then runs image by image on the host.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 MAX_WH = 7680
-"""Per-group box offset that keeps classes (and images) apart in one NMS call, as Ultralytics does."""
+"""Per-class box offset that keeps classes apart in one NMS call, as Ultralytics does."""
 MAX_NMS = 30000
 """At most this many candidates per image enter NMS."""
 
@@ -41,44 +41,19 @@ def batched_nms(preds: torch.Tensor, settings: NmsSettings, nc: int, end2end: bo
     """Per image, the kept rows ``x1, y1, x2, y2, score, class, *extra`` (float32, model-input pixels).
 
     ``preds`` is ``(B, 4 + nc + extra, anchors)`` for NMS models, or
-    ``(B, N, 6 + extra)`` for end-to-end models (only filtered).
+    ``(B, N, 6 + extra)`` for end-to-end models (only filtered). Anchors over
+    ``conf`` are selected on the model's device and copied to the host once.
     """
-    import torchvision
-
-    batch = int(preds.shape[0])
     if end2end:
-        rows = preds.float()
-        keep = rows[..., 4] > settings.conf
-        if settings.classes is not None:
-            keep &= torch.isin(rows[..., 5], torch.tensor(settings.classes, device=rows.device, dtype=rows.dtype))
-        image, anchor = keep.nonzero(as_tuple=True)
-        kept = torch.cat((rows[image, anchor], image[:, None].float()), 1)
-        return _split(kept.cpu().numpy(), batch, settings.max_det)
-
+        return [_filtered(rows, settings)[: settings.max_det] for rows in preds.float().cpu().numpy()]
     x = preds.transpose(1, 2)  # (B, anchors, channels)
-    box, cls = x[..., :4], x[..., 4 : 4 + nc]
-    extra = x[..., 4 + nc :]
-    score, label = cls.max(2)
-    keep = score > settings.conf
-    if settings.classes is not None:
-        keep &= torch.isin(label, torch.tensor(settings.classes, device=label.device))
-    image, anchor = keep.nonzero(as_tuple=True)
-    if image.numel() > MAX_NMS * batch:  # pathological outputs: keep the most confident
-        top = score[image, anchor].topk(MAX_NMS * batch).indices
-        image, anchor = image[top], anchor[top]
-    boxes = _xywh2xyxy(box[image, anchor].float())
-    scores = score[image, anchor].float()
-    labels = label[image, anchor]
-    group = image if settings.agnostic else image * nc + labels
-    # float64 so the per-group offsets leave the boxes' precision intact even for large batches.
-    shifted = boxes.double() + (group.double() * MAX_WH)[:, None]
-    kept_idx = torchvision.ops.nms(shifted, scores.double(), settings.iou)
-    parts = [boxes[kept_idx], scores[kept_idx, None], labels[kept_idx, None].float()]
-    if extra.shape[-1]:
-        parts.append(extra[image[kept_idx], anchor[kept_idx]].float())
-    parts.append(image[kept_idx, None].float())
-    kept = torch.cat(parts, 1)
-    return _split(kept.cpu().numpy(), batch, settings.max_det)
+    score, label = x[..., 4 : 4 + nc].max(2)
+    image, anchor = (score > settings.conf).nonzero(as_tuple=True)
+    picked = x[image, anchor]
+    parts = [_xywh2xyxy(picked[:, :4]), score[image, anchor, None], label[image, anchor, None].to(x.dtype)]
+    rows = torch.cat([*parts, picked[:, 4 + nc :]], 1).float().cpu().numpy()
+    images = image.cpu().numpy()
+    return [_suppress(rows[images == i], settings) for i in range(int(preds.shape[0]))]
 
 
 def top_candidates(preds: torch.Tensor, nc: int, k: int) -> torch.Tensor:
@@ -103,37 +78,33 @@ def top_candidates(preds: torch.Tensor, nc: int, k: int) -> torch.Tensor:
 
 
 def nms_candidates(cands: np.ndarray, settings: NmsSettings) -> list[np.ndarray]:
-    """NMS on the host over :func:`top_candidates`' rows, image by image; same rules as :func:`batched_nms`.
+    """NMS on the host over :func:`top_candidates`' rows; same rules as :func:`batched_nms`."""
+    return [_suppress(rows, settings) for rows in cands]
 
-    Image by image because suppression costs grow with (candidates × kept):
-    one call over a whole batch of crowded images would cost the batch size
-    times more.
+
+def _filtered(rows: np.ndarray, settings: NmsSettings) -> np.ndarray:
+    """Rows over the confidence threshold and of the wanted classes, in their order."""
+    keep = rows[:, 4] > settings.conf
+    if settings.classes is not None:
+        keep &= np.isin(rows[:, 5].astype(np.int64), settings.classes)
+    return rows[keep]
+
+
+def _suppress(rows: np.ndarray, settings: NmsSettings) -> np.ndarray:
+    """One image's rows after filtering and class-aware NMS, most confident first, at most ``max_det``.
+
+    Image by image, because suppression costs grow with (candidates × kept):
+    one call over a whole batch of crowded images would cost batch-size times more.
     """
     import torchvision
 
-    out = []
-    for rows in cands:
-        keep = rows[:, 4] > settings.conf
-        if settings.classes is not None:
-            keep &= np.isin(rows[:, 5].astype(np.int64), settings.classes)
-        rows = rows[keep]
-        if not len(rows):
-            out.append(rows)
-            continue
-        rows = rows[np.argsort(-rows[:, 4], kind="stable")]
-        boxes = rows[:, :4] if settings.agnostic else rows[:, :4] + rows[:, 5:6] * MAX_WH
-        kept = torchvision.ops.nms(torch.from_numpy(boxes), torch.from_numpy(rows[:, 4]), settings.iou).numpy()
-        out.append(np.ascontiguousarray(rows[kept[: settings.max_det]]))
-    return out
-
-
-def _split(rows: np.ndarray, batch: int, max_det: int) -> list[np.ndarray]:
-    """Rows (sorted by score, last column the image index) → one array per image, at most ``max_det`` each."""
-    image = rows[:, -1].astype(np.int64)
-    order = np.argsort(image, kind="stable")  # stable: score order kept within an image
-    rows, image = rows[order, :-1], image[order]
-    bounds = np.searchsorted(image, np.arange(batch + 1))
-    return [np.ascontiguousarray(rows[bounds[i] : bounds[i + 1]][:max_det]) for i in range(batch)]
+    rows = _filtered(rows, settings)
+    if not len(rows):
+        return rows
+    rows = rows[np.argsort(-rows[:, 4], kind="stable")[:MAX_NMS]]
+    boxes = rows[:, :4] if settings.agnostic else rows[:, :4] + rows[:, 5:6] * MAX_WH
+    kept = torchvision.ops.nms(torch.from_numpy(boxes), torch.from_numpy(rows[:, 4]), settings.iou).numpy()
+    return np.ascontiguousarray(rows[kept[: settings.max_det]])
 
 
 def scale_to_sources(
