@@ -207,8 +207,29 @@ def bench_engine(args: argparse.Namespace) -> dict[str, Any]:
         n = sum(len(c) for c in chunks)
         out[f"batch{b}_fps"] = round(n / elapsed, 2)
     out["fps"] = out["batch1_fps"]
+    if _cuda() and engine.info.device.startswith("cuda"):
+        out["model_only_ips"] = _model_only(engine, batches, args.imgsz)
     out["gpu_memory_mb"] = gpu_memory_mb()
     engine.close()
+    return out
+
+
+def _model_only(engine: Any, batches: list[int], imgsz: int, iterations: int = 100) -> dict[str, float]:
+    """Images/s of the model's forward pass alone on a ready ``(B, 3, S, S)`` input: no decode, letterbox or NMS."""
+    import torch
+
+    runner = engine.runner
+    out = {}
+    for b in batches:
+        x = torch.zeros((b, 3, imgsz, imgsz), dtype=runner.input_dtype, device="cuda")
+        for _ in range(3):
+            runner.forward(x)
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(iterations):
+            runner.forward(x)
+        torch.cuda.synchronize()
+        out[f"batch{b}"] = round(b * iterations / (time.perf_counter() - t0), 1)
     return out
 
 

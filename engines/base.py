@@ -91,13 +91,32 @@ class EngineInfo:
         }
 
 
+class PendingDetections(Protocol):
+    """A submitted batch; ``result`` waits for it and returns its detections."""
+
+    def result(self) -> list[np.ndarray]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ReadyDetections:
+    """A batch whose detections were computed when it was submitted."""
+
+    rows: list[np.ndarray]
+
+    def result(self) -> list[np.ndarray]:
+        return self.rows
+
+
 class DetectionEngine(Protocol):
     """A loaded detector.
 
     ``prepare`` runs in the preprocess stage (letterbox, layout, normalization)
     and returns an opaque model input; ``infer`` runs a batch of such inputs and
     returns, per image, an ``(N, 6)`` float array of ``x1, y1, x2, y2, confidence,
-    class_id`` in the source image's pixels.
+    class_id`` in the source image's pixels. ``submit`` is ``infer`` in two
+    halves: it queues the batch on the device and returns at once, so the
+    caller can collect and submit the next batch before reading this one's
+    ``result()`` (which must be read in submission order).
     """
 
     info: EngineInfo
@@ -105,6 +124,8 @@ class DetectionEngine(Protocol):
     def prepare(self, image: np.ndarray) -> Any: ...
 
     def infer(self, inputs: Sequence[Any], source_shapes: Sequence[tuple[int, int]]) -> list[np.ndarray]: ...
+
+    def submit(self, inputs: Sequence[Any], source_shapes: Sequence[tuple[int, int]]) -> PendingDetections: ...
 
     def warmup(self) -> None: ...
 

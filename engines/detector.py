@@ -85,6 +85,39 @@ class _Uploader(threading.local):
         return pinned, slot[1]
 
 
+@dataclass(slots=True)
+class _Part:
+    """One forward pass of a batch: finished rows, or candidates on their way to the host."""
+
+    members: list[int]
+    hw: tuple[int, int]
+    rows: list[np.ndarray] | None = None
+    host: torch.Tensor | None = None
+    copied: torch.cuda.Event | None = None
+
+
+class PendingBatch:
+    """A submitted batch. ``result()`` waits for its candidates, runs NMS and maps boxes to source pixels."""
+
+    def __init__(self, parts: list[_Part], source_shapes: list[tuple[int, int]], nms: NmsSettings) -> None:
+        self._parts = parts
+        self._shapes = source_shapes
+        self._nms = nms
+
+    def result(self) -> list[np.ndarray]:
+        out = [np.zeros((0, 6), np.float32)] * len(self._shapes)
+        for part in self._parts:
+            rows = part.rows
+            if rows is None:
+                assert part.host is not None and part.copied is not None
+                part.copied.synchronize()
+                rows = nms_candidates(part.host.numpy(), self._nms)
+            scaled = scale_to_sources(rows, part.hw, [self._shapes[i] for i in part.members])
+            for i, r in zip(part.members, scaled, strict=True):
+                out[i] = r[:, :6]
+        return out
+
+
 def detector_for(
     runner: ModelRunner,
     loaded: LoadedModel,
@@ -174,29 +207,30 @@ class YoloDetector:
         return GpuInput(frame, copied)
 
     # -- infer stage ---------------------------------------------------------------------------
-    @torch.inference_mode()
     def infer(self, inputs: Sequence[Any], source_shapes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
         """Detections per input: ``(N, 6)`` float32 rows ``x1, y1, x2, y2, confidence, class_id`` in source pixels."""
-        out: list[np.ndarray | None] = [None] * len(inputs)
+        return self.submit(inputs, source_shapes).result()
+
+    @torch.inference_mode()
+    def submit(self, inputs: Sequence[Any], source_shapes: Sequence[tuple[int, int]]) -> PendingBatch:
+        """Queue a batch; on a GPU this returns before the device has finished (see :class:`PendingBatch`)."""
         groups: dict[tuple[int, ...], list[int]] = {}
         for i, item in enumerate(inputs):  # frames of different sizes letterbox to different shapes
             groups.setdefault(tuple(item.shape), []).append(i)
         step = max(1, self.runner.max_batch)
-        for members in groups.values():
-            for start in range(0, len(members), step):
-                chunk = members[start : start + step]
-                rows, hw = self._run([inputs[i] for i in chunk])
-                scaled = scale_to_sources(rows, hw, [source_shapes[i] for i in chunk])
-                for i, r in zip(chunk, scaled, strict=True):
-                    out[i] = r[:, :6]
-        return [r if r is not None else np.zeros((0, 6), np.float32) for r in out]
+        parts = [
+            self._launch([inputs[i] for i in members[start : start + step]], members[start : start + step])
+            for members in groups.values()
+            for start in range(0, len(members), step)
+        ]
+        return PendingBatch(parts, list(source_shapes), self._nms)
 
-    def _run(self, items: Sequence[Any]) -> tuple[list[np.ndarray], tuple[int, int]]:
-        """Forward and NMS for same-shaped inputs; also returns the model input's ``(h, w)``."""
+    def _launch(self, items: Sequence[Any], members: list[int]) -> _Part:
+        """Forward same-shaped inputs; on a GPU, start copying their candidates to pinned host memory."""
         if not self.runner.on_gpu:
             batch = items[0][None] if len(items) == 1 else np.stack(items)
             hw = (int(batch.shape[2]), int(batch.shape[3]))
-            return batched_nms(self.runner.forward(batch), self._nms, self._nc, self._end2end), hw
+            return _Part(members, hw, rows=batched_nms(self.runner.forward(batch), self._nms, self._nc, self._end2end))
         stream = self._stream
         with torch.cuda.stream(stream):
             for item in items:
@@ -211,10 +245,16 @@ class YoloDetector:
             else:
                 preds = self.runner.forward(self._gpu_letterbox(frames))
                 if self._end2end:
-                    return batched_nms(preds, self._nms, self._nc, end2end=True), hw
+                    return _Part(members, hw, rows=batched_nms(preds, self._nms, self._nc, end2end=True))
                 cands = self._top(preds)
-            # One device-to-host copy per batch; NMS over a few hundred rows is quicker on the host.
-            return nms_candidates(cands.cpu().numpy(), self._nms), hw
+            # One device-to-host copy per batch, queued behind the forward pass on the same stream (so a
+            # CUDA graph's output is read before the next replay overwrites it). NMS over a few hundred
+            # rows is quicker on the host.
+            host = torch.empty(cands.shape, dtype=cands.dtype, pin_memory=True)
+            host.copy_(cands, non_blocking=True)
+            copied = torch.cuda.Event()
+            copied.record(stream)
+        return _Part(members, hw, host=host, copied=copied)
 
     def _top(self, preds: torch.Tensor) -> torch.Tensor:
         return top_candidates(preds, self._nc, self._candidates)

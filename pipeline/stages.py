@@ -13,11 +13,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from engines.base import DetectionEngine
+from engines.base import DetectionEngine, PendingDetections
 from pipeline.bus import BusPublisher
 from pipeline.errors import ConfigError, SourceError
 from pipeline.messages import EndOfStream, Frame, FrameResult, PreparedFrame
@@ -176,6 +177,15 @@ class PreprocessStage(StageThread):
                 self.out.put(prepared)
 
 
+@dataclass(frozen=True, slots=True)
+class _InFlight:
+    """A batch submitted to the engine whose results are not read yet."""
+
+    batch: Sequence[PreparedFrame]
+    pending: PendingDetections
+    submit_s: float
+
+
 class InferStage(StageThread):
     """Loads the engine on its own thread, then runs it on prepared frames.
 
@@ -228,17 +238,33 @@ class InferStage(StageThread):
         super().run()
 
     def loop(self) -> None:
+        """Collect and submit a batch, then finish the previous one while the device runs this one.
+
+        One batch is in flight at a time: its results go out as soon as the
+        input queue runs dry, and before any end-of-stream sentinel.
+        """
         ended = 0
+        in_flight: _InFlight | None = None
         while ended < self.streams and not self.stop_event.is_set():
-            item = self.inp.get(GET_TIMEOUT_S)
+            item = self.inp.get_nowait() if in_flight else self.inp.get(GET_TIMEOUT_S)
             if item is None:
+                if in_flight:
+                    self._finish(in_flight)
+                    in_flight = None
                 continue
             batch, pending_eos = self._collect(item, self.streams - ended)
-            if batch:
-                self._run(batch)
+            submitted = self._submit(batch) if batch else None
+            if in_flight:
+                self._finish(in_flight)
+            in_flight = submitted
+            if pending_eos and in_flight:
+                self._finish(in_flight)
+                in_flight = None
             for eos in pending_eos:
                 ended += 1
                 self.out.put(eos)
+        if in_flight and not self.stop_event.is_set():
+            self._finish(in_flight)
 
     def _collect(self, first: Any, live_streams: int) -> tuple[list[PreparedFrame], list[EndOfStream]]:
         """A batch starting with ``first``.
@@ -263,14 +289,19 @@ class InferStage(StageThread):
                     item = self.inp.get(remaining)
         return batch, []
 
-    def _run(self, batch: Sequence[PreparedFrame]) -> None:
+    def _submit(self, batch: Sequence[PreparedFrame]) -> _InFlight:
         start = time.perf_counter()
-        outputs = self.engine.infer([p.model_input for p in batch], [p.frame.image.shape[:2] for p in batch])
-        elapsed = time.perf_counter() - start
-        self.clock.add(elapsed, len(batch))
+        pending = self.engine.submit([p.model_input for p in batch], [p.frame.image.shape[:2] for p in batch])
+        return _InFlight(batch, pending, time.perf_counter() - start)
+
+    def _finish(self, job: _InFlight) -> None:
+        start = time.perf_counter()
+        outputs = job.pending.result()
+        elapsed = job.submit_s + time.perf_counter() - start
+        self.clock.add(elapsed, len(job.batch))
         self.batches += 1
-        per_frame_ms = elapsed * 1000.0 / len(batch)
-        for prepared, rows in zip(batch, outputs, strict=True):
+        per_frame_ms = elapsed * 1000.0 / len(job.batch)
+        for prepared, rows in zip(job.batch, outputs, strict=True):
             self.out.put(FrameResult(prepared.frame, self._filtered(rows), self._names, per_frame_ms))
 
     def _filtered(self, rows: np.ndarray) -> np.ndarray:

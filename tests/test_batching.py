@@ -75,3 +75,41 @@ def test_several_preprocess_threads_keep_each_streams_order(endpoint: str) -> No
     assert 0 < report.latency_ms["p50"] <= report.latency_ms["p99"] <= report.latency_ms["max"]
     assert 1.0 <= report.mean_batch <= 4.0
     assert report.queue_peaks["prepared"] <= 8  # two batches
+
+
+class DeferredEngine(FakeEngine):
+    """Results computed only when read; logs submits and reads, and who was in flight when each batch was read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.info = replace(self.info, max_batch=2)
+        self.log: list[tuple[str, int]] = []
+        self.submitted = 0
+
+    def submit(self, inputs: list[np.ndarray], shapes: list[tuple[int, int]]) -> Any:
+        number = self.submitted
+        self.submitted += 1
+        self.log.append(("submit", number))
+        engine = self
+
+        class Pending:
+            def result(self) -> list[np.ndarray]:
+                engine.log.append(("result", number))
+                return FakeEngine.infer(engine, inputs, shapes)
+
+        return Pending()
+
+
+def test_the_next_batch_is_submitted_before_the_last_one_is_read(endpoint: str) -> None:
+    engine = DeferredEngine()
+    stream = {"id": "f", "source": {"type": "synthetic", "frames": 40, "width": 96, "height": 64}}
+    got = run_and_collect(config_for(endpoint, [stream], {"batch_size": 2}), engine_factory=lambda _s, _n: engine)
+    dets = got.detections("f")
+    assert [m.frame_index for m in dets] == list(range(40)), "every frame, in order"
+    assert got.statuses("f")[-1].event == "eos"
+    reads = [n for kind, n in engine.log if kind == "result"]
+    assert reads == list(range(engine.submitted)), "each batch is read once, in submission order"
+    overlapped = [
+        n for i, (kind, n) in enumerate(engine.log) if kind == "result" and ("submit", n + 1) in engine.log[:i]
+    ]
+    assert overlapped, f"no batch was read after its successor was submitted: {engine.log}"

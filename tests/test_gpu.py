@@ -72,6 +72,25 @@ def test_cuda_graphs_give_what_eager_torch_gives_across_batch_sizes(arch_weights
     eager.close()
 
 
+def test_two_batches_in_flight_keep_their_own_results(arch_weights: Path, people1: Path) -> None:
+    """A second batch replays the same CUDA graph before the first is read; the first must not change."""
+    from engines.base import ModelSpec
+    from engines.registry import load_engine
+
+    cap = cv2.VideoCapture(str(people1))
+    frames = [cap.read()[1] for _ in range(8)]
+    shapes = [f.shape[:2] for f in frames]
+    engine = load_engine(ModelSpec(str(arch_weights), device="cuda", max_batch=4), "torch")
+    want = [engine.infer([engine.prepare(f) for f in frames[i : i + 4]], shapes[:4]) for i in (0, 4)]
+    first = engine.submit([engine.prepare(f) for f in frames[:4]], shapes[:4])
+    second = engine.submit([engine.prepare(f) for f in frames[4:]], shapes[4:])
+    for got, expected in zip((first.result(), second.result()), want, strict=True):
+        for g, w in zip(got, expected, strict=True):
+            assert_same_boxes(g, w, box_tol=1e-3, conf_tol=1e-4)
+    assert sum(len(w) for batch in want for w in batch) > 0
+    engine.close()
+
+
 def test_gpu_letterbox_matches_the_cpu_letterbox(people1: Path) -> None:
     import numpy as np
     import torch

@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
+from engines.base import ReadyDetections
 from pipeline.config import build_config
 from pipeline.errors import SourceError
 from pipeline.runner import Pipeline
@@ -147,6 +148,9 @@ class FakeEngine:
 
     def infer(self, inputs: list[np.ndarray], shapes: list[tuple[int, int]]) -> list[np.ndarray]:
         return [np.array([[1.0, 2.0, 10.0, 20.0, 0.9, 0.0]], np.float32) for _ in inputs]
+
+    def submit(self, inputs: list[np.ndarray], shapes: list[tuple[int, int]]) -> ReadyDetections:
+        return ReadyDetections(self.infer(inputs, shapes))
 
     def warmup(self) -> None:
         pass
