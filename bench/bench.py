@@ -170,7 +170,7 @@ def _cuda() -> bool:
 
 def _decoded(video: Path, limit: int | None) -> list[np.ndarray]:
     cap = cv2.VideoCapture(str(video))
-    images = []
+    images: list[np.ndarray] = []
     while limit is None or len(images) < limit:
         ok, img = cap.read()
         if not ok:
