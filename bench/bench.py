@@ -104,6 +104,8 @@ def bench_edgesight(args: argparse.Namespace, streams: int, live: bool = False) 
             "streams": stream_list,
             "model": model,
             "publish": {"endpoint": endpoint, "wait_for_subscriber": True, "subscriber_timeout_s": 30},
+            # Detection throughput, as Ultralytics' predictor does it; bench/bench_tracking.py measures tracking.
+            "tracking": {"enabled": args.tracking},
         },
         "bench",
     )
@@ -262,6 +264,8 @@ def run_child(args: argparse.Namespace, only: str, weights: Path, streams: int =
     cmd = [sys.executable, __file__, "--video", str(args.video), "--model", str(weights), "--imgsz", str(args.imgsz)]
     cmd += ["--device", args.device, "--engine", args.engine, "--only", only, "--streams", str(streams)]
     cmd += ["--decoder", args.decoder]
+    if args.tracking:
+        cmd.append("--tracking")
     if args.frames:
         cmd += ["--frames", str(args.frames)]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
@@ -295,6 +299,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, help="limit frames per stream")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each measurement; the best is kept")
     parser.add_argument("--skip-ultralytics", action="store_true", help="leave out the Ultralytics predictor")
+    parser.add_argument("--tracking", action="store_true", help="track objects in the edgesight runs (off by default)")
     parser.add_argument("--only", help=argparse.SUPPRESS)
     args = parser.parse_args()
     import logging

@@ -70,9 +70,13 @@ class BusPublisher:
             self._sock.poll(POLL_SLICE_MS, zmq.POLLIN)
         return False
 
-    def send(self, topic: str, body: dict[str, Any], stop: threading.Event | None = None) -> bool:
-        """Send one message; returns False if it was dropped (counted per topic)."""
+    def send(
+        self, topic: str, body: dict[str, Any], stop: threading.Event | None = None, attachment: bytes | None = None
+    ) -> bool:
+        """Send one message (``attachment``: a binary third part); returns False if it was dropped (counted)."""
         parts = [topic.encode("utf-8"), encode(body)]
+        if attachment is not None:
+            parts.append(attachment)
         while True:
             try:
                 self._sock.send_multipart(parts, flags=zmq.NOBLOCK)

@@ -17,10 +17,13 @@ import time
 import traceback
 from collections.abc import Sequence
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.config import DEFAULT_ENDPOINT, PipelineConfig, build_config, load_config, parse_source
 from pipeline.errors import EdgesightError, StartupInterrupted
+
+if TYPE_CHECKING:
+    from pipeline.schema import Message
 
 log = logging.getLogger("edgesight")
 
@@ -51,6 +54,21 @@ def _add_run_overrides(p: argparse.ArgumentParser, default_model: str | None) ->
     p.add_argument("--imgsz", type=int, help="model input size (multiple of 32)")
     p.add_argument("--conf", type=float, help="confidence threshold")
     p.add_argument("--save", metavar="PATH", help="write the first stream's frames, annotated, to an MP4 file")
+    p.add_argument(
+        "--line",
+        action="append",
+        default=[],
+        metavar="NAME=x1,y1,x2,y2",
+        help="count crossings of a directed line (normalized 0-1 coordinates; repeatable; every stream)",
+    )
+    p.add_argument(
+        "--zone",
+        action="append",
+        default=[],
+        metavar="NAME=x1,y1,x2,y2,x3,y3[,...]",
+        help="watch a polygon zone (normalized coordinates; repeatable; every stream)",
+    )
+    p.add_argument("--thumbnails", action="store_true", help="attach a JPEG of the object to new events")
     p.add_argument(
         "--wait-for-subscriber",
         action="store_true",
@@ -86,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--out", required=True, help="output folder")
     synth.add_argument("--size", default="640x360", metavar="WxH")
     synth.add_argument("--fps", type=float, default=30.0)
+    synth.add_argument("--no-occlusion", action="store_true", help="only objects that never overlap (a simple scene)")
     _add_common(synth)
 
     build = sub.add_parser(
@@ -138,7 +157,32 @@ def _apply_overrides(data: dict[str, Any], args: argparse.Namespace) -> dict[str
     data = {**data, "model": model, "publish": publish}
     if args.max_frames is not None:
         data["streams"] = [{**s, "max_frames": args.max_frames} for s in data.get("streams", [])]
+    regions = {
+        "lines": [parse_region(text, "--line", 2) for text in args.line],
+        "zones": [parse_region(text, "--zone", 3) for text in args.zone],
+    }
+    for key, extra in regions.items():
+        if extra:
+            data["streams"] = [{**s, key: [*s.get(key, []), *extra]} for s in data.get("streams", [])]
+    if args.thumbnails:
+        data["events"] = {**(data.get("events") or {}), "thumbnails": True}
     return data
+
+
+def parse_region(text: str, option: str, min_points: int) -> dict[str, Any]:
+    """``NAME=x1,y1,x2,y2[,...]`` → a line or zone config (normalized coordinates)."""
+    name, sep, coords = text.partition("=")
+    try:
+        values = [float(v) for v in coords.split(",")] if sep else []
+    except ValueError:
+        values = []
+    exact = min_points == 2
+    bad_count = len(values) % 2 or (len(values) != 4 if exact else len(values) < 2 * min_points)
+    if not name or not values or bad_count:
+        shape = "NAME=x1,y1,x2,y2" if exact else "NAME=x1,y1,x2,y2,x3,y3[,...]"
+        raise EdgesightError(f"{option} '{text}': expected {shape} with numbers")
+    points = [[values[i], values[i + 1]] for i in range(0, len(values), 2)]
+    return {"name": name, "points": points, "units": "normalized"}
 
 
 def _config_from_args(args: argparse.Namespace) -> PipelineConfig:
@@ -257,8 +301,44 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_pipeline(build_config(_apply_overrides(data, args), "demo"), quiet=args.quiet, save=args.save)
 
 
+def describe_message(msg: Message) -> str:
+    """One readable line for a received message."""
+    from pipeline.schema import CountsMessage, DetectionsMessage, EventMessage
+
+    if isinstance(msg, DetectionsMessage):
+        objs = " ".join(
+            f"{d.label}{'' if d.track_id is None else f'#{d.track_id}'}:{d.confidence:.2f}" for d in msg.detections[:8]
+        )
+        more = f" +{len(msg.detections) - 8}" if len(msg.detections) > 8 else ""
+        return f"{msg.topic} seq={msg.seq} frame={msg.frame_index} n={len(msg.detections)} {objs}{more}"
+    if isinstance(msg, EventMessage):
+        where = " ".join(
+            part
+            for part in (
+                f"line={msg.line}" if msg.line else "",
+                f"zone={msg.zone}" if msg.zone else "",
+                msg.direction or "",
+                f"dwell={msg.raw['dwell_s']:.1f}s" if "dwell_s" in msg.raw else "",
+            )
+            if part
+        )
+        thumb = f" thumbnail={len(msg.thumbnail)}B" if msg.thumbnail else ""
+        return (
+            f"{msg.topic} {msg.kind} {msg.type} {msg.label}#{msg.track_id} {where} "
+            f"frame={msg.frame_index} score={msg.score:.2f} id={msg.event_id[:8]}{thumb}"
+        ).replace("  ", " ")
+    if isinstance(msg, CountsMessage):
+        lines = "; ".join(
+            f"{name} in={sum(c.get('in', {}).values())} out={sum(c.get('out', {}).values())}"
+            for name, c in msg.lines.items()
+        )
+        zones = "; ".join(f"{name} occupancy={sum(z.get('occupancy', {}).values())}" for name, z in msg.zones.items())
+        return f"{msg.topic} frame={msg.frame_index} {lines}{' | ' if lines and zones else ''}{zones}"
+    extra = f" {msg.message}" if msg.message else ""
+    return f"{msg.topic} {msg.event}{extra}"
+
+
 def cmd_subscribe(args: argparse.Namespace) -> int:
-    from pipeline.schema import DetectionsMessage
     from pipeline.subscriber import Subscriber
 
     received = 0
@@ -282,16 +362,8 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
             received += 1
             if args.json:
                 print(json.dumps(msg.raw, separators=(",", ":")), flush=True)
-            elif isinstance(msg, DetectionsMessage):
-                objs = " ".join(f"{d.label}:{d.confidence:.2f}" for d in msg.detections[:8])
-                more = f" +{len(msg.detections) - 8}" if len(msg.detections) > 8 else ""
-                print(
-                    f"{msg.topic} seq={msg.seq} frame={msg.frame_index} n={len(msg.detections)} {objs}{more}",
-                    flush=True,
-                )
             else:
-                extra = f" {msg.message}" if msg.message else ""
-                print(f"{msg.topic} {msg.event}{extra}", flush=True)
+                print(describe_message(msg), flush=True)
         if sub.missed:
             print(f"edgesight: {sub.missed} detections message(s) missed: {dict(sub.gaps)}", file=sys.stderr)
     return EXIT_OK
@@ -306,7 +378,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         width, height = (int(v) for v in args.size.lower().split("x"))
     except ValueError:
         raise EdgesightError(f"--size must look like 640x360, got '{args.size}'") from None
-    out = write_scene(Path(args.out), args.seed, args.frames, width, height, args.fps)
+    out = write_scene(Path(args.out), args.seed, args.frames, width, height, args.fps, not args.no_occlusion)
     print(f"wrote {out / 'scene.mp4'} and {out / 'truth.jsonl'} ({args.frames} frames, {width}x{height})")
     return EXIT_OK
 

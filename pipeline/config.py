@@ -121,6 +121,89 @@ def parse_source(text: str) -> dict[str, Any]:
     return {"type": "file", "path": text}
 
 
+NAME_PATTERN = r"^[A-Za-z0-9_\-]{1,64}$"
+
+
+class _Region(_Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    units: Literal["auto", "normalized", "pixels"] = "auto"
+    """``auto``: normalized (0–1, scaled by the frame size) when every coordinate is within [0, 1], else pixels."""
+    classes: list[int | str] | None = None
+    """Count only these classes, by label or id (default: all)."""
+    min_confidence: float = Field(0.0, ge=0.0, le=1.0)
+    confirm_frames: int = Field(3, ge=1, le=1000)
+    """Frames in a row an object must be on its new side (of a line, of a zone's border) before it counts: box
+    jitter near the border then counts nothing. Events keep the frame where the change began."""
+
+    @property
+    def normalized(self) -> bool:
+        if self.units != "auto":
+            return self.units == "normalized"
+        return all(0.0 <= v <= 1.0 for p in self.points for v in p)  # type: ignore[attr-defined]
+
+    def wants(self, label: str, class_id: int, confidence: float) -> bool:
+        if confidence < self.min_confidence:
+            return False
+        return self.classes is None or label in self.classes or class_id in self.classes
+
+
+class LineConfig(_Region):
+    """A named directed line; ``in`` is crossing from the right of ``p1 → p2`` to its left, as seen on screen…
+
+    …precisely: the cross product ``(p2 − p1) × (anchor − p1)`` going from negative to positive, in image
+    coordinates (x right, y down). The anchor is the bottom-centre of the box.
+    """
+
+    points: tuple[tuple[float, float], tuple[float, float]]
+
+    @model_validator(mode="after")
+    def _distinct(self) -> LineConfig:
+        if self.points[0] == self.points[1]:
+            raise ValueError(f"line '{self.name}': its two points are the same")
+        return self
+
+
+class ZoneConfig(_Region):
+    """A named polygon: objects entering and leaving it, how long they stay, how many are in it."""
+
+    points: list[tuple[float, float]] = Field(min_length=3)
+    loiter_s: float | None = Field(None, gt=0)
+    """Raise a ``loiter`` event for an object inside longer than this (seconds of stream time)."""
+
+
+class TrackingConfig(_Strict):
+    """Multi-object tracking (Ultralytics' trackers); every detection gets a ``track_id``."""
+
+    enabled: bool = True
+    tracker: Literal["bytetrack", "botsort"] = "botsort"
+    """Ultralytics' BoT-SORT (its default for ``track``; here without camera-motion compensation or ReID), or
+    ByteTrack."""
+    track_buffer: int = Field(30, ge=1, le=10000)
+    """Frames a lost track is kept for re-identification before its object is declared gone."""
+    match_thresh: float = Field(0.9, gt=0.0, le=1.0)
+    """Association cost limit (1 − IoU, fused with the score): 0.9 re-attaches boxes that overlap their track by
+    10% or more, which keeps slow, often-occluded walkers on one id better than Ultralytics' 0.8."""
+    stitch: bool = True
+    """Give a new track the id of a recently lost one it continues (same class, where that one would be now)."""
+    new_track_conf: float | None = Field(None, ge=0.0, le=1.0)
+    """Confidence a detection needs to start a track (default: ``model.conf``). Higher: fewer tracks from
+    duplicate or spurious boxes; a published detection under it that continues no track gets a one-off id."""
+
+
+class EventsConfig(_Strict):
+    """What goes out on ``events.<stream_id>`` and ``counts.<stream_id>``."""
+
+    objects: bool = True
+    """Lifecycle events (``new``/``update``/``end``) for every tracked object."""
+    update_interval_s: float = Field(1.0, gt=0)
+    """At most one ``update`` per object (or loitering) event per this much stream time."""
+    counts_interval_s: float = Field(1.0, gt=0)
+    """How often ``counts`` messages go out (stream time); one more goes out when a stream ends."""
+    thumbnails: bool = False
+    """Attach a JPEG crop of the object as a third message part to ``new`` events."""
+    thumbnail_quality: int = Field(80, ge=10, le=100)
+
+
 class StreamConfig(_Strict):
     """One stream: a source, its id and how its capture queue overflows."""
 
@@ -130,11 +213,21 @@ class StreamConfig(_Strict):
     """``drop_oldest`` for live sources and ``block`` for files unless set."""
     queue_size: int = Field(2, ge=1, le=1024)
     max_frames: int | None = Field(None, ge=1)
+    lines: list[LineConfig] = []
+    zones: list[ZoneConfig] = []
 
     @field_validator("source", mode="before")
     @classmethod
     def _source_shorthand(cls, value: Any) -> Any:
         return parse_source(value) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _unique_region_names(self) -> StreamConfig:
+        names = [r.name for r in (*self.lines, *self.zones)]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"stream '{self.id}': line/zone name '{dupes[0]}' is used twice")
+        return self
 
     @property
     def policy(self) -> OverflowPolicy:
@@ -204,6 +297,8 @@ class PipelineConfig(_Strict):
     """Size of the queues between preprocess, infer and publish (raised to twice the batch when batching)."""
     preprocess_threads: int | None = Field(None, ge=1, le=64)
     """Preprocess threads, each serving a fixed share of the streams (default: 1 on the CPU, up to 4 on a GPU)."""
+    tracking: TrackingConfig = TrackingConfig()
+    events: EventsConfig = EventsConfig()
 
     @model_validator(mode="after")
     def _unique_ids(self) -> PipelineConfig:
@@ -212,6 +307,8 @@ class PipelineConfig(_Strict):
             if stream.id in seen:
                 raise ValueError(f"stream id '{stream.id}' is used twice")
             seen.add(stream.id)
+            if (stream.lines or stream.zones) and not self.tracking.enabled:
+                raise ValueError(f"stream '{stream.id}': lines and zones need tracking.enabled")
         return self
 
 

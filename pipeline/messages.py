@@ -70,6 +70,7 @@ class Detection:
     label: str
     confidence: float
     box: tuple[float, float, float, float]
+    track_id: int | None = None
 
     def __post_init__(self) -> None:
         if len(self.box) != 4:
@@ -78,12 +79,15 @@ class Detection:
             raise ValueError(f"confidence must be in [0, 1], got {self.confidence}")
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        body = {
             "class_id": self.class_id,
             "label": self.label,
             "confidence": round(self.confidence, 6),
             "box": [round(v, 2) for v in self.box],
         }
+        if self.track_id is not None:
+            body["track_id"] = self.track_id
+        return body
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,11 +104,21 @@ class FrameResult:
     boxes: np.ndarray = field(repr=False)
     labels: Mapping[int, str] = field(repr=False)
     infer_ms: float = 0.0
+    landmarks: np.ndarray | None = field(default=None, repr=False)
+    """``(N, K, 2)`` keypoints per box in frame pixels (face models: eyes, nose, mouth corners), or ``None``."""
 
     def __post_init__(self) -> None:
         b = self.boxes
         if not isinstance(b, np.ndarray) or b.ndim != 2 or b.shape[1] != 6:
             raise ValueError(f"boxes must be an (N, 6) array, got {getattr(b, 'shape', type(b))}")
+        lm = self.landmarks
+        if lm is not None and (lm.ndim != 3 or lm.shape[0] != b.shape[0] or lm.shape[2] != 2):
+            raise ValueError(f"landmarks must be an (N, K, 2) array for N = {b.shape[0]}, got {lm.shape}")
+
+    def subset(self, keep: np.ndarray) -> FrameResult:
+        """The same frame with only the rows ``keep`` selects."""
+        landmarks = None if self.landmarks is None else self.landmarks[keep]
+        return FrameResult(self.frame, self.boxes[keep], self.labels, self.infer_ms, landmarks)
 
     @property
     def stream_id(self) -> str:
@@ -120,18 +134,28 @@ class FrameResult:
             for x1, y1, x2, y2, conf, c in self.boxes.tolist()
         )
 
-    def detections_json(self) -> list[dict[str, Any]]:
-        """The boxes as the ``detections`` list of the message schema (rounded as :meth:`Detection.to_json`)."""
+    def detections_json(self, track_ids: np.ndarray | None = None) -> list[dict[str, Any]]:
+        """The boxes as the ``detections`` list of the message schema (rounded as :meth:`Detection.to_json`).
+
+        With ``track_ids`` (one per row; negative for none) each detection also carries ``track_id``.
+        """
         if not len(self):
             return []
         coords = np.round(self.boxes[:, :4].astype(np.float64), 2).tolist()
         confs = np.round(self.boxes[:, 4].astype(np.float64), 6).tolist()
         ids = self.boxes[:, 5].astype(np.int64).tolist()
         labels = self.labels
-        return [
+        out = [
             {"class_id": c, "label": labels.get(c, str(c)), "confidence": p, "box": box}
             for c, p, box in zip(ids, confs, coords, strict=True)
         ]
+        if track_ids is not None:
+            for item, tid in zip(out, track_ids.tolist(), strict=True):
+                item["track_id"] = tid if tid >= 0 else None
+        if self.landmarks is not None:
+            for item, points in zip(out, np.round(self.landmarks.astype(np.float64), 2).tolist(), strict=True):
+                item["landmarks"] = points
+        return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,8 @@ from typing import Any
 
 from engines.base import DetectionEngine, EngineInfo, ModelSpec
 from engines.registry import load_engine
+from pipeline.analytics.stream import StreamAnalytics
+from pipeline.analytics.tracking import TRACKER_LOW_CONF
 from pipeline.bus import BusPublisher
 from pipeline.config import PipelineConfig
 from pipeline.errors import EdgesightError, StartupInterrupted
@@ -87,6 +89,17 @@ PERCENTILES = (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))
 MAX_GPU_PREPROCESS_THREADS = 4
 
 
+def detector_conf(config: PipelineConfig) -> float:
+    """The detector's own threshold: with tracking on, low-confidence boxes go to the tracker too.
+
+    ByteTrack keeps a track through occlusion and blur by matching it to boxes
+    under the publishing threshold; only boxes at or over ``model.conf`` are published.
+    """
+    if config.tracking.enabled:
+        return min(config.model.conf, TRACKER_LOW_CONF)
+    return config.model.conf
+
+
 def model_spec(config: PipelineConfig) -> ModelSpec:
     m = config.model
     ids = tuple(c for c in m.classes or () if isinstance(c, int))
@@ -95,7 +108,7 @@ def model_spec(config: PipelineConfig) -> ModelSpec:
         model=m.path or DEFAULT_MODEL,
         fallback_model=None if m.path else OFFLINE_FALLBACK_MODEL,
         imgsz=m.imgsz,
-        conf=m.conf,
+        conf=detector_conf(config),
         iou=m.iou,
         max_det=m.max_det,
         classes=ids if only_ids else None,
@@ -260,6 +273,8 @@ class Pipeline:
             cfg.publish.wait_for_subscriber,
             cfg.publish.subscriber_timeout_s,
             self._sink,
+            self._analytics(),
+            cfg.events.thumbnail_quality if cfg.events.thumbnails else None,
         )
         self._preprocess = []
         for w in range(workers):
@@ -276,6 +291,12 @@ class Pipeline:
                 )
             )
         self._threads = [self._publish, *self._threads, *self._preprocess, *self._captures]
+
+    def _analytics(self) -> dict[str, StreamAnalytics]:
+        cfg = self.config
+        if not cfg.tracking.enabled:
+            return {}
+        return {s.id: StreamAnalytics(s, cfg.tracking, cfg.events, cfg.model.conf) for s in cfg.streams}
 
     def _fail(self, stage: str, exc: BaseException) -> None:
         log.debug("stage %s failed", stage, exc_info=exc)

@@ -1,9 +1,9 @@
 """The published message schema (versioned), for the publisher and for subscribers.
 
-Every message is multipart ``[topic, JSON body]``; a third binary part may be
-added by later schema versions (images). Topics are ``detections.<stream_id>``
-and ``status.<stream_id>``. JSON Schema files for each body live in
-``pipeline/schemas/``.
+Every message is multipart ``[topic, JSON body]``, plus a third binary part on
+events that carry a thumbnail (JPEG). Topics are ``detections.<stream_id>``,
+``status.<stream_id>``, ``events.<stream_id>`` and ``counts.<stream_id>``.
+JSON Schema files for each body live in ``pipeline/schemas/``.
 """
 
 from __future__ import annotations
@@ -17,8 +17,12 @@ from pipeline.messages import Detection, FrameResult
 
 DETECTIONS_SCHEMA = "edgesight.detections/1"
 STATUS_SCHEMA = "edgesight.status/1"
+EVENT_SCHEMA = "edgesight.event/1"
+COUNTS_SCHEMA = "edgesight.counts/1"
 DETECTIONS_TOPIC = "detections"
 STATUS_TOPIC = "status"
+EVENTS_TOPIC = "events"
+COUNTS_TOPIC = "counts"
 STATUS_EVENTS = ("start", "eos", "stopped", "error")
 
 
@@ -26,7 +30,9 @@ def topic_for(kind: str, stream_id: str) -> str:
     return f"{kind}.{stream_id}"
 
 
-def detections_body(result: FrameResult, seq: int, model: str, published_at: float) -> dict[str, Any]:
+def detections_body(
+    result: FrameResult, seq: int, model: str, published_at: float, track_ids: Any = None
+) -> dict[str, Any]:
     frame = result.frame
     return {
         "schema": DETECTIONS_SCHEMA,
@@ -39,7 +45,7 @@ def detections_body(result: FrameResult, seq: int, model: str, published_at: flo
         "width": frame.width,
         "height": frame.height,
         "model": model,
-        "detections": result.detections_json(),
+        "detections": result.detections_json(track_ids),
     }
 
 
@@ -91,7 +97,45 @@ class StatusMessage:
     raw: dict[str, Any]
 
 
-Message = DetectionsMessage | StatusMessage
+@dataclass(frozen=True, slots=True)
+class EventMessage:
+    """One ``events.<stream_id>`` message (see :mod:`pipeline.analytics.events`)."""
+
+    topic: str
+    stream_id: str
+    type: str
+    event_id: str
+    kind: str
+    track_id: int
+    label: str
+    started_at: float
+    ended_at: float | None
+    frame_index: int
+    box: tuple[float, float, float, float]
+    score: float
+    line: str | None
+    zone: str | None
+    direction: str | None
+    raw: dict[str, Any]
+    thumbnail: bytes | None = None
+    """JPEG bytes of the object, when the pipeline sends thumbnails."""
+
+
+@dataclass(frozen=True, slots=True)
+class CountsMessage:
+    """One ``counts.<stream_id>`` message: running line counts and zone occupancy."""
+
+    topic: str
+    stream_id: str
+    frame_index: int
+    lines: dict[str, dict[str, dict[str, int]]]
+    """``{line: {"in": {label: n}, "out": {label: n}}}``"""
+    zones: dict[str, dict[str, dict[str, int]]]
+    """``{zone: {"occupancy": {label: n}, "entered": {…}, "exited": {…}}}``"""
+    raw: dict[str, Any]
+
+
+Message = DetectionsMessage | StatusMessage | EventMessage | CountsMessage
 
 
 def _major(schema: Any) -> tuple[str, int]:
@@ -107,13 +151,48 @@ def _major(schema: Any) -> tuple[str, int]:
 def _detection(item: Any) -> Detection:
     try:
         x1, y1, x2, y2 = (float(v) for v in item["box"])
-        return Detection(int(item["class_id"]), str(item["label"]), float(item["confidence"]), (x1, y1, x2, y2))
+        track = item.get("track_id")
+        return Detection(
+            int(item["class_id"]),
+            str(item["label"]),
+            float(item["confidence"]),
+            (x1, y1, x2, y2),
+            None if track is None else int(track),
+        )
     except (KeyError, TypeError, ValueError) as exc:
         raise MessageError(f"bad detection {item!r}: {exc}") from exc
 
 
-def decode(topic: bytes, body: bytes) -> Message:
-    """Parse one received message; raises :class:`MessageError` if it is not edgesight's."""
+def _box(value: Any) -> tuple[float, float, float, float]:
+    x1, y1, x2, y2 = (float(v) for v in value)
+    return x1, y1, x2, y2
+
+
+def _event(topic: str, data: dict[str, Any], thumbnail: bytes | None) -> EventMessage:
+    ended = data.get("ended_at")
+    return EventMessage(
+        topic=topic,
+        stream_id=str(data["stream_id"]),
+        type=str(data["type"]),
+        event_id=str(data["event_id"]),
+        kind=str(data["kind"]),
+        track_id=int(data["track_id"]),
+        label=str(data["label"]),
+        started_at=float(data["started_at"]),
+        ended_at=None if ended is None else float(ended),
+        frame_index=int(data["frame_index"]),
+        box=_box(data["box"]),
+        score=float(data["score"]),
+        line=data.get("line"),
+        zone=data.get("zone"),
+        direction=data.get("direction"),
+        raw=data,
+        thumbnail=thumbnail,
+    )
+
+
+def decode(topic: bytes, body: bytes, extra: bytes | None = None) -> Message:
+    """Parse one received message (``extra``: its third part, if any); raises :class:`MessageError` if not ours."""
     try:
         topic_text = topic.decode("utf-8")
         data = orjson.loads(body)
@@ -145,6 +224,19 @@ def decode(topic: bytes, body: bytes) -> Message:
                 event=str(data["event"]),
                 at=float(data["at"]),
                 message=data.get("message"),
+                raw=data,
+            )
+        if name == "edgesight.event" and major == 1:
+            return _event(topic_text, data, extra)
+        if name == "edgesight.counts" and major == 1:
+            if not isinstance(data["lines"], dict) or not isinstance(data["zones"], dict):
+                raise TypeError("'lines' and 'zones' must be objects")
+            return CountsMessage(
+                topic=topic_text,
+                stream_id=str(data["stream_id"]),
+                frame_index=int(data["frame_index"]),
+                lines=data["lines"],
+                zones=data["zones"],
                 raw=data,
             )
     except (KeyError, TypeError, ValueError) as exc:

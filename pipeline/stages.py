@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -19,12 +19,23 @@ from typing import Any
 import numpy as np
 
 from engines.base import DetectionEngine, PendingDetections
+from pipeline.analytics.events import Event
+from pipeline.analytics.stream import StreamAnalytics
+from pipeline.analytics.thumbnails import thumbnail
 from pipeline.bus import BusPublisher
 from pipeline.errors import ConfigError, SourceError
 from pipeline.messages import EndOfStream, Frame, FrameResult, PreparedFrame
 from pipeline.queues import BoundedQueue, FanIn
 from pipeline.recorder import FrameSink, NullSink
-from pipeline.schema import DETECTIONS_TOPIC, STATUS_TOPIC, detections_body, status_body, topic_for
+from pipeline.schema import (
+    COUNTS_TOPIC,
+    DETECTIONS_TOPIC,
+    EVENTS_TOPIC,
+    STATUS_TOPIC,
+    detections_body,
+    status_body,
+    topic_for,
+)
 from pipeline.sources import Source
 
 log = logging.getLogger(__name__)
@@ -302,7 +313,10 @@ class InferStage(StageThread):
         self.batches += 1
         per_frame_ms = elapsed * 1000.0 / len(job.batch)
         for prepared, rows in zip(job.batch, outputs, strict=True):
-            self.out.put(FrameResult(prepared.frame, self._filtered(rows), self._names, per_frame_ms))
+            rows = self._filtered(rows)
+            extra = rows.shape[1] - 6  # face models append their landmarks, x and y each
+            landmarks = rows[:, 6:].reshape(len(rows), extra // 2, 2) if extra >= 2 else None
+            self.out.put(FrameResult(prepared.frame, rows[:, :6], self._names, per_frame_ms, landmarks))
 
     def _filtered(self, rows: np.ndarray) -> np.ndarray:
         """Rows of the kept classes (``model.classes`` given as labels), confidences clipped to [0, 1]."""
@@ -330,8 +344,14 @@ class PublishStage(StageThread):
         wait_for_subscriber: bool = False,
         subscriber_timeout_s: float | None = None,
         sink: FrameSink | None = None,
+        analytics: Mapping[str, StreamAnalytics] | None = None,
+        thumbnail_quality: int | None = None,
     ) -> None:
         super().__init__("publish", stop, on_failure)
+        self.analytics = dict(analytics or {})
+        """Per stream: tracking, lines, zones and events (absent when tracking is off)."""
+        self.thumbnail_quality = thumbnail_quality
+        """JPEG quality of event thumbnails; ``None``: no thumbnails."""
         self.sink: FrameSink = sink or NullSink()
         self.inp = inp
         self.bus = bus
@@ -368,6 +388,7 @@ class PublishStage(StageThread):
             self.sink.close()
             for sid in self.stream_ids:
                 if sid not in self.ended:
+                    self._finish_analytics(sid)
                     self._status(sid, "stopped")
 
     def _publish(self, result: FrameResult) -> None:
@@ -375,15 +396,48 @@ class PublishStage(StageThread):
         now = time.time()
         if self.first_publish_at is None:
             self.first_publish_at = now
-        body = detections_body(result, self.seq[sid], self.model_name, now)
+        analytics = self.analytics.get(sid)
+        analysis = analytics.process(result) if analytics is not None else None
+        track_ids = None
+        if analysis is not None:
+            keep = analysis.published
+            result = result.subset(keep)
+            track_ids = analysis.track_ids[keep]
+        body = detections_body(result, self.seq[sid], self.model_name, now, track_ids)
         self.bus.send(topic_for(DETECTIONS_TOPIC, sid), body, self.stop_event)
         self.seq[sid] += 1
+        if analysis is not None:
+            for event in analysis.events:
+                self._event(event, result)
+            if analysis.counts is not None:
+                self.bus.send(topic_for(COUNTS_TOPIC, sid), analysis.counts, self.stop_event)
         self.last_latency_ms = (now - result.frame.captured_at) * 1000.0
         self.latencies_ms.append(self.last_latency_ms)
         self.last_objects = len(result)
         self.sink.write(result)
 
+    def _event(self, event: Event, result: FrameResult | None = None) -> None:
+        attachment = None
+        if self.thumbnail_quality is not None and result is not None and event.type == "new":
+            attachment = thumbnail(result.frame.host_image(), event.box, self.thumbnail_quality)
+        body = event.to_json()
+        if attachment is not None:
+            body["thumbnail"] = "jpeg"
+        self.bus.send(topic_for(EVENTS_TOPIC, event.stream_id), body, self.stop_event, attachment)
+
+    def _finish_analytics(self, stream_id: str) -> None:
+        """Close the stream's open events and send its final counts."""
+        analytics = self.analytics.pop(stream_id, None)
+        if analytics is None:
+            return
+        events, counts = analytics.finish()
+        for event in events:
+            self._event(event)
+        if analytics.lines or analytics.zones:
+            self.bus.send(topic_for(COUNTS_TOPIC, stream_id), counts, self.stop_event)
+
     def _end(self, eos: EndOfStream) -> None:
+        self._finish_analytics(eos.stream_id)
         self.ended[eos.stream_id] = eos
         if eos.error is not None:
             self._status(eos.stream_id, "error", message=eos.error, frames=eos.frames)

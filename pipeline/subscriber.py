@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 
 class Subscriber:
-    """A ZeroMQ SUB socket that yields :class:`DetectionsMessage` and :class:`StatusMessage` objects."""
+    """A ZeroMQ SUB socket that yields typed messages: detections, status, events and counts."""
 
     def __init__(self, endpoint: str, topics: Sequence[str] = ("",), rcv_hwm: int = 10000) -> None:
         self.endpoint = endpoint
@@ -60,7 +60,7 @@ class Subscriber:
                 log.warning("ignoring a message with %d part(s)", len(parts))
                 continue
             try:
-                msg = decode(parts[0], parts[1])
+                msg = decode(parts[0], parts[1], parts[2] if len(parts) > 2 else None)
             except MessageError as exc:
                 self.invalid += 1
                 log.warning("ignoring a message on '%s': %s", parts[0][:64].decode("utf-8", "replace"), exc)

@@ -78,6 +78,10 @@ class RenderedFrame:
         return {"frame_index": self.index, "width": w, "height": h, "objects": [o.to_json() for o in self.objects]}
 
 
+def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
 def _colour(rng: np.random.Generator) -> tuple[int, int, int]:
     c = rng.integers(20, 236, 3)
     return int(c[0]), int(c[1]), int(c[2])
@@ -86,7 +90,16 @@ def _colour(rng: np.random.Generator) -> tuple[int, int, int]:
 class StreetScene:
     """A deterministic street scene of ``frames`` frames at ``width``×``height``."""
 
-    def __init__(self, seed: int = 0, frames: int = 300, width: int = 640, height: int = 360, fps: float = 30.0):
+    def __init__(
+        self,
+        seed: int = 0,
+        frames: int = 300,
+        width: int = 640,
+        height: int = 360,
+        fps: float = 30.0,
+        occlusion: bool = True,
+    ):
+        """``occlusion=False`` keeps only objects that never overlap one another: a simple scene."""
         self.seed = seed
         self.frames = frames
         self.width = width
@@ -96,6 +109,24 @@ class StreetScene:
         rng = np.random.default_rng(seed)
         self._background = self._make_background(rng)
         self.actors = self._make_actors(rng)
+        if not occlusion:
+            self.actors = self._apart(self.actors)
+
+    def _apart(self, actors: list[Actor]) -> list[Actor]:
+        """The actors, in order, that never come near an actor already kept."""
+        kept: list[Actor] = []
+        for actor in actors:
+            clash = False
+            for index in range(self.frames):
+                if not self._on_screen(actor, index):
+                    continue
+                box = self._extent(actor, index)
+                if any(self._on_screen(k, index) and _overlap(box, self._extent(k, index)) for k in kept):
+                    clash = True
+                    break
+            if not clash:
+                kept.append(actor)
+        return kept
 
     # -- layout --------------------------------------------------------------------------------
     def _make_background(self, rng: np.random.Generator) -> np.ndarray:
@@ -229,16 +260,16 @@ class StreetScene:
             for target, value in ((canvas, colour), (mask, 255)):
                 _draw_shape(target, kind, geom, value, origin)
 
+    def _on_screen(self, a: Actor, index: int) -> bool:
+        if index < a.start:
+            return False
+        x, yb = a.position(index)
+        reach = a.size * 1.6
+        return -reach < x < self.width + reach and yb - a.size * 1.2 < self.height and yb > self.horizon
+
     def visible_actors(self, index: int) -> list[Actor]:
         """Actors whose path covers ``index`` and who are near the frame, far ones first."""
-        out = []
-        for a in self.actors:
-            if index < a.start:
-                continue
-            x, yb = a.position(index)
-            reach = a.size * 1.6
-            if -reach < x < self.width + reach and yb - a.size * 1.2 < self.height and yb > self.horizon:
-                out.append(a)
+        out = [a for a in self.actors if self._on_screen(a, index)]
         return sorted(out, key=lambda a: (a.position(index)[1], a.track_id))
 
     def render(self, index: int) -> RenderedFrame:

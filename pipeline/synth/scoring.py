@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pipeline.synth.scene import MIN_VISIBLE_FRACTION
+from pipeline.synth.scene import LABELS, MIN_VISIBLE_FRACTION
+
+if TYPE_CHECKING:
+    from pipeline.analytics.events import Event
+    from pipeline.config import EventsConfig, StreamConfig
 
 
 def iou(a: Sequence[float], b: Sequence[float]) -> float:
@@ -37,21 +41,29 @@ class Score:
 Box = Sequence[float]
 
 
-def _match(gt: list[tuple[str, Box]], found: list[tuple[str, Box]], iou_min: float) -> tuple[set[int], set[int]]:
-    """Greedy one-to-one matching, same label, best IoU first; returns matched truth and detection indices."""
-    pairs = sorted(
+def _pairs(gt: list[tuple[str, Box]], found: list[tuple[str, Box]], iou_min: float) -> list[tuple[int, int]]:
+    """Greedy one-to-one matching, same label, best IoU first: ``(truth index, detection index)`` pairs."""
+    candidates = sorted(
         ((iou(g[1], d[1]), gi, di) for gi, g in enumerate(gt) for di, d in enumerate(found) if g[0] == d[0]),
         reverse=True,
     )
     used_g: set[int] = set()
     used_d: set[int] = set()
-    for value, gi, di in pairs:
+    pairs = []
+    for value, gi, di in candidates:
         if value < iou_min:
             break
         if gi not in used_g and di not in used_d:
             used_g.add(gi)
             used_d.add(di)
-    return used_g, used_d
+            pairs.append((gi, di))
+    return pairs
+
+
+def _match(gt: list[tuple[str, Box]], found: list[tuple[str, Box]], iou_min: float) -> tuple[set[int], set[int]]:
+    """Matched truth and detection indices (see :func:`_pairs`)."""
+    pairs = _pairs(gt, found, iou_min)
+    return {g for g, _ in pairs}, {d for _, d in pairs}
 
 
 def score_frames(
@@ -79,3 +91,65 @@ def score_frames(
         fn += len(required) - len(used_g)
         fp += len(rest) - len(ignored_d)
     return Score(tp, fp, fn)
+
+
+def truth_analytics(
+    truth: Iterable[dict[str, Any]], stream: StreamConfig, events: EventsConfig | None = None, fps: float = 30.0
+) -> tuple[dict[str, Any], list[Event]]:
+    """Final counts and all events for a scene's truth, worked out by the pipeline's own analytics.
+
+    The truth's track ids stand in for the tracker; anchors, crossings, zones and
+    track endings follow exactly the rules applied to detections.
+    """
+    import numpy as np
+
+    from pipeline.analytics.stream import StreamAnalytics
+    from pipeline.config import EventsConfig, TrackingConfig
+    from pipeline.messages import Frame, FrameResult
+
+    label_ids = {label: i for i, label in enumerate(LABELS)}
+    names = dict(enumerate(LABELS))
+    analytics = StreamAnalytics(stream, TrackingConfig(), events or EventsConfig(objects=False), 0.25)
+    out: list[Event] = []
+    for record in truth:
+        objs = record["objects"]
+        boxes = np.array([[*o["box"], 1.0, label_ids[o["label"]]] for o in objs], dtype=np.float32).reshape(-1, 6)
+        ids = np.array([o["track_id"] for o in objs], dtype=np.int64)
+        image = np.zeros((record["height"], record["width"], 3), np.uint8)
+        index = int(record["frame_index"])
+        frame = Frame(stream.id, index, index * 1000.0 / fps, 0.0, image)
+        out += analytics.process(FrameResult(frame, boxes, names), ids).events
+    events_at_end, counts = analytics.finish()
+    return counts, out + events_at_end
+
+
+@dataclass(frozen=True)
+class TrackScore:
+    truth_tracks: int
+    """Truth tracks matched by a detection at least once."""
+    switches: int
+    """Times a truth track's matched detection changed track id (MOT's IDSW)."""
+    unmatched_ids: int
+    """Detections matched to truth that carried no track id."""
+
+
+def id_switches(
+    truth: Iterable[dict[str, Any]],
+    tracked: dict[int, list[tuple[str, Box, int | None]]],
+    iou_min: float = 0.5,
+    min_visible: float = MIN_VISIBLE_FRACTION,
+) -> TrackScore:
+    """Identity switches of tracked detections (``frame → [(label, box, track_id)]``) against the truth's tracks."""
+    last: dict[int, int | None] = {}
+    switches = missing = 0
+    for frame in truth:
+        objects = [o for o in frame["objects"] if o.get("visible", 1.0) >= min_visible]
+        found = list(tracked.get(frame["frame_index"], []))
+        gt = [(o["label"], o["box"]) for o in objects]
+        for gi, di in _pairs(gt, [(d[0], d[1]) for d in found], iou_min):
+            truth_id, track_id = objects[gi]["track_id"], found[di][2]
+            missing += track_id is None
+            if truth_id in last and last[truth_id] != track_id:
+                switches += 1
+            last[truth_id] = track_id
+    return TrackScore(len(last), switches, missing)

@@ -11,7 +11,15 @@ from pipeline.errors import EdgesightError
 from pipeline.synth.scene import StreetScene
 
 
-def write_scene(out: Path, seed: int, frames: int, width: int = 640, height: int = 360, fps: float = 30.0) -> Path:
+def write_scene(
+    out: Path,
+    seed: int,
+    frames: int,
+    width: int = 640,
+    height: int = 360,
+    fps: float = 30.0,
+    occlusion: bool = True,
+) -> Path:
     """Render ``frames`` frames to ``out/scene.mp4`` and their truth to ``out/truth.jsonl``; returns ``out``."""
     if frames < 1:
         raise EdgesightError(f"--frames must be at least 1, got {frames}")
@@ -21,7 +29,7 @@ def write_scene(out: Path, seed: int, frames: int, width: int = 640, height: int
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise EdgesightError(f"cannot create output folder '{out}': {exc.strerror}") from exc
-    scene = StreetScene(seed, frames, width, height, fps)
+    scene = StreetScene(seed, frames, width, height, fps, occlusion)
     video_path = out / "scene.mp4"
     writer = cv2.VideoWriter(str(video_path), cv2.VideoWriter.fourcc(*"mp4v"), fps, (width, height))
     if not writer.isOpened():

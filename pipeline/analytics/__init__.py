@@ -1,0 +1,1 @@
+"""Per-stream analytics on tracked detections: tracking, line crossings, zones and event lifecycles."""

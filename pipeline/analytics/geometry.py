@@ -1,0 +1,41 @@
+"""Plane geometry for lines and zones, in image coordinates (x right, y down)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+Point = tuple[float, float]
+
+
+def anchors(boxes: np.ndarray) -> np.ndarray:
+    """Bottom-centre points ``(N, 2)`` of ``(N, ≥4)`` ``x1, y1, x2, y2`` boxes: where an object meets the ground."""
+    return np.stack(((boxes[:, 0] + boxes[:, 2]) / 2.0, boxes[:, 3]), axis=1) if len(boxes) else np.zeros((0, 2))
+
+
+def to_pixels(points: Sequence[Point], normalized: bool, width: int, height: int) -> np.ndarray:
+    """``points`` as float pixel coordinates (scaled by the frame size when ``normalized``)."""
+    arr = np.asarray(points, dtype=np.float64)
+    return arr * np.array([width, height], dtype=np.float64) if normalized else arr
+
+
+def side(p1: np.ndarray, p2: np.ndarray, point: np.ndarray) -> float:
+    """The cross product ``(p2 − p1) × (point − p1)``: its sign says which side of the line ``point`` is on."""
+    return float((p2[0] - p1[0]) * (point[1] - p1[1]) - (p2[1] - p1[1]) * (point[0] - p1[0]))
+
+
+def crosses_segment(a0: np.ndarray, a1: np.ndarray, p1: np.ndarray, p2: np.ndarray) -> bool:
+    """Whether the path ``a0 → a1`` meets the segment ``p1 p2`` (the ends of the segment count)."""
+    s0, s1 = side(p1, p2, a0), side(p1, p2, a1)
+    if s0 * s1 > 0:
+        return False
+    d0, d1 = side(a0, a1, p1), side(a0, a1, p2)
+    return d0 * d1 <= 0
+
+
+def inside(polygon: np.ndarray, point: np.ndarray) -> bool:
+    """Whether ``point`` lies inside ``polygon`` or on its border (OpenCV's point-in-polygon test)."""
+    contour = np.asarray(polygon, dtype=np.float32).reshape(-1, 1, 2)
+    return cv2.pointPolygonTest(contour, (float(point[0]), float(point[1])), False) >= 0

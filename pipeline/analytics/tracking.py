@@ -1,0 +1,141 @@
+"""Multi-object tracking per stream with Ultralytics' ByteTrack or BoT-SORT, used on their own.
+
+Ultralytics' trackers are maintained with the detectors edgesight runs, need no
+extra model, and take detections as plain arrays. The tracker sees boxes down
+to :data:`TRACKER_LOW_CONF`; those under the model's threshold may only continue
+a track. Every published detection (at or over the threshold) gets an id: it
+either continues a track or starts one (a detection seen in a single frame
+keeps an id nobody sees again).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+from pipeline.config import TrackingConfig
+
+TRACKER_LOW_CONF = 0.1
+"""Boxes down to this confidence may continue a track (ByteTrack's second association); none starts one."""
+
+
+@dataclass(slots=True)
+class _Seen:
+    """Where a track was last seen, and how fast its box centre was moving (pixels per frame)."""
+
+    frame: int
+    box: np.ndarray
+    class_id: int
+    velocity: np.ndarray
+
+
+class TrackStitcher:
+    """Joins a new track to the track it continues, when the tracker lost an object and gave it a new id.
+
+    A slow walker hidden for a few frames by another object often comes back
+    too far from its track's prediction for the tracker to re-attach it. A new
+    id that starts where a recently lost track of the same class would be by
+    now (its last box moved on at its last speed: centre within half a box
+    height, similar height) takes that track's id instead.
+    """
+
+    def __init__(self, max_gap: int) -> None:
+        self.max_gap = max_gap
+        self._seen: dict[int, _Seen] = {}
+        self._alias: dict[int, int] = {}
+        self._frame = 0
+
+    def __call__(self, ids: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        self._frame += 1
+        out = ids.copy()
+        visible = {self._alias.get(int(t), int(t)) for t in ids if t >= 0}
+        for i, raw in enumerate(ids.tolist()):
+            if raw < 0:
+                continue
+            if raw not in self._alias:
+                self._alias[raw] = self._continued(boxes[i], int(boxes[i, 5]), visible) or raw
+                visible.add(self._alias[raw])
+            out[i] = self._alias[raw]
+            self._remember(int(out[i]), boxes[i])
+        stale = [t for t, s in self._seen.items() if self._frame - s.frame > self.max_gap]
+        for t in stale:
+            del self._seen[t]
+        return out
+
+    def _continued(self, box: np.ndarray, class_id: int, visible: set[int]) -> int | None:
+        centre, height = (box[:2] + box[2:4]) / 2.0, float(box[3] - box[1])
+        best, best_distance = None, float("inf")
+        for track, seen in self._seen.items():
+            gap = self._frame - seen.frame
+            if track in visible or seen.class_id != class_id or not 0 < gap <= self.max_gap:
+                continue
+            last_height = float(seen.box[3] - seen.box[1])
+            if not 0.6 <= height / max(last_height, 1e-6) <= 1.6:
+                continue
+            predicted = (seen.box[:2] + seen.box[2:4]) / 2.0 + seen.velocity * gap
+            distance = float(np.hypot(*(centre - predicted)))
+            if distance < 0.5 * max(height, last_height) and distance < best_distance:
+                best, best_distance = track, distance
+        return best
+
+    def _remember(self, track: int, box: np.ndarray) -> None:
+        previous = self._seen.get(track)
+        centre = (box[:2] + box[2:4]) / 2.0
+        velocity = np.zeros(2)
+        if previous is not None:
+            step = (centre - (previous.box[:2] + previous.box[2:4]) / 2.0) / max(1, self._frame - previous.frame)
+            velocity = 0.7 * previous.velocity + 0.3 * step
+        self._seen[track] = _Seen(self._frame, box[:4].astype(np.float64), int(box[5]), velocity)
+
+
+class StreamTracker:
+    """One stream's tracker: ``update`` takes a frame's ``(N, 6)`` detections and returns their track ids."""
+
+    def __init__(self, config: TrackingConfig, conf: float) -> None:
+        from ultralytics.trackers.bot_sort import BOTSORT
+        from ultralytics.trackers.byte_tracker import BYTETracker
+
+        threshold = max(conf, 1e-3)
+        args = SimpleNamespace(
+            tracker_type=config.tracker,
+            track_high_thresh=threshold,
+            track_low_thresh=min(TRACKER_LOW_CONF, threshold),
+            new_track_thresh=max(threshold, config.new_track_conf or 0.0),
+            track_buffer=config.track_buffer,
+            match_thresh=config.match_thresh,
+            fuse_score=True,
+            gmc_method="none",  # a fixed camera: no global motion compensation
+            proximity_thresh=0.5,
+            appearance_thresh=0.25,
+            with_reid=False,
+            model="auto",
+        )
+        self._tracker: Any = BOTSORT(args) if config.tracker == "botsort" else BYTETracker(args)
+        self._threshold = threshold
+        self._stitch = TrackStitcher(config.track_buffer) if config.stitch else None
+        self._spare_ids = itertools.count(1 << 31)
+
+    def update(self, boxes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+        """Track ids (int64) for the rows of ``boxes`` (``x1, y1, x2, y2, confidence, class_id``)."""
+        from ultralytics.engine.results import Boxes
+
+        ids = np.full(len(boxes), -1, dtype=np.int64)
+        tracker = self._tracker
+        tracker.update(Boxes(np.asarray(boxes, dtype=np.float32), shape))
+        for track in tracker.tracked_stracks:  # confirmed tracks and the ones this frame started
+            if track.frame_id == tracker.frame_id and 0 <= track.idx < len(ids):
+                ids[int(track.idx)] = int(track.track_id)
+        # A detection the tracker dropped (in a crowd, a new track that duplicates a lost one) still gets an
+        # id, from the tracker's own sequence so that it never collides: one nobody will see again.
+        orphans = np.flatnonzero((ids < 0) & (boxes[:, 4] >= self._threshold))
+        for i in orphans:
+            ids[i] = self._new_id()
+        return self._stitch(ids, boxes) if self._stitch is not None else ids
+
+    def _new_id(self) -> int:
+        source = getattr(self._tracker, "_ids", None)  # BYTETracker's id sequence (Ultralytics 8.4)
+        return int(next(source)) if source is not None else next(self._spare_ids)
