@@ -34,6 +34,12 @@ BACKENDS: dict[str, BackendEntry] = {
 }
 
 
+MODELS_WITH_OWN_RUNTIME: dict[str, BackendEntry] = {
+    "mtcnn": BackendEntry("mtcnn", "engines.mtcnn_backend:load"),
+}
+"""Models that run only through their own library (``model: mtcnn``), whatever ``engine`` says."""
+
+
 def auto_ladder(device: str) -> list[tuple[str, str]]:
     """``(backend, device)`` rungs that ``engine: auto`` tries, best first, for the configured device."""
     gpu = [("tensorrt", "cuda"), ("torch", "cuda")]
@@ -63,6 +69,11 @@ def load_engine(spec: ModelSpec, backend: str = "auto") -> DetectionEngine:
     raising. A :class:`ModelError` (missing file, wrong task) stops the ladder,
     since no other backend would fix it. A named backend gets no fallback.
     """
+    own = MODELS_WITH_OWN_RUNTIME.get(spec.model.lower())
+    if own is not None:
+        if backend not in ("auto", "torch"):
+            raise ModelError(f"model '{spec.model}' runs through torch only, not engine '{backend}'")
+        return _loader(own)(spec)
     if backend != "auto":
         if backend not in BACKENDS:
             raise ModelError(f"unknown engine '{backend}' (known: auto, {', '.join(BACKENDS)})")

@@ -71,6 +71,7 @@ class Detection:
     confidence: float
     box: tuple[float, float, float, float]
     track_id: int | None = None
+    landmarks: tuple[tuple[float, float], ...] | None = None
 
     def __post_init__(self) -> None:
         if len(self.box) != 4:
@@ -87,6 +88,8 @@ class Detection:
         }
         if self.track_id is not None:
             body["track_id"] = self.track_id
+        if self.landmarks is not None:
+            body["landmarks"] = [[round(x, 2), round(y, 2)] for x, y in self.landmarks]
         return body
 
 

@@ -152,12 +152,14 @@ def _detection(item: Any) -> Detection:
     try:
         x1, y1, x2, y2 = (float(v) for v in item["box"])
         track = item.get("track_id")
+        points = item.get("landmarks")
         return Detection(
             int(item["class_id"]),
             str(item["label"]),
             float(item["confidence"]),
             (x1, y1, x2, y2),
             None if track is None else int(track),
+            None if points is None else tuple((float(x), float(y)) for x, y in points),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise MessageError(f"bad detection {item!r}: {exc}") from exc

@@ -292,3 +292,12 @@ def test_gpu_candidate_path_equals_ultralytics_nms(settings: NmsSettings) -> Non
         r = r.numpy()
         assert o.shape == r.shape
         np.testing.assert_allclose(o[np.lexsort(o.T[::-1])], r[np.lexsort(r.T[::-1])], rtol=1e-5, atol=1e-3)
+
+
+def test_mtcnn_runs_through_torch_only() -> None:
+    from engines.base import ModelSpec
+    from engines.registry import load_engine
+    from pipeline.errors import ModelError
+
+    with pytest.raises(ModelError, match="model 'mtcnn' runs through torch only, not engine 'onnxruntime'"):
+        load_engine(ModelSpec("mtcnn", device="cpu"), "onnxruntime")
