@@ -204,6 +204,15 @@ class EventsConfig(_Strict):
     thumbnail_quality: int = Field(80, ge=10, le=100)
 
 
+class PrivacyConfig(_Strict):
+    """What is hidden in the images that leave the box (event thumbnails, recordings)."""
+
+    redact: list[int | str] = ["face"]
+    """Labels (or class ids) whose boxes are redacted; ``[]`` turns redaction off. ``[face, person]`` hides
+    whole people with a person detector."""
+    method: Literal["pixelate", "blur", "fill"] = "pixelate"
+
+
 class StreamConfig(_Strict):
     """One stream: a source, its id and how its capture queue overflows."""
 
@@ -215,6 +224,7 @@ class StreamConfig(_Strict):
     max_frames: int | None = Field(None, ge=1)
     lines: list[LineConfig] = []
     zones: list[ZoneConfig] = []
+    privacy: PrivacyConfig = PrivacyConfig()
 
     @field_validator("source", mode="before")
     @classmethod

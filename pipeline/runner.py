@@ -275,6 +275,7 @@ class Pipeline:
             self._sink,
             self._analytics(),
             cfg.events.thumbnail_quality if cfg.events.thumbnails else None,
+            {s.id: s.privacy for s in cfg.streams},
         )
         self._preprocess = []
         for w in range(workers):

@@ -13,7 +13,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -23,8 +23,10 @@ from pipeline.analytics.events import Event
 from pipeline.analytics.stream import StreamAnalytics
 from pipeline.analytics.thumbnails import thumbnail
 from pipeline.bus import BusPublisher
+from pipeline.config import PrivacyConfig
 from pipeline.errors import ConfigError, SourceError
 from pipeline.messages import EndOfStream, Frame, FrameResult, PreparedFrame
+from pipeline.privacy import redacted
 from pipeline.queues import BoundedQueue, FanIn
 from pipeline.recorder import FrameSink, NullSink
 from pipeline.schema import (
@@ -346,8 +348,11 @@ class PublishStage(StageThread):
         sink: FrameSink | None = None,
         analytics: Mapping[str, StreamAnalytics] | None = None,
         thumbnail_quality: int | None = None,
+        privacy: Mapping[str, PrivacyConfig] | None = None,
     ) -> None:
         super().__init__("publish", stop, on_failure)
+        self.privacy = dict(privacy or {})
+        """Per stream: what is redacted in thumbnails and recordings."""
         self.analytics = dict(analytics or {})
         """Per stream: tracking, lines, zones and events (absent when tracking is off)."""
         self.thumbnail_quality = thumbnail_quality
@@ -396,6 +401,7 @@ class PublishStage(StageThread):
         now = time.time()
         if self.first_publish_at is None:
             self.first_publish_at = now
+        everything = result  # with the boxes that only fed the tracker: all of them are redacted in images
         analytics = self.analytics.get(sid)
         analysis = analytics.process(result) if analytics is not None else None
         track_ids = None
@@ -406,18 +412,29 @@ class PublishStage(StageThread):
         body = detections_body(result, self.seq[sid], self.model_name, now, track_ids)
         self.bus.send(topic_for(DETECTIONS_TOPIC, sid), body, self.stop_event)
         self.seq[sid] += 1
+        pictured = self._pictured(everything, result)
         if analysis is not None:
             for event in analysis.events:
-                self._event(event, result)
+                self._event(event, pictured)
             if analysis.counts is not None:
                 self.bus.send(topic_for(COUNTS_TOPIC, sid), analysis.counts, self.stop_event)
         self.last_latency_ms = (now - result.frame.captured_at) * 1000.0
         self.latencies_ms.append(self.last_latency_ms)
         self.last_objects = len(result)
-        self.sink.write(result)
+        if pictured is not None:
+            self.sink.write(pictured)
+
+    def _pictured(self, everything: FrameResult, published: FrameResult) -> FrameResult | None:
+        """``published`` on the redacted frame, for images that leave the box; ``None`` when none will."""
+        if isinstance(self.sink, NullSink) and self.thumbnail_quality is None:
+            return None
+        privacy = self.privacy.get(published.stream_id)
+        if privacy is None:
+            return published
+        return replace(published, frame=redacted(everything, privacy).frame)
 
     def _event(self, event: Event, result: FrameResult | None = None) -> None:
-        attachment = None
+        attachment = None  # ``result`` is already redacted (see _pictured)
         if self.thumbnail_quality is not None and result is not None and event.type == "new":
             attachment = thumbnail(result.frame.host_image(), event.box, self.thumbnail_quality)
         body = event.to_json()
