@@ -199,3 +199,18 @@ def test_lines_and_zones_need_tracking_and_unique_names() -> None:
         build_config({"streams": [twice]}, "t")
     assert LineConfig(name="p", points=((0, 0), (640, 360))).normalized is False
     assert LineConfig(name="n", points=((0, 0.5), (1, 0.5))).normalized is True
+
+
+def test_a_frame_with_hundreds_of_boxes_feeds_the_tracker_only_the_most_confident() -> None:
+    from pipeline.analytics.tracking import MAX_TRACKER_BOXES, StreamTracker
+
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(0, 600, (400, 2))
+    conf = np.linspace(0.11, 0.9, 400)
+    rows = np.column_stack([xy, xy + 20, conf, np.zeros(400)]).astype(np.float32)
+    tracker = StreamTracker(TrackingConfig(), 0.25)
+    ids = tracker.update(rows, (640, 640))
+    published = rows[:, 4] >= 0.25
+    assert (ids[published] >= 0).all(), "every publishable box still gets an id"
+    assert (ids >= 0).sum() <= published.sum()
+    assert len(tracker._tracker.tracked_stracks) <= MAX_TRACKER_BOXES

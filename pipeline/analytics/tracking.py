@@ -21,6 +21,9 @@ from pipeline.config import TrackingConfig
 
 TRACKER_LOW_CONF = 0.1
 """Boxes down to this confidence may continue a track (ByteTrack's second association); none starts one."""
+MAX_TRACKER_BOXES = 100
+"""The most confident boxes a frame feeds the tracker: its cost grows with boxes × tracks, and a model that
+sprays hundreds of faint boxes (untrained weights, noise) must not stall the publish thread."""
 
 
 @dataclass(slots=True)
@@ -52,35 +55,47 @@ class TrackStitcher:
     def __call__(self, ids: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         self._frame += 1
         out = ids.copy()
-        visible = {self._alias.get(int(t), int(t)) for t in ids if t >= 0}
+        fresh = [i for i, raw in enumerate(ids.tolist()) if raw >= 0 and raw not in self._alias]
+        if fresh:
+            visible = {self._alias[int(t)] for t in ids.tolist() if t >= 0 and int(t) in self._alias}
+            for i, track in zip(fresh, self._continued(boxes[fresh], visible), strict=True):
+                self._alias[int(ids[i])] = track if track is not None else int(ids[i])
         for i, raw in enumerate(ids.tolist()):
-            if raw < 0:
-                continue
-            if raw not in self._alias:
-                self._alias[raw] = self._continued(boxes[i], int(boxes[i, 5]), visible) or raw
-                visible.add(self._alias[raw])
-            out[i] = self._alias[raw]
-            self._remember(int(out[i]), boxes[i])
-        stale = [t for t, s in self._seen.items() if self._frame - s.frame > self.max_gap]
+            if raw >= 0:
+                out[i] = self._alias[raw]
+                self._remember(int(out[i]), boxes[i])
+        stale = [t for t, seen in self._seen.items() if self._frame - seen.frame > self.max_gap]
         for t in stale:
             del self._seen[t]
         return out
 
-    def _continued(self, box: np.ndarray, class_id: int, visible: set[int]) -> int | None:
-        centre, height = (box[:2] + box[2:4]) / 2.0, float(box[3] - box[1])
-        best, best_distance = None, float("inf")
-        for track, seen in self._seen.items():
-            gap = self._frame - seen.frame
-            if track in visible or seen.class_id != class_id or not 0 < gap <= self.max_gap:
+    def _continued(self, boxes: np.ndarray, visible: set[int]) -> list[int | None]:
+        """For each new track's box, the lost track it continues, if any (each lost track at most once)."""
+        if not self._seen:
+            return [None] * len(boxes)
+        tracks = np.fromiter(self._seen.keys(), dtype=np.int64, count=len(self._seen))
+        seen = list(self._seen.values())
+        gap = self._frame - np.array([s.frame for s in seen])
+        last = np.stack([s.box for s in seen])
+        classes = np.array([s.class_id for s in seen])
+        velocity = np.stack([s.velocity for s in seen])
+        last_height = np.maximum(last[:, 3] - last[:, 1], 1e-6)
+        predicted = (last[:, :2] + last[:, 2:4]) / 2.0 + velocity * gap[:, None]
+        free = (gap > 0) & (gap <= self.max_gap) & ~np.isin(tracks, list(visible))
+        out: list[int | None] = []
+        for box in boxes:
+            centre, height = (box[:2] + box[2:4]) / 2.0, float(box[3] - box[1])
+            distance = np.hypot(*(predicted - centre).T)
+            ratio = height / last_height
+            ok = free & (classes == int(box[5])) & (ratio >= 0.6) & (ratio <= 1.6)
+            ok &= distance < 0.5 * np.maximum(height, last_height)
+            if not ok.any():
+                out.append(None)
                 continue
-            last_height = float(seen.box[3] - seen.box[1])
-            if not 0.6 <= height / max(last_height, 1e-6) <= 1.6:
-                continue
-            predicted = (seen.box[:2] + seen.box[2:4]) / 2.0 + seen.velocity * gap
-            distance = float(np.hypot(*(centre - predicted)))
-            if distance < 0.5 * max(height, last_height) and distance < best_distance:
-                best, best_distance = track, distance
-        return best
+            best = int(np.argmin(np.where(ok, distance, np.inf)))
+            free[best] = False
+            out.append(int(tracks[best]))
+        return out
 
     def _remember(self, track: int, box: np.ndarray) -> None:
         previous = self._seen.get(track)
@@ -124,11 +139,14 @@ class StreamTracker:
         from ultralytics.engine.results import Boxes
 
         ids = np.full(len(boxes), -1, dtype=np.int64)
+        rows = np.arange(len(boxes))
+        if len(boxes) > MAX_TRACKER_BOXES:
+            rows = np.sort(np.argsort(-boxes[:, 4], kind="stable")[:MAX_TRACKER_BOXES])
         tracker = self._tracker
-        tracker.update(Boxes(np.asarray(boxes, dtype=np.float32), shape))
+        tracker.update(Boxes(np.asarray(boxes[rows], dtype=np.float32), shape))
         for track in tracker.tracked_stracks:  # confirmed tracks and the ones this frame started
-            if track.frame_id == tracker.frame_id and 0 <= track.idx < len(ids):
-                ids[int(track.idx)] = int(track.track_id)
+            if track.frame_id == tracker.frame_id and 0 <= track.idx < len(rows):
+                ids[int(rows[track.idx])] = int(track.track_id)
         # A detection the tracker dropped (in a crowd, a new track that duplicates a lost one) still gets an
         # id, from the tracker's own sequence so that it never collides: one nobody will see again.
         orphans = np.flatnonzero((ids < 0) & (boxes[:, 4] >= self._threshold))
