@@ -14,6 +14,7 @@ from dataclasses import replace
 import cv2
 import numpy as np
 
+from pipeline.analytics import geometry
 from pipeline.config import PrivacyConfig
 from pipeline.messages import FrameResult
 
@@ -22,14 +23,8 @@ MARGIN = 0.15
 
 
 def grown_box(box: Iterable[float], width: int, height: int) -> tuple[int, int, int, int]:
-    x1, y1, x2, y2 = box
-    mx, my = (x2 - x1) * MARGIN, (y2 - y1) * MARGIN
-    return (
-        max(0, int(np.floor(x1 - mx))),
-        max(0, int(np.floor(y1 - my))),
-        min(width, int(np.ceil(x2 + mx))),
-        min(height, int(np.ceil(y2 + my))),
-    )
+    """A redacted region: the box grown by :data:`MARGIN` on each side, within the frame."""
+    return geometry.grown_box(tuple(box), MARGIN, width, height)
 
 
 def redact(image: np.ndarray, boxes: np.ndarray, method: str) -> np.ndarray:

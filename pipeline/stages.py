@@ -412,7 +412,7 @@ class PublishStage(StageThread):
         body = detections_body(result, self.seq[sid], self.model_name, now, track_ids)
         self.bus.send(topic_for(DETECTIONS_TOPIC, sid), body, self.stop_event)
         self.seq[sid] += 1
-        pictured = self._pictured(everything, result)
+        pictured = self._pictured(everything, result, analysis.events if analysis is not None else [])
         if analysis is not None:
             for event in analysis.events:
                 self._event(event, pictured)
@@ -424,9 +424,11 @@ class PublishStage(StageThread):
         if pictured is not None:
             self.sink.write(pictured)
 
-    def _pictured(self, everything: FrameResult, published: FrameResult) -> FrameResult | None:
-        """``published`` on the redacted frame, for images that leave the box; ``None`` when none will."""
-        if isinstance(self.sink, NullSink) and self.thumbnail_quality is None:
+    def _pictured(self, everything: FrameResult, published: FrameResult, events: list[Event]) -> FrameResult | None:
+        """``published`` on the redacted frame, for the images of this frame that leave the box (the recording,
+        thumbnails of new events); ``None`` when none will."""
+        thumbnails = self.thumbnail_quality is not None and any(e.type == "new" for e in events)
+        if isinstance(self.sink, NullSink) and not thumbnails:
             return None
         privacy = self.privacy.get(published.stream_id)
         if privacy is None:
@@ -450,7 +452,7 @@ class PublishStage(StageThread):
         events, counts = analytics.finish()
         for event in events:
             self._event(event)
-        if analytics.lines or analytics.zones:
+        if analytics.counting:
             self.bus.send(topic_for(COUNTS_TOPIC, stream_id), counts, self.stop_event)
 
     def _end(self, eos: EndOfStream) -> None:

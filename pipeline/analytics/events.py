@@ -101,7 +101,6 @@ class OpenEvent:
         self.last = first
         self.zone = zone
         self.last_sent_pts = first.pts_ms
-        self.dwell_from_pts = first.pts_ms
 
     def observe(self, obs: Observation) -> None:
         self.last = obs
@@ -130,20 +129,5 @@ class OpenEvent:
 
 
 def instant(kind: EventKind, stream_id: str, obs: Observation, **fields: Any) -> Event:
-    """A single-message event (``line_cross``, ``zone_enter``, ``zone_exit``) at ``obs``."""
-    base = Event(
-        type="new",
-        event_id=new_event_id(),
-        kind=kind,
-        stream_id=stream_id,
-        track_id=obs.track_id,
-        label=obs.label,
-        class_id=obs.class_id,
-        started_at=obs.at,
-        ended_at=obs.at,
-        frame_index=obs.frame_index,
-        pts_ms=obs.pts_ms,
-        box=obs.box,
-        score=obs.score,
-    )
-    return replace(base, **fields)
+    """A single-message event (``line_cross``, ``zone_enter``, ``zone_exit``) at ``obs``: begun and ended there."""
+    return replace(OpenEvent(kind, stream_id, obs).event("new"), ended_at=obs.at, **fields)

@@ -21,6 +21,18 @@ def to_pixels(points: Sequence[Point], normalized: bool, width: int, height: int
     return arr * np.array([width, height], dtype=np.float64) if normalized else arr
 
 
+def grown_box(box: Sequence[float], margin: float, width: int, height: int) -> tuple[int, int, int, int]:
+    """``x1, y1, x2, y2`` grown by ``margin`` (a share of its size) on each side, in whole pixels within the frame."""
+    x1, y1, x2, y2 = box
+    mx, my = (x2 - x1) * margin, (y2 - y1) * margin
+    return (
+        max(0, int(np.floor(x1 - mx))),
+        max(0, int(np.floor(y1 - my))),
+        min(width, int(np.ceil(x2 + mx))),
+        min(height, int(np.ceil(y2 + my))),
+    )
+
+
 def side(p1: np.ndarray, p2: np.ndarray, point: np.ndarray) -> float:
     """The cross product ``(p2 − p1) × (point − p1)``: its sign says which side of the line ``point`` is on."""
     return float((p2[0] - p1[0]) * (point[1] - p1[1]) - (p2[1] - p1[1]) * (point[0] - p1[0]))

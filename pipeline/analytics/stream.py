@@ -43,7 +43,7 @@ class StreamAnalytics:
         self.zones = [ZoneMonitor(c, stream.id, events.update_interval_s) for c in stream.zones]
         self._objects: dict[int, OpenEvent] = {}
         self._last_counts_pts: float | None = None
-        self._last_frame: tuple[int, float, float] = (0, 0.0, 0.0)
+        self._last_frame: tuple[int, float] = (0, 0.0)
 
     def process(self, result: FrameResult, track_ids: np.ndarray | None = None) -> Analysis:
         """Track one frame's detections (or take ``track_ids`` as given, e.g. ground truth) and analyse them."""
@@ -78,7 +78,7 @@ class StreamAnalytics:
             for zone in self.zones:
                 events += zone.update(obs, anchor, size)
         events += self._end_lost(frame.frame_index)
-        self._last_frame = (frame.frame_index, frame.pts_ms, frame.captured_at)
+        self._last_frame = (frame.frame_index, frame.pts_ms)
         published = boxes[:, 4] >= self.conf
         return Analysis(ids, published, events, self._counts_if_due(frame.frame_index, frame.pts_ms))
 
@@ -87,8 +87,7 @@ class StreamAnalytics:
         events: list[Event] = []
         for track_id in list(self._objects):
             events += self._end(track_id)
-        index, pts, _ = self._last_frame
-        return events, self.counts_body(index, pts)
+        return events, self.counts_body(*self._last_frame)
 
     def _object(self, obs: Observation) -> list[Event]:
         open_event = self._objects.get(obs.track_id)
@@ -119,8 +118,13 @@ class StreamAnalytics:
             events.append(open_event.event("end"))
         return events
 
+    @property
+    def counting(self) -> bool:
+        """Whether this stream has lines or zones, and so sends ``counts`` messages."""
+        return bool(self.lines or self.zones)
+
     def _counts_if_due(self, frame_index: int, pts_ms: float) -> dict[str, Any] | None:
-        if not (self.lines or self.zones):
+        if not self.counting:
             return None
         last = self._last_counts_pts
         if last is not None and pts_ms - last < self.events_config.counts_interval_s * 1000:

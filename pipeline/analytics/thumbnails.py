@@ -5,6 +5,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from pipeline.analytics.geometry import grown_box
+
 MARGIN = 0.1
 """Extra context around the box, as a share of its size."""
 
@@ -12,10 +14,7 @@ MARGIN = 0.1
 def thumbnail(image: np.ndarray, box: tuple[float, float, float, float], quality: int) -> bytes | None:
     """The box (plus a margin) cut from a BGR frame as JPEG bytes; ``None`` for an empty crop."""
     h, w = image.shape[:2]
-    x1, y1, x2, y2 = box
-    mx, my = (x2 - x1) * MARGIN, (y2 - y1) * MARGIN
-    left, top = max(0, int(x1 - mx)), max(0, int(y1 - my))
-    right, bottom = min(w, int(np.ceil(x2 + mx))), min(h, int(np.ceil(y2 + my)))
+    left, top, right, bottom = grown_box(box, MARGIN, w, h)
     if right <= left or bottom <= top:
         return None
     ok, data = cv2.imencode(".jpg", image[top:bottom, left:right], [cv2.IMWRITE_JPEG_QUALITY, quality])

@@ -27,8 +27,8 @@ class ZoneMonitor:
         self._polygon: np.ndarray | None = None
         self._entered_at: dict[int, Observation] = {}
         self._loiter: dict[int, OpenEvent] = {}
-        self._streaks: dict[int, tuple[bool, int, Observation]] = {}
-        """Per track: a change (to inside or outside) seen for so many frames since this observation."""
+        self._streaks: dict[int, tuple[int, Observation]] = {}
+        """Per track: for how many frames, since which observation, it has been on the other side of the border."""
         self.entered: Counter[str] = Counter()
         self.exited: Counter[str] = Counter()
         self.dwell_frames: dict[int, list[int]] = {}
@@ -51,10 +51,10 @@ class ZoneMonitor:
         if now_inside == (entry is not None):
             self._streaks.pop(obs.track_id, None)
             return self._loitering(obs, entry) if entry is not None else []
-        target, count, first = self._streaks.get(obs.track_id, (now_inside, 0, obs))
+        count, first = self._streaks.get(obs.track_id, (0, obs))
         count += 1
         if count < self.config.confirm_frames:
-            self._streaks[obs.track_id] = (target, count, first)
+            self._streaks[obs.track_id] = (count, first)
             return self._loitering(obs, entry) if entry is not None else []
         self._streaks.pop(obs.track_id, None)
         if now_inside:  # entered at the first frame of the streak
