@@ -9,6 +9,8 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from engines.masks import InstanceMasks
+
 DeviceName = Literal["auto", "cpu", "cuda"]
 Precision = Literal["auto", "fp32", "fp16", "int8"]
 
@@ -92,7 +94,13 @@ class EngineInfo:
 
 
 class PendingDetections(Protocol):
-    """A submitted batch; ``result`` waits for it and returns its detections."""
+    """A submitted batch; ``result`` waits for it and returns its detections.
+
+    After ``result``, ``masks`` holds one :class:`~engines.masks.InstanceMasks`
+    per image for a segmentation model (row for row), else ``None``.
+    """
+
+    masks: Sequence[InstanceMasks] | None
 
     def result(self) -> list[np.ndarray]: ...
 
@@ -102,6 +110,7 @@ class ReadyDetections:
     """A batch whose detections were computed when it was submitted."""
 
     rows: list[np.ndarray]
+    masks: Sequence[InstanceMasks] | None = None
 
     def result(self) -> list[np.ndarray]:
         return self.rows

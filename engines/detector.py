@@ -22,6 +22,7 @@ import torch
 from engines.base import EngineInfo, ModelSpec
 from engines.engine_cache import CachedArtifact
 from engines.letterbox import CpuLetterbox, TorchLetterbox, geometry
+from engines.masks import InstanceMasks, assemble
 from engines.postprocess import NmsSettings, batched_nms, nms_candidates, scale_to_sources, top_candidates
 from engines.weights import LoadedModel
 
@@ -36,14 +37,15 @@ class ModelRunner(Protocol):
 
     On the host (``on_gpu`` false) it takes a uint8 ``(B, 3, H, W)`` RGB array;
     on a GPU, a ``(B, 3, H, W)`` tensor on the device, already normalized, of
-    ``input_dtype``. It returns the raw predictions as a torch tensor.
+    ``input_dtype``. It returns the model's outputs as torch tensors: the raw
+    predictions, then (segmentation models) the mask prototypes.
     """
 
     on_gpu: bool
     input_dtype: torch.dtype
     max_batch: int
 
-    def forward(self, batch: Any) -> torch.Tensor: ...
+    def forward(self, batch: Any) -> tuple[torch.Tensor, ...]: ...
 
     def close(self) -> None: ...
 
@@ -94,15 +96,29 @@ class _Part:
     rows: list[np.ndarray] | None = None
     host: torch.Tensor | None = None
     copied: torch.cuda.Event | None = None
+    proto: torch.Tensor | None = None
+    """Segmentation models: the batch's mask prototypes (on the host once ``copied`` has fired)."""
+
+
+def _to_pinned(tensor: torch.Tensor) -> torch.Tensor:
+    """Start copying ``tensor`` into new pinned host memory on the current stream."""
+    host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+    host.copy_(tensor, non_blocking=True)
+    return host
 
 
 class PendingBatch:
-    """A submitted batch. ``result()`` waits for its candidates, runs NMS and maps boxes to source pixels."""
+    """A submitted batch. ``result()`` waits for its candidates, runs NMS and maps boxes to source pixels.
+
+    For a segmentation model it also assembles each kept box's mask, after
+    which :attr:`masks` holds them (one :class:`InstanceMasks` per image).
+    """
 
     def __init__(self, parts: list[_Part], source_shapes: list[tuple[int, int]], nms: NmsSettings) -> None:
         self._parts = parts
         self._shapes = source_shapes
         self._nms = nms
+        self.masks: list[InstanceMasks] | None = None
 
     def result(self) -> list[np.ndarray]:
         out = [np.zeros((0, 6), np.float32)] * len(self._shapes)
@@ -112,10 +128,25 @@ class PendingBatch:
                 assert part.host is not None and part.copied is not None
                 part.copied.synchronize()
                 rows = nms_candidates(part.host.numpy(), self._nms)
+            if part.proto is not None:
+                rows = self._with_masks(part, rows)
             scaled = scale_to_sources(rows, part.hw, [self._shapes[i] for i in part.members])
             for i, r in zip(part.members, scaled, strict=True):
                 out[i] = r[:, :6]
         return out
+
+    def _with_masks(self, part: _Part, rows: list[np.ndarray]) -> list[np.ndarray]:
+        """Assemble the masks of ``part``'s kept rows; like Ultralytics, drop rows whose mask is empty."""
+        assert part.proto is not None
+        if self.masks is None:
+            self.masks = [InstanceMasks(np.zeros((0, *part.hw), np.uint8), s) for s in self._shapes]
+        kept = []
+        for j, (i, r) in enumerate(zip(part.members, rows, strict=True)):
+            data = assemble(part.proto[j].float(), r, part.hw)
+            nonempty = data.any(axis=(1, 2))
+            self.masks[i] = InstanceMasks(data[nonempty], self._shapes[i])
+            kept.append(r[nonempty])
+        return kept
 
 
 def detector_for(
@@ -137,7 +168,7 @@ def detector_for(
         device=device,
         precision=precision,
         model=loaded.name,
-        task="detect",
+        task=loaded.task,
         imgsz=spec.imgsz,
         names=names,
         max_batch=runner.max_batch,
@@ -230,7 +261,9 @@ class YoloDetector:
         if not self.runner.on_gpu:
             batch = items[0][None] if len(items) == 1 else np.stack(items)
             hw = (int(batch.shape[2]), int(batch.shape[3]))
-            return _Part(members, hw, rows=batched_nms(self.runner.forward(batch), self._nms, self._nc, self._end2end))
+            outs = self.runner.forward(batch)
+            rows = batched_nms(outs[0], self._nms, self._nc, self._end2end)
+            return _Part(members, hw, rows=rows, proto=outs[1] if len(outs) > 1 else None)
         stream = self._stream
         with torch.cuda.stream(stream):
             for item in items:
@@ -241,20 +274,21 @@ class YoloDetector:
             g = geometry(int(frames.shape[1]), int(frames.shape[2]), self.spec.imgsz, self._stride, self._auto)
             hw = (g.out_h, g.out_w)
             if self._fused:  # letterbox, model and candidate selection replayed as one CUDA graph
-                cands = self.runner.run_frames(frames)  # type: ignore[attr-defined]
+                cands, *rest = self.runner.run_frames(frames)  # type: ignore[attr-defined]
             else:
-                preds = self.runner.forward(self._gpu_letterbox(frames))
+                preds, *rest = self.runner.forward(self._gpu_letterbox(frames))
                 if self._end2end:
-                    return _Part(members, hw, rows=batched_nms(preds, self._nms, self._nc, end2end=True))
+                    rows = batched_nms(preds, self._nms, self._nc, end2end=True)
+                    return _Part(members, hw, rows=rows, proto=rest[0].float().cpu() if rest else None)
                 cands = self._top(preds)
             # One device-to-host copy per batch, queued behind the forward pass on the same stream (so a
             # CUDA graph's output is read before the next replay overwrites it). NMS over a few hundred
             # rows is quicker on the host.
-            host = torch.empty(cands.shape, dtype=cands.dtype, pin_memory=True)
-            host.copy_(cands, non_blocking=True)
+            host = _to_pinned(cands)
+            proto = _to_pinned(rest[0]) if rest else None
             copied = torch.cuda.Event()
             copied.record(stream)
-        return _Part(members, hw, host=host, copied=copied)
+        return _Part(members, hw, host=host, copied=copied, proto=proto)
 
     def _top(self, preds: torch.Tensor) -> torch.Tensor:
         return top_candidates(preds, self._nc, self._candidates)

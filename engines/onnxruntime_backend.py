@@ -45,12 +45,11 @@ class OrtRunner:
         self.session = session
         self.max_batch = max_batch
         self._input = session.get_inputs()[0].name
-        self._output = session.get_outputs()[0].name
+        self._outputs = [o.name for o in session.get_outputs()]  # predictions, then prototypes (segmentation)
 
-    def forward(self, batch: Any) -> torch.Tensor:
+    def forward(self, batch: Any) -> tuple[torch.Tensor, ...]:
         x = np.multiply(batch, np.float32(1 / 255), dtype=np.float32)
-        (out,) = self.session.run([self._output], {self._input: x})
-        return torch.from_numpy(out)
+        return tuple(torch.from_numpy(out) for out in self.session.run(self._outputs, {self._input: x}))
 
     def close(self) -> None:
         self.session = None

@@ -119,13 +119,13 @@ class TrtRunner:
         if len(inputs) != 1:
             raise ModelError(f"expected an engine with one input, found {inputs}")
         self._input = inputs[0]
-        self._outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        self._outputs = sorted(n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
         self._out_dtypes = {n: _torch_dtype(trt, engine.get_tensor_dtype(n)) for n in self._outputs}
         self.input_dtype = _torch_dtype(trt, engine.get_tensor_dtype(self._input))
         self.max_batch = max_batch
         self._buffers: dict[tuple[str, tuple[int, ...]], torch.Tensor] = {}
 
-    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+    def forward(self, batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
         ctx = self.context
         batch = batch.to(self.input_dtype).contiguous()
         if not ctx.set_input_shape(self._input, tuple(batch.shape)):
@@ -142,7 +142,7 @@ class TrtRunner:
             outputs.append(buf)
         if not ctx.execute_async_v3(torch.cuda.current_stream().cuda_stream):
             raise RuntimeError("TensorRT failed to enqueue the batch")
-        return outputs[0]
+        return tuple(outputs)  # output0 (predictions), then output1 (prototypes) for segmentation
 
     def close(self) -> None:
         self._buffers.clear()

@@ -29,6 +29,7 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 """Batches are padded up to one of these sizes, so a handful of graphs covers every batch."""
 MAX_GRAPHS = 32
 Forward = Callable[[torch.Tensor], torch.Tensor]
+Outputs = tuple[torch.Tensor, ...]
 
 
 def select_device(requested: str) -> torch.device:
@@ -40,15 +41,26 @@ def select_device(requested: str) -> torch.device:
     return torch.device("cpu")
 
 
-def _first(out: Any) -> torch.Tensor:
-    return out[0] if isinstance(out, (list, tuple)) else out
+def model_outputs(out: Any) -> Outputs:
+    """``(predictions,)``, or ``(predictions, prototypes)`` for a segmentation model, from a forward's result.
+
+    Ultralytics modules return the predictions alone, or first in a list or
+    tuple whose other members are training extras (a dict of head outputs);
+    a segmentation head puts ``(predictions, prototypes)`` first.
+    """
+    if isinstance(out, torch.Tensor):
+        return (out,)
+    head = out[0]
+    if isinstance(head, (list, tuple)):
+        return (head[0], head[-1]) if head[-1].ndim == 4 else (head[0],)
+    return (head,)
 
 
 @dataclass
 class _Graph:
     graph: torch.cuda.CUDAGraph
     static_in: torch.Tensor
-    static_out: torch.Tensor
+    static_out: Outputs
     keep_alive: tuple[Any, ...]
     """Tensors the model cached for this shape (anchors, strides) that the graph reads."""
 
@@ -77,39 +89,40 @@ class TorchRunner:
         """Run ``pre`` (frames → model input) and ``post`` (predictions → candidates) around the model."""
         self._pre, self._post = pre, post
 
-    def _fused(self, frames: torch.Tensor) -> torch.Tensor:
+    def _fused(self, frames: torch.Tensor) -> Outputs:
         assert self._pre is not None and self._post is not None
-        return self._post(_first(self.model(self._pre(frames))))
+        preds, *rest = model_outputs(self.model(self._pre(frames)))
+        return (self._post(preds), *rest)
 
-    def run_frames(self, frames: torch.Tensor) -> torch.Tensor:
-        """Candidates for a ``(B, H, W, 3)`` uint8 batch of frames on the GPU (see :meth:`fuse`)."""
+    def run_frames(self, frames: torch.Tensor) -> Outputs:
+        """Candidates (and prototypes) for a ``(B, H, W, 3)`` uint8 batch of frames on the GPU (see :meth:`fuse`)."""
         if not self.cuda_graphs:
             return self._fused(frames)
         return self._replay(("frames", *frames.shape[1:]), frames, self._fused)
 
-    def forward(self, batch: Any) -> torch.Tensor:
+    def forward(self, batch: Any) -> Outputs:
         if not self.on_gpu:
             x = torch.from_numpy(np.ascontiguousarray(batch)).float().div_(255)
-            return _first(self.model(x))
+            return model_outputs(self.model(x))
         if not self.cuda_graphs:
-            return _first(self.model(batch))
-        return self._replay(("input", *batch.shape[1:]), batch, lambda x: _first(self.model(x)))
+            return model_outputs(self.model(batch))
+        return self._replay(("input", *batch.shape[1:]), batch, lambda x: model_outputs(self.model(x)))
 
-    def _replay(self, kind: tuple[Any, ...], batch: torch.Tensor, fn: Forward) -> Any:
+    def _replay(self, kind: tuple[Any, ...], batch: torch.Tensor, fn: Callable[[torch.Tensor], Outputs]) -> Outputs:
         n = int(batch.shape[0])
         bucket = next((b for b in BATCH_BUCKETS if b >= n), n)
         key = (*kind, bucket)
         graph = self._graphs.get(key) or self._capture(key, (bucket, *batch.shape[1:]), batch.dtype, fn)
         graph.static_in[:n].copy_(batch)
         graph.graph.replay()
-        return graph.static_out[:n]
+        return tuple(t[:n] for t in graph.static_out)
 
     def _capture(
         self,
         key: tuple[Any, ...],
         shape: tuple[int, ...],
         dtype: torch.dtype,
-        fn: Callable[[torch.Tensor], torch.Tensor],
+        fn: Callable[[torch.Tensor], Outputs],
     ) -> _Graph:
         if len(self._graphs) >= MAX_GRAPHS:
             self._graphs.pop(next(iter(self._graphs)))
@@ -162,7 +175,7 @@ def load(spec: ModelSpec) -> YoloDetector:
         device=str(device),
         precision="fp16" if model.fp16 else "fp32",
         model=loaded.name,
-        task="detect",
+        task=loaded.task,
         imgsz=spec.imgsz,
         names=names,
         max_batch=max_batch,

@@ -60,25 +60,31 @@ def resolve_weights(model: str) -> Path:
     return local
 
 
+TASKS = ("detect", "segment")
+"""Ultralytics tasks the pipeline runs: boxes, or boxes with instance masks."""
+
+
 @dataclass(frozen=True, slots=True)
 class LoadedModel:
-    """A detection ``nn.Module`` with its display name and the weights file it came from."""
+    """A detection or segmentation ``nn.Module`` with its display name and the weights file it came from."""
 
     module: Any
     name: str
     path: Path | None
     """``None`` for an architecture with random weights (nothing on disk identifies them)."""
+    task: str = "detect"
 
 
 def load_detection_module(model: str, fallback: str | None = None) -> LoadedModel:
-    """Load a detection ``nn.Module`` from ``.pt`` weights or an architecture ``.yaml``.
+    """Load a detection or segmentation ``nn.Module`` from ``.pt`` weights or an architecture ``.yaml``.
 
     ``fallback`` is loaded instead when ``model`` is an asset that cannot be downloaded.
     """
     from ultralytics.nn.tasks import load_checkpoint
 
     if model.endswith(ARCHITECTURE_SUFFIXES):
-        return LoadedModel(build_architecture(model), Path(model).name, None)
+        module = build_architecture(model)
+        return LoadedModel(module, Path(model).name, None, _task_of(module))
     try:
         path = resolve_weights(model)
     except DownloadError as exc:
@@ -94,9 +100,9 @@ def load_detection_module(model: str, fallback: str | None = None) -> LoadedMode
             f"cannot load model '{model}': not a valid Ultralytics .pt file (empty, truncated, corrupt or not a model)"
         ) from exc
     task = getattr(module, "task", None) or _task_of(module)
-    if task != "detect":
-        raise ModelError(f"model '{model}' is a '{task}' model; this pipeline needs a 'detect' model")
-    return LoadedModel(module, path.name, path)
+    if task not in TASKS:
+        raise ModelError(f"model '{model}' is a '{task}' model; this pipeline runs 'detect' and 'segment' models")
+    return LoadedModel(module, path.name, path, task)
 
 
 def build_architecture(model: str) -> Any:
@@ -109,8 +115,10 @@ def build_architecture(model: str) -> Any:
         raise ModelError(
             f"cannot build model architecture '{model}' ({type(exc).__name__}: {exc})".split("\n")[0]
         ) from exc
-    if yolo.task != "detect":
-        raise ModelError(f"model '{model}' is a '{yolo.task}' architecture; this pipeline needs a 'detect' model")
+    if yolo.task not in TASKS:
+        raise ModelError(
+            f"model '{model}' is a '{yolo.task}' architecture; this pipeline runs 'detect' and 'segment' models"
+        )
     log.warning("model '%s' is an architecture only: its weights are random, so are its detections", model)
     module: Any = yolo.model
     names = coco_names()

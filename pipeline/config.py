@@ -286,6 +286,17 @@ class ModelConfig(_Strict):
         return self
 
 
+class MasksConfig(_Strict):
+    """How segmentation models' instance masks are published (see the detections schema)."""
+
+    polygon: bool = True
+    """Each detection's mask as one closed polygon in source pixels."""
+    rle: bool = False
+    """Also as COCO run-length encoding (exact, larger)."""
+    tolerance_px: float = Field(0.5, ge=0.0, le=50.0)
+    """Polygon simplification: no outline point moves more than this many source pixels (0: every vertex)."""
+
+
 class PublishConfig(_Strict):
     """Where and how results go out over ZeroMQ."""
 
@@ -295,6 +306,7 @@ class PublishConfig(_Strict):
     subscriber_timeout_s: float | None = Field(None, gt=0)
     """Give up waiting for a subscriber after this long (``None``: wait until stopped)."""
     send_hwm: int = Field(1000, ge=1)
+    masks: MasksConfig = MasksConfig()
 
 
 class PipelineConfig(_Strict):

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from engines.masks import InstanceMasks
+
 
 @dataclass(frozen=True, slots=True)
 class Frame:
@@ -72,6 +74,10 @@ class Detection:
     box: tuple[float, float, float, float]
     track_id: int | None = None
     landmarks: tuple[tuple[float, float], ...] | None = None
+    polygon: tuple[tuple[float, float], ...] | None = None
+    """Segmentation models: the mask's outline in source-frame pixels."""
+    rle: Mapping[str, Any] | None = field(default=None, repr=False)
+    """Segmentation models, when enabled: the mask as COCO RLE (``size``, ``counts``)."""
 
     def __post_init__(self) -> None:
         if len(self.box) != 4:
@@ -90,7 +96,20 @@ class Detection:
             body["track_id"] = self.track_id
         if self.landmarks is not None:
             body["landmarks"] = [[round(x, 2), round(y, 2)] for x, y in self.landmarks]
+        if self.polygon is not None:
+            body["polygon"] = [[round(x, 1), round(y, 1)] for x, y in self.polygon]
+        if self.rle is not None:
+            body["rle"] = dict(self.rle)
         return body
+
+
+@dataclass(frozen=True, slots=True)
+class MaskFormat:
+    """How instance masks go on the wire: a polygon (simplified to ``tolerance_px``) and/or COCO RLE."""
+
+    polygon: bool = True
+    rle: bool = False
+    tolerance_px: float = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +128,8 @@ class FrameResult:
     infer_ms: float = 0.0
     landmarks: np.ndarray | None = field(default=None, repr=False)
     """``(N, K, 2)`` keypoints per box in frame pixels (face models: eyes, nose, mouth corners), or ``None``."""
+    masks: InstanceMasks | None = field(default=None, repr=False)
+    """Segmentation models: one instance mask per box."""
 
     def __post_init__(self) -> None:
         b = self.boxes
@@ -117,11 +138,35 @@ class FrameResult:
         lm = self.landmarks
         if lm is not None and (lm.ndim != 3 or lm.shape[0] != b.shape[0] or lm.shape[2] != 2):
             raise ValueError(f"landmarks must be an (N, K, 2) array for N = {b.shape[0]}, got {lm.shape}")
+        if self.masks is not None and len(self.masks) != b.shape[0]:
+            raise ValueError(f"masks: {len(self.masks)} masks for {b.shape[0]} boxes")
+
+    @classmethod
+    def from_rows(
+        cls,
+        frame: Frame,
+        rows: np.ndarray,
+        labels: Mapping[int, str],
+        infer_ms: float = 0.0,
+        masks: InstanceMasks | None = None,
+    ) -> FrameResult:
+        """A result from an engine's rows: ``x1, y1, x2, y2, confidence, class_id``, then landmark x, y pairs if any.
+
+        Confidences are clipped to [0, 1].
+        """
+        rows = np.array(rows, dtype=np.float32, copy=True)
+        if rows.ndim != 2 or rows.shape[1] < 6:
+            rows = rows.reshape(-1, 6) if rows.size == 0 else rows
+        rows[:, 4] = np.clip(rows[:, 4], 0.0, 1.0)
+        extra = rows.shape[1] - 6  # face models append their landmarks, x and y each
+        landmarks = rows[:, 6:].reshape(len(rows), extra // 2, 2) if extra >= 2 else None
+        return cls(frame, np.ascontiguousarray(rows[:, :6]), labels, infer_ms, landmarks, masks)
 
     def subset(self, keep: np.ndarray) -> FrameResult:
         """The same frame with only the rows ``keep`` selects."""
         landmarks = None if self.landmarks is None else self.landmarks[keep]
-        return FrameResult(self.frame, self.boxes[keep], self.labels, self.infer_ms, landmarks)
+        masks = None if self.masks is None else self.masks.subset(keep)
+        return FrameResult(self.frame, self.boxes[keep], self.labels, self.infer_ms, landmarks, masks)
 
     @property
     def stream_id(self) -> str:
@@ -137,10 +182,13 @@ class FrameResult:
             for x1, y1, x2, y2, conf, c in self.boxes.tolist()
         )
 
-    def detections_json(self, track_ids: np.ndarray | None = None) -> list[dict[str, Any]]:
+    def detections_json(
+        self, track_ids: np.ndarray | None = None, masks: MaskFormat | None = None
+    ) -> list[dict[str, Any]]:
         """The boxes as the ``detections`` list of the message schema (rounded as :meth:`Detection.to_json`).
 
-        With ``track_ids`` (one per row; negative for none) each detection also carries ``track_id``.
+        With ``track_ids`` (one per row; negative for none) each detection also carries ``track_id``;
+        with masks, ``polygon`` and/or ``rle`` as ``masks`` asks.
         """
         if not len(self):
             return []
@@ -158,6 +206,14 @@ class FrameResult:
         if self.landmarks is not None:
             for item, points in zip(out, np.round(self.landmarks.astype(np.float64), 2).tolist(), strict=True):
                 item["landmarks"] = points
+        if self.masks is not None:
+            fmt = masks or MaskFormat()
+            if fmt.polygon:
+                for item, polygon in zip(out, self.masks.polygons(fmt.tolerance_px), strict=True):
+                    item["polygon"] = polygon
+            if fmt.rle:
+                for item, rle in zip(out, self.masks.rle(), strict=True):
+                    item["rle"] = rle
         return out
 
 

@@ -24,6 +24,7 @@ from pipeline.analytics.tracking import TRACKER_LOW_CONF
 from pipeline.bus import BusPublisher
 from pipeline.config import PipelineConfig
 from pipeline.errors import EdgesightError, StartupInterrupted
+from pipeline.messages import MaskFormat
 from pipeline.queues import BoundedQueue, FanIn, OverflowPolicy
 from pipeline.recorder import FrameSink
 from pipeline.sources import Source, make_source
@@ -276,6 +277,7 @@ class Pipeline:
             self._analytics(),
             cfg.events.thumbnail_quality if cfg.events.thumbnails else None,
             {s.id: s.privacy for s in cfg.streams},
+            MaskFormat(**cfg.publish.masks.model_dump()),
         )
         self._preprocess = []
         for w in range(workers):

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from pipeline.messages import Detection, FrameResult
+from pipeline.messages import Detection, FrameResult, MaskFormat
 
 DETECTIONS_SCHEMA = "edgesight.detections/1"
 STATUS_SCHEMA = "edgesight.status/1"
@@ -31,7 +31,12 @@ def topic_for(kind: str, stream_id: str) -> str:
 
 
 def detections_body(
-    result: FrameResult, seq: int, model: str, published_at: float, track_ids: Any = None
+    result: FrameResult,
+    seq: int,
+    model: str,
+    published_at: float,
+    track_ids: Any = None,
+    masks: MaskFormat | None = None,
 ) -> dict[str, Any]:
     frame = result.frame
     return {
@@ -45,7 +50,7 @@ def detections_body(
         "width": frame.width,
         "height": frame.height,
         "model": model,
-        "detections": result.detections_json(track_ids),
+        "detections": result.detections_json(track_ids, masks),
     }
 
 
@@ -153,6 +158,7 @@ def _detection(item: Any) -> Detection:
         x1, y1, x2, y2 = (float(v) for v in item["box"])
         track = item.get("track_id")
         points = item.get("landmarks")
+        outline = item.get("polygon")
         return Detection(
             int(item["class_id"]),
             str(item["label"]),
@@ -160,6 +166,8 @@ def _detection(item: Any) -> Detection:
             (x1, y1, x2, y2),
             None if track is None else int(track),
             None if points is None else tuple((float(x), float(y)) for x, y in points),
+            None if outline is None else tuple((float(x), float(y)) for x, y in outline),
+            item.get("rle"),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise MessageError(f"bad detection {item!r}: {exc}") from exc

@@ -19,13 +19,14 @@ from typing import Any
 import numpy as np
 
 from engines.base import DetectionEngine, PendingDetections
+from engines.masks import InstanceMasks
 from pipeline.analytics.events import Event
 from pipeline.analytics.stream import StreamAnalytics
 from pipeline.analytics.thumbnails import thumbnail
 from pipeline.bus import BusPublisher
 from pipeline.config import PrivacyConfig
 from pipeline.errors import ConfigError, SourceError
-from pipeline.messages import EndOfStream, Frame, FrameResult, PreparedFrame
+from pipeline.messages import EndOfStream, Frame, FrameResult, MaskFormat, PreparedFrame
 from pipeline.privacy import redacted
 from pipeline.queues import BoundedQueue, FanIn
 from pipeline.recorder import FrameSink, NullSink
@@ -314,21 +315,18 @@ class InferStage(StageThread):
         self.clock.add(elapsed, len(job.batch))
         self.batches += 1
         per_frame_ms = elapsed * 1000.0 / len(job.batch)
-        for prepared, rows in zip(job.batch, outputs, strict=True):
-            rows = self._filtered(rows)
-            extra = rows.shape[1] - 6  # face models append their landmarks, x and y each
-            landmarks = rows[:, 6:].reshape(len(rows), extra // 2, 2) if extra >= 2 else None
-            self.out.put(FrameResult(prepared.frame, rows[:, :6], self._names, per_frame_ms, landmarks))
+        masks: Sequence[InstanceMasks | None] = job.pending.masks or [None] * len(job.batch)
+        for prepared, rows, frame_masks in zip(job.batch, outputs, masks, strict=True):
+            result = self._filtered(FrameResult.from_rows(prepared.frame, rows, self._names, per_frame_ms, frame_masks))
+            self.out.put(result)
 
-    def _filtered(self, rows: np.ndarray) -> np.ndarray:
-        """Rows of the kept classes (``model.classes`` given as labels), confidences clipped to [0, 1]."""
-        rows = np.asarray(rows, dtype=np.float32)
-        if len(rows) and not np.isfinite(rows).all():  # a broken model's NaNs never reach the wire
-            rows = rows[np.isfinite(rows).all(axis=1)]
-        if self.keep_classes is not None and len(rows):
-            rows = rows[np.isin(rows[:, 5].astype(np.int64), list(self.keep_classes))]
-        rows[:, 4] = np.clip(rows[:, 4], 0.0, 1.0)
-        return rows
+    def _filtered(self, result: FrameResult) -> FrameResult:
+        """Rows of the kept classes (``model.classes`` given as labels), finite numbers only."""
+        boxes = result.boxes
+        keep = np.isfinite(boxes).all(axis=1)  # a broken model's NaNs never reach the wire
+        if self.keep_classes is not None:
+            keep &= np.isin(boxes[:, 5].astype(np.int64), list(self.keep_classes))
+        return result if keep.all() else result.subset(keep)
 
 
 class PublishStage(StageThread):
@@ -349,8 +347,10 @@ class PublishStage(StageThread):
         analytics: Mapping[str, StreamAnalytics] | None = None,
         thumbnail_quality: int | None = None,
         privacy: Mapping[str, PrivacyConfig] | None = None,
+        mask_format: MaskFormat | None = None,
     ) -> None:
         super().__init__("publish", stop, on_failure)
+        self.mask_format = mask_format or MaskFormat()
         self.privacy = dict(privacy or {})
         """Per stream: what is redacted in thumbnails and recordings."""
         self.analytics = dict(analytics or {})
@@ -409,7 +409,7 @@ class PublishStage(StageThread):
             keep = analysis.published
             result = result.subset(keep)
             track_ids = analysis.track_ids[keep]
-        body = detections_body(result, self.seq[sid], self.model_name, now, track_ids)
+        body = detections_body(result, self.seq[sid], self.model_name, now, track_ids, self.mask_format)
         self.bus.send(topic_for(DETECTIONS_TOPIC, sid), body, self.stop_event)
         self.seq[sid] += 1
         pictured = self._pictured(everything, result, analysis.events if analysis is not None else [])

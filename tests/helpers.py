@@ -35,8 +35,14 @@ class Collected:
         ]
 
 
-def config_for(endpoint: str, streams: list[dict[str, Any]], model: dict[str, Any], **extra: Any) -> PipelineConfig:
-    publish = {"endpoint": endpoint, "wait_for_subscriber": True, "subscriber_timeout_s": 20}
+def config_for(
+    endpoint: str,
+    streams: list[dict[str, Any]],
+    model: dict[str, Any],
+    publish: dict[str, Any] | None = None,
+    **extra: Any,
+) -> PipelineConfig:
+    publish = {"endpoint": endpoint, "wait_for_subscriber": True, "subscriber_timeout_s": 20, **(publish or {})}
     return build_config({"streams": streams, "model": model, "publish": publish, **extra}, "test")
 
 

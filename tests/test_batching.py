@@ -93,6 +93,8 @@ class DeferredEngine(FakeEngine):
         engine = self
 
         class Pending:
+            masks = None
+
             def result(self) -> list[np.ndarray]:
                 engine.log.append(("result", number))
                 return FakeEngine.infer(engine, inputs, shapes)

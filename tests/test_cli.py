@@ -56,11 +56,11 @@ def bad_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def seg_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def obb_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from ultralytics import YOLO
 
-    path = tmp_path_factory.mktemp("seg") / "seg.pt"
-    YOLO("yolo11n-seg.yaml").save(str(path))
+    path = tmp_path_factory.mktemp("obb") / "obb.pt"
+    YOLO("yolo11n-obb.yaml").save(str(path))
     return path
 
 
@@ -88,11 +88,11 @@ def test_bad_sources(
     assert_one_line_error(result, *needles)
 
 
-def test_bad_models(bad_files: dict[str, Path], seg_weights: Path, tmp_path: Path) -> None:
+def test_bad_models(bad_files: dict[str, Path], obb_weights: Path, tmp_path: Path) -> None:
     cases = {
         str(tmp_path / "nope.pt"): ["model file not found", "nope.pt"],
         str(bad_files["badmodel"]): ["not a valid Ultralytics .pt file", "bad.pt"],
-        str(seg_weights): ["'segment' model", "seg.pt", "needs a 'detect' model"],
+        str(obb_weights): ["'obb' model", "obb.pt", "runs 'detect' and 'segment' models"],
         "yolo11n.pt": ["could not be downloaded", "--model /path/to/yolo11n.pt"],
     }
     for model, needles in cases.items():

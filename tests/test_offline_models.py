@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 from helpers import config_for, run_and_collect
 
 from engines.weights import BUNDLED_DIR, resolve_weights
-from pipeline.errors import ModelError
 from pipeline.synth.scoring import score_frames
 from pipeline.synth.writer import write_scene
 
@@ -24,11 +22,12 @@ def test_bundled_models_resolve_by_name() -> None:
         assert card["box_map50"] >= 0.95
 
 
-def test_the_segmenter_is_refused_by_the_detection_pipeline_with_a_clear_error() -> None:
+def test_the_segmenter_loads_as_a_segmentation_model() -> None:
     from engines.weights import load_detection_module
 
-    with pytest.raises(ModelError, match="'edgesight-seg' is a 'segment' model"):
-        load_detection_module("edgesight-seg")
+    loaded = load_detection_module("edgesight-seg")
+    assert loaded.task == "segment" and loaded.name == "edgesight-seg.pt"
+    assert load_detection_module("edgesight-det").task == "detect"
 
 
 def test_detector_recall_and_precision_on_an_unseen_scene(tmp_path: Path, endpoint: str) -> None:
