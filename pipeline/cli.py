@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.config import DEFAULT_ENDPOINT, PipelineConfig, build_config, load_config, parse_source
 from pipeline.errors import EdgesightError, StartupInterrupted
+from pipeline.faces.cli import add_faces_parser, cmd_faces
 
 if TYPE_CHECKING:
     from pipeline.schema import Message
@@ -69,6 +70,14 @@ def _add_run_overrides(p: argparse.ArgumentParser, default_model: str | None) ->
         help="watch a polygon zone (normalized coordinates; repeatable; every stream)",
     )
     p.add_argument("--thumbnails", action="store_true", help="attach a JPEG of the object to new events")
+    p.add_argument(
+        "--faces",
+        metavar="DETECTOR",
+        help="also detect faces with DETECTOR (mtcnn or a face .pt) at their own rate, on faces.<stream_id>",
+    )
+    p.add_argument("--recognize", action="store_true", help="recognize faces against the enrolled gallery")
+    p.add_argument("--gallery", metavar="FILE", help="face gallery (default ~/.local/share/edgesight/faces.db)")
+    p.add_argument("--face-weights", metavar="W", help="face embedder: a weights file, vggface2, seeded:N or .onnx")
     p.add_argument(
         "--wait-for-subscriber",
         action="store_true",
@@ -120,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--workspace-gb", type=float, default=4.0)
     _add_common(build)
 
+    add_faces_parser(sub)
+
     demo = sub.add_parser("demo", help="run a generated scene through a model (no camera, no internet)")
     demo.add_argument("--frames", type=int, default=150, help="length of the generated scene")
     demo.add_argument("--seed", type=int, default=7)
@@ -166,6 +177,18 @@ def _apply_overrides(data: dict[str, Any], args: argparse.Namespace) -> dict[str
             data["streams"] = [{**s, key: [*s.get(key, []), *extra]} for s in data.get("streams", [])]
     if args.thumbnails:
         data["events"] = {**(data.get("events") or {}), "thumbnails": True}
+    faces = {
+        key: value
+        for key, value in (
+            ("detector", args.faces),
+            ("recognize", args.recognize or None),
+            ("gallery", args.gallery),
+            ("weights", args.face_weights),
+        )
+        if value is not None
+    }
+    if faces:
+        data["faces"] = {**(data.get("faces") or {}), **faces}
     return data
 
 
@@ -414,6 +437,7 @@ COMMANDS = {
     "demo": cmd_demo,
     "synth": cmd_synth,
     "build-engine": cmd_build_engine,
+    "faces": cmd_faces,
 }
 
 

@@ -309,6 +309,34 @@ class PublishConfig(_Strict):
     masks: MasksConfig = MasksConfig()
 
 
+class FacesConfig(_Strict):
+    """Faces beside the main model: detection at its own rate, and recognition against an enrolled gallery."""
+
+    detector: str | None = None
+    """``mtcnn`` or an Ultralytics face model: a second model, run on every ``every_n_frames``-th frame (or on
+    person crops) in its own thread, published on ``faces.<stream_id>``. ``None``: the main model's ``face``
+    detections (``--model mtcnn``)."""
+    search: Literal["frame", "persons"] = "frame"
+    """``persons``: run the face detector on the main model's person boxes only (each face takes its person's
+    track id)."""
+    every_n_frames: int = Field(5, ge=1, le=10000)
+    """Offer every n-th frame of a stream to the face thread; while it is busy, newer frames replace waiting ones."""
+    conf: float = Field(0.9, ge=0.0, le=1.0)
+    """Face detector threshold (MTCNN's probability)."""
+    recognize: bool = False
+    gallery: str | None = None
+    """The SQLite gallery ``edgesight faces enroll`` writes (``None``: ``$XDG_DATA_HOME/edgesight/faces.db``)."""
+    weights: str = "vggface2"
+    """Embedder: a state-dict path, ``vggface2`` (downloaded; online only), ``seeded:N`` (random; tests), or an
+    ``.onnx`` face-embedding model."""
+    threshold: float = Field(1.0, gt=0.0, le=4.0)
+    """Largest embedding distance that counts as a match."""
+    attempts: int = Field(5, ge=1, le=1000)
+    """Embeddings tried per track before its face stays unknown (anonymous)."""
+    min_face_px: int = Field(20, ge=1, le=4096)
+    """Faces narrower than this are not embedded."""
+
+
 class PipelineConfig(_Strict):
     """A whole pipeline: streams, one model, one publisher."""
 
@@ -321,6 +349,8 @@ class PipelineConfig(_Strict):
     """Preprocess threads, each serving a fixed share of the streams (default: 1 on the CPU, up to 4 on a GPU)."""
     tracking: TrackingConfig = TrackingConfig()
     events: EventsConfig = EventsConfig()
+    faces: FacesConfig | None = None
+    """Off unless present (``--faces``, ``--recognize``)."""
 
     @model_validator(mode="after")
     def _unique_ids(self) -> PipelineConfig:
@@ -331,6 +361,15 @@ class PipelineConfig(_Strict):
             seen.add(stream.id)
             if (stream.lines or stream.zones) and not self.tracking.enabled:
                 raise ValueError(f"stream '{stream.id}': lines and zones need tracking.enabled")
+        faces = self.faces
+        if faces is not None and not self.tracking.enabled and (faces.search == "persons" or faces.detector is None):
+            raise ValueError(
+                "faces: recognition of the main model's faces and faces.search: persons need tracking.enabled"
+            )
+        if faces is not None and faces.search == "persons" and faces.detector is None:
+            raise ValueError("faces.search: persons needs faces.detector (the face model run on person crops)")
+        if faces is not None and faces.detector is None and not faces.recognize:
+            raise ValueError("faces: with no faces.detector there is nothing to do unless faces.recognize is true")
         return self
 
 

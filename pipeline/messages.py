@@ -6,7 +6,7 @@ sentinel. Shapes are checked once, when a message is built.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,6 +78,11 @@ class Detection:
     """Segmentation models: the mask's outline in source-frame pixels."""
     rle: Mapping[str, Any] | None = field(default=None, repr=False)
     """Segmentation models, when enabled: the mask as COCO RLE (``size``, ``counts``)."""
+    identity: str | None = None
+    """Faces, with recognition on: the enrolled person matched."""
+    distance: float | None = None
+    anon_id: str | None = None
+    """Faces, with recognition on, not recognized: an anonymous id stable for the track."""
 
     def __post_init__(self) -> None:
         if len(self.box) != 4:
@@ -100,6 +105,9 @@ class Detection:
             body["polygon"] = [[round(x, 1), round(y, 1)] for x, y in self.polygon]
         if self.rle is not None:
             body["rle"] = dict(self.rle)
+        for key in ("identity", "distance", "anon_id"):
+            if getattr(self, key) is not None:
+                body[key] = getattr(self, key)
         return body
 
 
@@ -183,12 +191,16 @@ class FrameResult:
         )
 
     def detections_json(
-        self, track_ids: np.ndarray | None = None, masks: MaskFormat | None = None
+        self,
+        track_ids: np.ndarray | None = None,
+        masks: MaskFormat | None = None,
+        annotations: Sequence[Mapping[str, Any]] | None = None,
     ) -> list[dict[str, Any]]:
         """The boxes as the ``detections`` list of the message schema (rounded as :meth:`Detection.to_json`).
 
         With ``track_ids`` (one per row; negative for none) each detection also carries ``track_id``;
-        with masks, ``polygon`` and/or ``rle`` as ``masks`` asks.
+        with masks, ``polygon`` and/or ``rle`` as ``masks`` asks; ``annotations`` (one mapping per row)
+        adds keys such as a face's ``identity``.
         """
         if not len(self):
             return []
@@ -214,6 +226,9 @@ class FrameResult:
             if fmt.rle:
                 for item, rle in zip(out, self.masks.rle(), strict=True):
                     item["rle"] = rle
+        if annotations is not None:
+            for item, extra in zip(out, annotations, strict=True):
+                item.update(extra)
         return out
 
 

@@ -51,14 +51,20 @@ def redact(image: np.ndarray, boxes: np.ndarray, method: str) -> np.ndarray:
     return out
 
 
-def redacted(result: FrameResult, privacy: PrivacyConfig) -> FrameResult:
-    """``result`` with its frame's image redacted where ``privacy`` says (unchanged when nothing applies)."""
-    if not privacy.redact or not len(result):
+def redacted(result: FrameResult, privacy: PrivacyConfig, faces: np.ndarray | None = None) -> FrameResult:
+    """``result`` with its frame's image redacted where ``privacy`` says (unchanged when nothing applies).
+
+    ``faces``: face boxes found apart from ``result`` (the face thread's latest), redacted too when faces are.
+    """
+    if not privacy.redact:
         return result
     wanted = set(privacy.redact)
     labels = result.labels
-    keep = [labels.get(int(c), str(int(c))) in wanted or int(c) in wanted for c in result.boxes[:, 5]]
-    if not any(keep):
+    keep = np.array([labels.get(int(c), str(int(c))) in wanted or int(c) in wanted for c in result.boxes[:, 5]], bool)
+    boxes = result.boxes[keep, :4] if len(result) else np.zeros((0, 4), np.float32)
+    if faces is not None and "face" in wanted:
+        boxes = np.concatenate([boxes, np.asarray(faces, np.float32).reshape(-1, 4)])
+    if not len(boxes):
         return result
-    image = redact(result.frame.host_image(), result.boxes[np.array(keep), :4], privacy.method)
+    image = redact(result.frame.host_image(), boxes, privacy.method)
     return replace(result, frame=replace(result.frame, image=image))

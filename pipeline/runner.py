@@ -22,13 +22,22 @@ from engines.registry import load_engine
 from pipeline.analytics.stream import StreamAnalytics
 from pipeline.analytics.tracking import TRACKER_LOW_CONF
 from pipeline.bus import BusPublisher
-from pipeline.config import PipelineConfig
-from pipeline.errors import EdgesightError, StartupInterrupted
+from pipeline.config import FacesConfig, PipelineConfig
+from pipeline.errors import ConfigError, EdgesightError, StartupInterrupted
+from pipeline.faces.stage import FaceStage, load_recognizer
 from pipeline.messages import MaskFormat
 from pipeline.queues import BoundedQueue, FanIn, OverflowPolicy
 from pipeline.recorder import FrameSink
 from pipeline.sources import Source, make_source
-from pipeline.stages import CaptureStage, InferStage, PreprocessStage, PublishStage, StageClock, StageThread
+from pipeline.stages import (
+    CaptureStage,
+    FaceLink,
+    InferStage,
+    PreprocessStage,
+    PublishStage,
+    StageClock,
+    StageThread,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +76,8 @@ class RunReport:
     mean_batch: float = 1.0
     queue_peaks: dict[str, int] = field(default_factory=dict)
     """The most items each queue held at once (a queue at its bound means the next stage is the bottleneck)."""
+    face_frames: int = 0
+    """Frames the face thread processed (``faces`` config)."""
 
     @property
     def ok(self) -> bool:
@@ -155,6 +166,8 @@ class Pipeline:
         self._results: BoundedQueue[Any] | None = None
         self._queues: list[BoundedQueue[Any]] = []
         self._publish: PublishStage | None = None
+        self._faces: FaceStage | None = None
+        self._face_link: FaceLink | None = None
         self.bus: BusPublisher | None = None
         self._started_at = 0.0
         self._finished_at: float | None = None
@@ -174,6 +187,7 @@ class Pipeline:
             )
             self._build_queues()
             self._start_engine()
+            self._start_faces()
             self._build_stages()
         except BaseException:
             self.stop()
@@ -247,6 +261,43 @@ class Pipeline:
             f"; passed over: {info.fallback_reason}" if info.fallback_reason else "",
         )
 
+    def _start_faces(self) -> None:
+        """Load the face thread's models (``faces`` config) and link it to the publish stage."""
+        faces = self.config.faces
+        if faces is None:
+            return
+        assert self.engine is not None
+        names = set(self.engine.info.names.values())
+        if faces.detector is None and "face" not in names:
+            raise ConfigError(
+                f"faces: model '{self.engine.info.model}' finds no faces (its labels: {', '.join(sorted(names))}); "
+                "set faces.detector (e.g. mtcnn) or run a face model"
+            )
+        if faces.search == "persons" and "person" not in names:
+            raise ConfigError(f"faces.search: persons needs a model that finds persons, not '{self.engine.info.model}'")
+        jobs: BoundedQueue[Any] = BoundedQueue("faces.jobs", 1, OverflowPolicy.DROP_OLDEST, self.stop_event)
+        results: BoundedQueue[Any] = BoundedQueue("faces.results", 64, OverflowPolicy.BLOCK, self.stop_event)
+        stage = FaceStage(
+            jobs,
+            results,
+            faces,
+            self.stop_event,
+            self._fail,
+            detector=self._face_detector_loader(faces),
+            recognizer=(lambda: load_recognizer(faces, self.config.model.device)) if faces.recognize else None,
+        )
+        stage.load()
+        model = "" if stage.detector is None else stage.detector.info.model
+        self._faces = stage
+        self._face_link = FaceLink(jobs, results, faces.every_n_frames, stage.settled, model)
+        self._queues = [*self._queues, jobs, results]
+
+    def _face_detector_loader(self, faces: FacesConfig) -> Callable[[], DetectionEngine] | None:
+        if faces.detector is None:
+            return None
+        spec = ModelSpec(model=faces.detector, conf=faces.conf, device=self.config.model.device, max_batch=1)
+        return lambda: load_engine(spec, "auto")
+
     def _build_stages(self) -> None:
         assert self.engine is not None and self.bus is not None
         assert self._prepared is not None and self._results is not None
@@ -278,6 +329,7 @@ class Pipeline:
             cfg.events.thumbnail_quality if cfg.events.thumbnails else None,
             {s.id: s.privacy for s in cfg.streams},
             MaskFormat(**cfg.publish.masks.model_dump()),
+            self._face_link,
         )
         self._preprocess = []
         for w in range(workers):
@@ -293,7 +345,8 @@ class Pipeline:
                     name="preprocess" if workers == 1 else f"preprocess-{w}",
                 )
             )
-        self._threads = [self._publish, *self._threads, *self._preprocess, *self._captures]
+        faces = [self._faces] if self._faces is not None else []
+        self._threads = [self._publish, *faces, *self._threads, *self._preprocess, *self._captures]
 
     def _analytics(self) -> dict[str, StreamAnalytics]:
         cfg = self.config
@@ -346,6 +399,8 @@ class Pipeline:
             self.bus.close()
         if self.engine is not None:
             self.engine.close()
+        if self._faces is not None:
+            self._faces.close()
 
     def run(self) -> RunReport:
         """Start, wait for every stream to end, stop and close; returns the report."""
@@ -404,6 +459,8 @@ class Pipeline:
             "infer": StageClock.ms_per_item([infer.clock] if infer else []),
             "publish": StageClock.ms_per_item([publish.clock] if publish else []),
         }
+        if self._faces is not None:
+            stage_ms["faces"] = StageClock.ms_per_item([self._faces.clock])
         return RunReport(
             tuple(reports),
             end - self._started_at,
@@ -413,6 +470,7 @@ class Pipeline:
             latency_ms=percentiles(list(publish.latencies_ms) if publish else []),
             mean_batch=round(infer.clock.items / infer.batches, 2) if infer and infer.batches else 0.0,
             queue_peaks={q.name: q.high_water for q in self._queues},
+            face_frames=self._faces.clock.items if self._faces is not None else 0,
         )
 
 

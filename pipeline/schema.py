@@ -23,6 +23,7 @@ DETECTIONS_TOPIC = "detections"
 STATUS_TOPIC = "status"
 EVENTS_TOPIC = "events"
 COUNTS_TOPIC = "counts"
+FACES_TOPIC = "faces"
 STATUS_EVENTS = ("start", "eos", "stopped", "error")
 
 
@@ -37,6 +38,7 @@ def detections_body(
     published_at: float,
     track_ids: Any = None,
     masks: MaskFormat | None = None,
+    annotations: Any = None,
 ) -> dict[str, Any]:
     frame = result.frame
     return {
@@ -50,7 +52,7 @@ def detections_body(
         "width": frame.width,
         "height": frame.height,
         "model": model,
-        "detections": result.detections_json(track_ids, masks),
+        "detections": result.detections_json(track_ids, masks, annotations),
     }
 
 
@@ -168,6 +170,9 @@ def _detection(item: Any) -> Detection:
             None if points is None else tuple((float(x), float(y)) for x, y in points),
             None if outline is None else tuple((float(x), float(y)) for x, y in outline),
             item.get("rle"),
+            item.get("identity"),
+            None if item.get("distance") is None else float(item["distance"]),
+            item.get("anon_id"),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise MessageError(f"bad detection {item!r}: {exc}") from exc

@@ -26,6 +26,7 @@ from pipeline.analytics.thumbnails import thumbnail
 from pipeline.bus import BusPublisher
 from pipeline.config import PrivacyConfig
 from pipeline.errors import ConfigError, SourceError
+from pipeline.faces.messages import FaceJob, FaceResult
 from pipeline.messages import EndOfStream, Frame, FrameResult, MaskFormat, PreparedFrame
 from pipeline.privacy import redacted
 from pipeline.queues import BoundedQueue, FanIn
@@ -34,6 +35,7 @@ from pipeline.schema import (
     COUNTS_TOPIC,
     DETECTIONS_TOPIC,
     EVENTS_TOPIC,
+    FACES_TOPIC,
     STATUS_TOPIC,
     detections_body,
     status_body,
@@ -329,6 +331,21 @@ class InferStage(StageThread):
         return result if keep.all() else result.subset(keep)
 
 
+@dataclass(frozen=True, slots=True)
+class FaceLink:
+    """The publish stage's side of the face thread: where it offers frames and collects faces."""
+
+    jobs: BoundedQueue[Any]
+    results: BoundedQueue[Any]
+    every_n_frames: int
+    settled: Callable[[], bool]
+    """True when the face thread holds no job (checked before a stream's end is published)."""
+    model: str
+    """The face detector's name (``faces.<stream_id>`` messages), or ``""`` when the main model finds faces."""
+
+    SETTLE_TIMEOUT_S = 30.0
+
+
 class PublishStage(StageThread):
     """Publishes results and lifecycle status; the last stage, it ends when every stream has ended."""
 
@@ -348,8 +365,15 @@ class PublishStage(StageThread):
         thumbnail_quality: int | None = None,
         privacy: Mapping[str, PrivacyConfig] | None = None,
         mask_format: MaskFormat | None = None,
+        faces: FaceLink | None = None,
     ) -> None:
         super().__init__("publish", stop, on_failure)
+        self.faces = faces
+        self.face_seq: dict[str, int] = dict.fromkeys(stream_ids, 0)
+        self.known_faces: dict[str, dict[int, Any]] = {sid: {} for sid in stream_ids}
+        """Per stream, track id → what the face thread knows of that track's face (main model finds faces)."""
+        self.latest_faces: dict[str, tuple[int, np.ndarray]] = {}
+        """Per stream, the frame index and face boxes of the face thread's latest result."""
         self.mask_format = mask_format or MaskFormat()
         self.privacy = dict(privacy or {})
         """Per stream: what is redacted in thumbnails and recordings."""
@@ -382,6 +406,7 @@ class PublishStage(StageThread):
             for sid in self.stream_ids:
                 self._status(sid, "start", engine=self.engine_info)
             while len(self.ended) < len(self.stream_ids) and not self.stop_event.is_set():
+                self._collect_faces()
                 item = self.inp.get(GET_TIMEOUT_S)
                 if isinstance(item, FrameResult):
                     started = time.perf_counter()
@@ -409,9 +434,11 @@ class PublishStage(StageThread):
             keep = analysis.published
             result = result.subset(keep)
             track_ids = analysis.track_ids[keep]
-        body = detections_body(result, self.seq[sid], self.model_name, now, track_ids, self.mask_format)
+        annotations = self._face_annotations(result, track_ids)
+        body = detections_body(result, self.seq[sid], self.model_name, now, track_ids, self.mask_format, annotations)
         self.bus.send(topic_for(DETECTIONS_TOPIC, sid), body, self.stop_event)
         self.seq[sid] += 1
+        self._offer_faces(result, track_ids)
         pictured = self._pictured(everything, result, analysis.events if analysis is not None else [])
         if analysis is not None:
             for event in analysis.events:
@@ -433,7 +460,8 @@ class PublishStage(StageThread):
         privacy = self.privacy.get(published.stream_id)
         if privacy is None:
             return published
-        return replace(published, frame=redacted(everything, privacy).frame)
+        faces = self._recent_faces(published)
+        return replace(published, frame=redacted(everything, privacy, faces).frame)
 
     def _event(self, event: Event, result: FrameResult | None = None) -> None:
         attachment = None  # ``result`` is already redacted (see _pictured)
@@ -455,7 +483,67 @@ class PublishStage(StageThread):
         if analytics.counting:
             self.bus.send(topic_for(COUNTS_TOPIC, stream_id), counts, self.stop_event)
 
+    # -- faces ---------------------------------------------------------------------------------------------
+    def _offer_faces(self, result: FrameResult, track_ids: np.ndarray | None) -> None:
+        link = self.faces
+        if link is None or result.frame.frame_index % link.every_n_frames:
+            return
+        ids = track_ids if track_ids is not None else np.full(len(result), -1, np.int64)
+        link.jobs.put(FaceJob(result, ids))
+
+    def _recent_faces(self, result: FrameResult) -> np.ndarray | None:
+        """The face thread's latest face boxes for this stream while still recent (for redaction)."""
+        link, recent = self.faces, self.latest_faces.get(result.stream_id)
+        if link is None or recent is None:
+            return None
+        frame_index, boxes = recent
+        fresh = result.frame.frame_index - frame_index <= 2 * link.every_n_frames
+        return boxes if fresh else None
+
+    def _face_annotations(self, result: FrameResult, track_ids: np.ndarray | None) -> list[dict[str, Any]] | None:
+        """Identity (or anonymous id) of the main model's face detections whose track the face thread knows."""
+        known = self.known_faces.get(result.stream_id)
+        if not known or track_ids is None:
+            return None
+        return [known[t].annotation() if t in known else {} for t in track_ids.tolist()]
+
+    def _collect_faces(self, settle: bool = False) -> None:
+        """Publish what the face thread has found; with ``settle``, first wait until it is idle."""
+        link = self.faces
+        if link is None:
+            return
+        if settle:
+            deadline = time.monotonic() + link.SETTLE_TIMEOUT_S
+            while not link.settled() and time.monotonic() < deadline and not self.stop_event.is_set():
+                time.sleep(0.01)
+        while (found := link.results.get_nowait()) is not None:
+            self._publish_faces(found)
+
+    def _publish_faces(self, found: FaceResult) -> None:
+        sid = found.stream_id
+        self.latest_faces[sid] = (found.faces.frame.frame_index, found.faces.boxes[:, :4].copy())
+        if link_model := (self.faces.model if self.faces else ""):
+            body = detections_body(
+                found.faces,
+                self.face_seq[sid],
+                link_model,
+                time.time(),
+                found.track_ids,
+                self.mask_format,
+                found.annotations() if any(w is not None for w in found.who) else None,
+            )
+            self.bus.send(topic_for(FACES_TOPIC, sid), body, self.stop_event)
+            self.face_seq[sid] += 1
+        else:
+            known = self.known_faces[sid]
+            for track, who in zip(found.track_ids.tolist(), found.who, strict=True):
+                if who is not None:
+                    known[track] = who
+        for event in found.events:
+            self._event(event)
+
     def _end(self, eos: EndOfStream) -> None:
+        self._collect_faces(settle=True)
         self._finish_analytics(eos.stream_id)
         self.ended[eos.stream_id] = eos
         if eos.error is not None:

@@ -22,11 +22,14 @@ class Collected:
     error: BaseException | None = None
     missed: int = 0
 
-    def detections(self, stream_id: str | None = None) -> list[DetectionsMessage]:
+    def detections(self, stream_id: str | None = None, topic: str = "detections") -> list[DetectionsMessage]:
+        """``detections.<id>`` messages (``topic="faces"``: the face detector's ``faces.<id>``)."""
         return [
             m
             for m in self.messages
-            if isinstance(m, DetectionsMessage) and (stream_id is None or m.stream_id == stream_id)
+            if isinstance(m, DetectionsMessage)
+            and m.topic.startswith(topic + ".")
+            and (stream_id is None or m.stream_id == stream_id)
         ]
 
     def statuses(self, stream_id: str | None = None) -> list[StatusMessage]:

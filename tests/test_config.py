@@ -59,6 +59,14 @@ def write(tmp_path: Path, text: str) -> Path:
         ("streams:\n  - {id: a, source: {type: url, url: ftp://x}}\n", r"streams\[0\]\.source\.url"),
         ("- just\n- a list\n", r"expected a mapping"),
         ("streams: [\n", r"invalid YAML at line"),
+        ("streams:\n  - {id: a, source: x.mp4}\nfaces: {detector: mtcnn, every: 3}\n", r"faces\.every: unknown key"),
+        ("streams:\n  - {id: a, source: x.mp4}\nfaces: {search: persons, recognize: true}\n", r"needs faces\.detector"),
+        ("streams:\n  - {id: a, source: x.mp4}\nfaces: {threshold: 0}\n", r"faces\.threshold"),
+        ("streams:\n  - {id: a, source: x.mp4}\nfaces: {}\n", r"nothing to do unless faces\.recognize"),
+        (
+            "streams:\n  - {id: a, source: x.mp4}\npublish: {masks: {tolerance_px: -1}}\n",
+            r"publish\.masks\.tolerance_px",
+        ),
     ],
 )
 def test_bad_configs_name_the_key_and_file(tmp_path: Path, text: str, expected: str) -> None:

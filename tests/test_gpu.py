@@ -168,3 +168,41 @@ def test_pipeline_on_nvdec_frames_matches_cpu_decoding(arch_weights: Path, peopl
     counts = [(len(a.detections), len(b.detections)) for a, b in zip(results["nvdec"], results["cpu"], strict=True)]
     close = sum(abs(a - b) <= max(2, b // 5) for a, b in counts)
     assert close >= 190, counts[:20]
+
+
+def test_segmentation_masks_on_cuda_match_ultralytics(endpoint: str, tmp_path: Path) -> None:
+    """The fused CUDA-graph path carries the prototypes: masks equal Ultralytics' predictor at fp16."""
+    import numpy as np
+    from test_segmentation import box_iou, decode, iou
+    from ultralytics import YOLO
+    from ultralytics.utils import ops
+
+    from engines.weights import resolve_weights
+    from pipeline.synth.writer import write_scene
+
+    scene = write_scene(tmp_path / "scene", 4242, 60)
+    config = config_for(
+        endpoint,
+        [{"id": "s", "source": str(scene / "scene.mp4")}],
+        {"path": "edgesight-seg", "device": "cuda"},
+        publish={"masks": {"rle": True}},
+        tracking={"enabled": False},
+    )
+    got = run_and_collect(config)
+    assert got.statuses("s")[0].raw["engine"]["device"].startswith("cuda")
+    model = YOLO(str(resolve_weights("edgesight-seg")))
+    cap = cv2.VideoCapture(str(scene / "scene.mp4"))
+    ious, total = [], 0
+    for msg in got.detections("s"):
+        ref = model.predict(cap.read()[1], imgsz=640, device=0, half=True, verbose=False)[0]
+        if ref.masks is None:
+            continue
+        ref_masks = ops.scale_masks(ref.masks.data[None].float(), (msg.height, msg.width))[0].cpu().numpy() > 0.5
+        for box, mask in zip(ref.boxes.xyxy.tolist(), ref_masks, strict=True):
+            total += 1
+            best = max(msg.detections, key=lambda d, b=box: box_iou(d.box, b), default=None)
+            if best is not None and box_iou(best.box, box) >= 0.9:
+                ious.append(iou(decode(best.rle), mask))
+    print(f"{len(ious)}/{total} masks matched on CUDA; mask IoU mean {np.mean(ious):.4f} min {min(ious):.4f}")
+    assert total > 100 and len(ious) >= 0.98 * total
+    assert np.mean(ious) >= 0.98

@@ -1,9 +1,10 @@
 """Events: typed, frozen records of what tracked objects did, with a ``new`` → ``update`` → ``end`` lifecycle.
 
-``line_cross``, ``zone_enter`` and ``zone_exit`` are instantaneous: a single
-``new``. ``object`` (a tracked object's whole life) and ``loiter`` (an object
-staying in a zone past its threshold) open with ``new``, may send ``update``
-while they last, and close with ``end``. Every event has a stable ``event_id``.
+``line_cross``, ``zone_enter``, ``zone_exit`` and ``identity`` (a face track
+recognized as an enrolled person) are instantaneous: a single ``new``.
+``object`` (a tracked object's whole life) and ``loiter`` (an object staying in
+a zone past its threshold) open with ``new``, may send ``update`` while they
+last, and close with ``end``. Every event has a stable ``event_id``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any, Literal
 from pipeline.schema import EVENT_SCHEMA
 
 EventType = Literal["new", "update", "end"]
-EventKind = Literal["object", "line_cross", "zone_enter", "zone_exit", "loiter"]
+EventKind = Literal["object", "line_cross", "zone_enter", "zone_exit", "loiter", "identity"]
 
 
 def new_event_id() -> str:
