@@ -14,7 +14,7 @@ import pytest
 from helpers import config_for, run_and_collect
 
 from pipeline.analytics.events import Observation
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, ModelError
 from pipeline.faces.gallery import FaceGallery, Match, Matcher
 from pipeline.faces.identities import TrackIdentities
 from pipeline.schema import EventMessage
@@ -207,3 +207,32 @@ def test_a_run_recognizes_the_enrolled_face_and_not_the_other(
     event_schema = json.loads((SCHEMAS / "event-1.schema.json").read_text())
     for e in events:
         jsonschema.validate(e.raw, event_schema)
+
+
+def test_an_onnx_embedder_gives_the_embeddings_of_the_same_network(tmp_path: Path) -> None:
+    """An ONNX face-embedding model (here InceptionResnetV1 exported with torch) through OnnxEmbedder."""
+    import torch
+
+    from pipeline.faces.embedder import FacenetEmbedder, OnnxEmbedder, seeded_facenet
+
+    path = tmp_path / "embedder.onnx"
+    torch.onnx.export(
+        seeded_facenet(3).eval(),
+        (torch.zeros(1, 3, 160, 160),),
+        str(path),
+        input_names=["images"],
+        output_names=["embeddings"],
+        dynamic_axes={"images": {0: "batch"}, "embeddings": {0: "batch"}},
+        dynamo=False,
+    )
+    rng = np.random.default_rng(0)
+    image = cv2.GaussianBlur(rng.integers(0, 255, (240, 320, 3), dtype=np.uint8), (7, 7), 0)
+    boxes = np.array([[10, 20, 110, 140], [150, 30, 260, 170]], np.float32)
+    onnx = OnnxEmbedder(str(path))
+    got, want = onnx.embed(image, boxes), FacenetEmbedder("seeded:3").embed(image, boxes)
+    assert got.shape == want.shape == (2, 512)
+    assert np.abs(got - want).max() < 1e-4
+    assert np.linalg.norm(got[0] - got[1]) > 1e-3  # two different crops, two different embeddings
+    assert onnx.name.startswith("onnx-")  # galleries keep embeddings of different embedders apart
+    with pytest.raises(ModelError, match="face embedder model not found"):
+        OnnxEmbedder(str(tmp_path / "missing.onnx"))
