@@ -32,6 +32,8 @@ class FileSourceConfig(_Strict):
     type: Literal["file"] = "file"
     path: Path
     realtime: bool = False
+    loop: bool = False
+    """Play the file again from the start each time it ends (never ends by itself)."""
     decoder: Literal["auto", "cpu", "nvdec"] = "cpu"
     """``nvdec`` decodes on the GPU (PyNvVideoCodec) and keeps frames there; ``auto`` uses it when it can."""
 

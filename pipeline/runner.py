@@ -429,6 +429,10 @@ class Pipeline:
             drops=drops,
         )
 
+    def queue_depths(self) -> dict[str, int]:
+        """Items waiting in each queue now (for soak runs and metrics)."""
+        return {q.name: len(q) for q in self._queues}
+
     @property
     def failure(self) -> str | None:
         return self._failure

@@ -47,8 +47,8 @@ def write(tmp_path: Path, text: str) -> Path:
         ("streams:\n  - id: a\n    source: x.mp4\n    sorce: y\n", r"c\.yaml: streams\[0\]\.sorce: unknown key"),
         ("streams:\n  - id: a\n    source: x.mp4\nmodle: {}\n", r"c\.yaml: modle: unknown key"),
         (
-            "streams:\n  - id: a\n    source: {type: file, path: x.mp4, loop: true}\n",
-            r"streams\[0\]\.source\.loop: unknown key",
+            "streams:\n  - id: a\n    source: {type: file, path: x.mp4, repeat: true}\n",
+            r"streams\[0\]\.source\.repeat: unknown key",
         ),
         ("streams:\n  - id: a\n    source: x.mp4\nmodel: {imgsz: big}\n", r"model\.imgsz: .*integer"),
         ("streams:\n  - id: a\n    source: x.mp4\nmodel: {conf: 2}\n", r"model\.conf: .*less than or equal to 1"),

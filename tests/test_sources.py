@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from pathlib import Path
@@ -312,3 +313,23 @@ def test_a_failed_gpu_decoder_falls_back_to_opencv(tiny_video: Path, caplog: pyt
     frames = read_all(source)
     assert len(frames) == 40 and "decoding on the CPU instead" in caplog.text
     assert "tiny.mp4" in source.description
+
+
+def test_a_looped_file_starts_again_with_increasing_timestamps(tiny_video: Path) -> None:
+    from pipeline.config import FileSourceConfig
+    from pipeline.sources import make_source
+
+    once = make_source(FileSourceConfig(path=tiny_video))
+    once.open()
+    frames = 0
+    while once.read() is not None:
+        frames += 1
+    once.release()
+    looped = make_source(FileSourceConfig(path=tiny_video, loop=True))
+    looped.open()
+    got = [looped.read() for _ in range(2 * frames + 3)]
+    looped.release()
+    assert all(f is not None for f in got)
+    pts = [f.pts_ms for f in got if f is not None]
+    assert all(b > a for a, b in itertools.pairwise(pts)), "timestamps keep increasing across loops"
+    assert np.array_equal(got[0].image, got[frames].image)  # type: ignore[union-attr]

@@ -12,6 +12,7 @@ from pipeline.config import (
 )
 from pipeline.sources.base import RawFrame, Source
 from pipeline.sources.images import ImageFolderSource
+from pipeline.sources.looping import LoopingSource
 from pipeline.sources.nvdec import FallbackSource, NvdecFileSource, nvdec_available
 from pipeline.sources.paced import PacedSource
 from pipeline.sources.synthetic import SyntheticSource
@@ -33,7 +34,7 @@ def make_source(config: SourceConfig) -> Source:
     """Build (but do not open) the source a config describes."""
     source: Source
     if isinstance(config, FileSourceConfig):
-        source = _file_source(config)
+        source = LoopingSource(lambda: _file_source(config)) if config.loop else _file_source(config)
         return PacedSource(source) if config.realtime else source
     if isinstance(config, WebcamSourceConfig):
         return WebcamSource(config.device)
