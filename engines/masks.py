@@ -10,11 +10,13 @@ simplified) or COCO RLE (pycocotools) only when a message is built.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 MASK_COEFFICIENTS = 32
 """Mask coefficients per candidate row of a YOLO segmentation head (after the class scores)."""
@@ -22,6 +24,7 @@ MASK_COEFFICIENTS = 32
 
 def assemble(proto: torch.Tensor, rows: np.ndarray, input_hw: tuple[int, int]) -> np.ndarray:
     """Binary ``(N, h, w)`` uint8 masks at the model input for kept ``rows`` (input pixels, coefficients last)."""
+    import torch
     from ultralytics.utils import ops
 
     if not len(rows):
@@ -76,6 +79,7 @@ class InstanceMasks:
 
     def source_masks(self) -> np.ndarray:
         """The masks as ``(N, H, W)`` bool arrays in source pixels (the letterbox undone by ``scale_masks``)."""
+        import torch
         from ultralytics.utils import ops
 
         h, w = self.source_hw

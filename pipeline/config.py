@@ -215,6 +215,24 @@ class PrivacyConfig(_Strict):
     method: Literal["pixelate", "blur", "fill"] = "pixelate"
 
 
+class ReconnectConfig(_Strict):
+    """How a live source (camera, RTSP/HTTP stream) is supervised; see pipeline/supervision.py."""
+
+    enabled: bool = True
+    base_s: float = Field(0.5, gt=0, le=60)
+    """First wait before reconnecting; doubles on each failure …"""
+    cap_s: float = Field(10.0, gt=0, le=3600)
+    """… up to this."""
+    jitter: float = Field(0.25, ge=0, le=1)
+    """Each wait is spread by ± this share (cameras behind one switch do not retry in step)."""
+    idle_timeout_s: float = Field(10.0, gt=0, le=3600)
+    """A read that takes longer than this is a stalled source (time spent waiting on a full queue never counts)."""
+    offline_after_s: float = Field(30.0, gt=0)
+    """Down this long: state ``offline`` (still retried)."""
+    max_attempts: int | None = Field(None, ge=1)
+    """Give up (the stream ends with an error) after this many failed attempts in a row; ``None``: never."""
+
+
 class StreamConfig(_Strict):
     """One stream: a source, its id and how its capture queue overflows."""
 
@@ -227,6 +245,12 @@ class StreamConfig(_Strict):
     lines: list[LineConfig] = []
     zones: list[ZoneConfig] = []
     privacy: PrivacyConfig = PrivacyConfig()
+    reconnect: ReconnectConfig = ReconnectConfig()
+
+    @property
+    def supervised(self) -> bool:
+        """Cameras and network streams reconnect; files, folders and generated scenes end."""
+        return self.reconnect.enabled and isinstance(self.source, (WebcamSourceConfig, UrlSourceConfig))
 
     @field_validator("source", mode="before")
     @classmethod

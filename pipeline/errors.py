@@ -15,6 +15,10 @@ class SourceError(EdgesightError):
     """A video source cannot be opened or read."""
 
 
+class PermanentSourceError(SourceError):
+    """A source that retrying cannot fix: the server answered, but has no such stream or refuses us."""
+
+
 class ModelError(EdgesightError):
     """A model file is missing, corrupt, of the wrong task or cannot be downloaded."""
 

@@ -22,7 +22,7 @@ from engines.registry import load_engine
 from pipeline.analytics.stream import StreamAnalytics
 from pipeline.analytics.tracking import TRACKER_LOW_CONF
 from pipeline.bus import BusPublisher
-from pipeline.config import FacesConfig, PipelineConfig
+from pipeline.config import FacesConfig, PipelineConfig, StreamConfig
 from pipeline.errors import ConfigError, EdgesightError, StartupInterrupted
 from pipeline.faces.stage import FaceStage, load_recognizer
 from pipeline.messages import MaskFormat
@@ -38,6 +38,7 @@ from pipeline.stages import (
     StageClock,
     StageThread,
 )
+from pipeline.supervision import StateChange, SupervisedSource
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,8 @@ DEFAULT_MODEL = "yolo11n.pt"
 OFFLINE_FALLBACK_MODEL = "edgesight-det"
 """Used, with a warning, when the default cannot be downloaded (a box without internet)."""
 STOP_JOIN_DEADLINE_S = 1.5
+STATE_QUEUE_SIZE = 1024
+"""Source state changes waiting for the publish stage (a handful per reconnect)."""
 """All stage threads together get this long to finish after ``stop()``."""
 
 SourceFactory = Callable[[Any], Source]
@@ -167,6 +170,10 @@ class Pipeline:
         self._queues: list[BoundedQueue[Any]] = []
         self._publish: PublishStage | None = None
         self._faces: FaceStage | None = None
+        self._state_changes: BoundedQueue[Any] = BoundedQueue(
+            "status", STATE_QUEUE_SIZE, OverflowPolicy.BLOCK, self.stop_event
+        )
+        """Live sources' state changes, on their way to the publish stage (the only thread that sends)."""
         self._face_link: FaceLink | None = None
         self.bus: BusPublisher | None = None
         self._started_at = 0.0
@@ -198,9 +205,16 @@ class Pipeline:
             if not thread.is_alive():
                 thread.start()
 
+    def _supervised(self, stream: StreamConfig) -> SupervisedSource:
+        def report(change: StateChange) -> None:
+            self._state_changes.put(change)
+
+        return SupervisedSource(stream.id, lambda: self._source_factory(stream.source), stream.reconnect, report)
+
     def _open_sources(self) -> None:
+        """Open files, folders and scenes now (a bad one is a start-up error); cameras connect in their threads."""
         for stream in self.config.streams:
-            source = self._source_factory(stream.source)
+            source: Source = self._supervised(stream) if stream.supervised else self._source_factory(stream.source)
             source.open()
             self._sources[stream.id] = source
             log.info("stream '%s': opened %s (queue policy %s)", stream.id, source.description, stream.policy.value)
@@ -212,7 +226,7 @@ class Pipeline:
         prepared: BoundedQueue[Any] = BoundedQueue("prepared", size, OverflowPolicy.BLOCK, self.stop_event)
         results: BoundedQueue[Any] = BoundedQueue("results", size, OverflowPolicy.BLOCK, self.stop_event)
         self._prepared, self._results = prepared, results
-        self._queues = [prepared, results]
+        self._queues = [prepared, results, self._state_changes]
 
     def _preprocess_threads(self) -> int:
         assert self.engine is not None
@@ -330,6 +344,7 @@ class Pipeline:
             {s.id: s.privacy for s in cfg.streams},
             MaskFormat(**cfg.publish.masks.model_dump()),
             self._face_link,
+            self._state_changes,
         )
         self._preprocess = []
         for w in range(workers):

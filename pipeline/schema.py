@@ -24,7 +24,7 @@ STATUS_TOPIC = "status"
 EVENTS_TOPIC = "events"
 COUNTS_TOPIC = "counts"
 FACES_TOPIC = "faces"
-STATUS_EVENTS = ("start", "eos", "stopped", "error")
+STATUS_EVENTS = ("start", "eos", "stopped", "error", "connecting", "online", "reconnecting", "offline")
 
 
 def topic_for(kind: str, stream_id: str) -> str:

@@ -366,8 +366,11 @@ class PublishStage(StageThread):
         privacy: Mapping[str, PrivacyConfig] | None = None,
         mask_format: MaskFormat | None = None,
         faces: FaceLink | None = None,
+        state_changes: BoundedQueue[Any] | None = None,
     ) -> None:
         super().__init__("publish", stop, on_failure)
+        self.state_changes = state_changes
+        """Live sources' :class:`~pipeline.supervision.StateChange` messages, sent as ``status.<stream_id>``."""
         self.faces = faces
         self.face_seq: dict[str, int] = dict.fromkeys(stream_ids, 0)
         self.known_faces: dict[str, dict[int, Any]] = {sid: {} for sid in stream_ids}
@@ -406,6 +409,7 @@ class PublishStage(StageThread):
             for sid in self.stream_ids:
                 self._status(sid, "start", engine=self.engine_info)
             while len(self.ended) < len(self.stream_ids) and not self.stop_event.is_set():
+                self._send_states()
                 self._collect_faces()
                 item = self.inp.get(GET_TIMEOUT_S)
                 if isinstance(item, FrameResult):
@@ -483,6 +487,16 @@ class PublishStage(StageThread):
         if analytics.counting:
             self.bus.send(topic_for(COUNTS_TOPIC, stream_id), counts, self.stop_event)
 
+    def _send_states(self) -> None:
+        queue = self.state_changes
+        while queue is not None and (change := queue.get_nowait()) is not None:
+            extra = {"attempt": change.attempt} if change.state in ("reconnecting", "offline") else {}
+            if change.retry_in_s is not None:
+                extra["retry_in_s"] = change.retry_in_s
+            if change.reason:
+                extra["reason"] = change.reason
+            self._status(change.stream_id, change.state, **extra)
+
     # -- faces ---------------------------------------------------------------------------------------------
     def _offer_faces(self, result: FrameResult, track_ids: np.ndarray | None) -> None:
         link = self.faces
@@ -543,6 +557,7 @@ class PublishStage(StageThread):
             self._event(event)
 
     def _end(self, eos: EndOfStream) -> None:
+        self._send_states()
         self._collect_faces(settle=True)
         self._finish_analytics(eos.stream_id)
         self.ended[eos.stream_id] = eos

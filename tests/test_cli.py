@@ -72,16 +72,12 @@ def obb_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ("empty", ["empty (0 bytes)", "empty.mp4"]),
         ("text", ["cannot open video file", "notes.txt"]),
         ("emptydir", ["no images in folder", "nothing"]),
-        ("unreachable", ["cannot open stream", "rtsp://127.0.0.1:1/live"]),
     ],
 )
 def test_bad_sources(
     source_key: str, needles: list[str], bad_files: dict[str, Path], arch_weights: Path, tmp_path: Path
 ) -> None:
-    source = {
-        "missing": str(tmp_path / "missing.mp4"),
-        "unreachable": "rtsp://127.0.0.1:1/live",
-    }.get(source_key) or str(bad_files[source_key])
+    source = {"missing": str(tmp_path / "missing.mp4")}.get(source_key) or str(bad_files[source_key])
     t0 = time.monotonic()
     result = edgesight("run", "--source", source, "--model", str(arch_weights), "--publish", "tcp://127.0.0.1:0")
     assert time.monotonic() - t0 < 20

@@ -215,7 +215,7 @@ def test_a_source_failure_ends_its_stream_with_an_error_status(endpoint: str) ->
     config = build_config(
         {
             "streams": [
-                {"id": "bad", "source": "rtsp://h/x", "queue_policy": "block"},
+                {"id": "bad", "source": "rtsp://h/x", "queue_policy": "block", "reconnect": {"enabled": False}},
                 {"id": "good", "source": "synthetic://?frames=12"},
             ],
             "publish": {"endpoint": endpoint, "wait_for_subscriber": True, "subscriber_timeout_s": 10},

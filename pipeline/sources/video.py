@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import cv2
 import numpy as np
 
-from pipeline.errors import SourceError
+from pipeline.errors import PermanentSourceError, SourceError
 from pipeline.sources.base import RawFrame
 
 log = logging.getLogger(__name__)
@@ -162,8 +164,42 @@ class StreamUrlSource(_CaptureSource):
         cap = cv2.VideoCapture(self.url, cv2.CAP_FFMPEG, params)
         if not cap.isOpened():
             cap.release()
+            status = rtsp_status(self.url, min(self.open_timeout_s, 5.0)) if self.url.startswith("rtsp") else None
+            if status in RTSP_PERMANENT:
+                raise PermanentSourceError(
+                    f"cannot open {self.description}: the server answered {RTSP_PERMANENT[status]}"
+                )
             raise SourceError(
                 f"cannot open {self.description}: unreachable, wrong path or no video "
                 f"(waited up to {self.open_timeout_s:g} s)"
             )
         return cap
+
+
+RTSP_PERMANENT = {
+    401: "401 Unauthorized (credentials missing or wrong)",
+    403: "403 Forbidden",
+    404: "404 Not Found (wrong path?)",
+}
+"""RTSP answers that retrying will not change: the stream is not retried and ends with this error."""
+
+
+def rtsp_status(url: str, timeout_s: float) -> int | None:
+    """The status code an RTSP server gives to ``DESCRIBE url`` (``None``: unreachable or not RTSP)."""
+    parts = urlsplit(url)
+    host, port = parts.hostname, parts.port or (322 if parts.scheme == "rtsps" else 554)
+    if not host or parts.scheme != "rtsp":
+        return None
+    bare = parts._replace(netloc=f"{host}:{port}").geturl()  # never send credentials in the clear here
+    request = f"DESCRIBE {bare} RTSP/1.0\r\nCSeq: 1\r\nAccept: application/sdp\r\n\r\n".encode()
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as conn:
+            conn.settimeout(timeout_s)
+            conn.sendall(request)
+            first = conn.recv(256).split(b"\r\n", 1)[0].decode("latin-1")
+    except OSError:
+        return None
+    fields = first.split()
+    if len(fields) >= 2 and fields[0].startswith("RTSP/") and fields[1].isdigit():
+        return int(fields[1])
+    return None

@@ -1,0 +1,209 @@
+"""Supervision of live sources: reconnect with exponential backoff and jitter, and report the source's state.
+
+A camera or RTSP stream that fails to open, stops delivering frames or stalls
+past ``reconnect.idle_timeout_s`` is released and opened again, after waits
+that double from ``base_s`` up to ``cap_s`` (each spread by ±``jitter``).
+The liveness clock only runs while the capture thread waits on the source: a
+capture thread held up by a full queue (a slow consumer) is never taken for a
+stalled camera. States — ``connecting``, ``online``, ``reconnecting``,
+``offline`` (down longer than ``offline_after_s``, still retried) — are handed
+to ``on_state``, which publishes them as ``status.<stream_id>`` and logs them.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from pipeline.config import ReconnectConfig
+from pipeline.errors import PermanentSourceError, SourceError
+from pipeline.sources.base import RawFrame, Source
+
+log = logging.getLogger(__name__)
+
+SourceState = Literal["connecting", "online", "reconnecting", "offline"]
+
+
+@dataclass(frozen=True, slots=True)
+class StateChange:
+    """A live source's new state (a typed message for the publish stage's status queue)."""
+
+    stream_id: str
+    state: SourceState
+    at: float
+    attempt: int = 0
+    """Failed attempts since the source was last online."""
+    retry_in_s: float | None = None
+    reason: str | None = None
+
+
+class Backoff:
+    """Exponential backoff with jitter: ``base * 2**n`` capped at ``cap``, each spread by ±``jitter``."""
+
+    def __init__(self, base_s: float, cap_s: float, jitter: float, rng: random.Random | None = None) -> None:
+        self.base_s, self.cap_s, self.jitter = base_s, cap_s, jitter
+        self._rng = rng or random.Random()
+        self.failures = 0
+
+    def next_delay(self) -> float:
+        delay = min(self.cap_s, self.base_s * (2.0**self.failures))
+        self.failures += 1
+        return max(0.0, delay * (1.0 + self.jitter * self._rng.uniform(-1.0, 1.0)))
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+class SupervisedSource:
+    """A live source that reconnects: ``read`` returns the next frame whatever it takes, until interrupted.
+
+    Implements :class:`~pipeline.sources.base.Source`. ``open`` tries once and
+    only reports ``connecting`` (the capture thread connects, so an unreachable camera at start-up holds
+    back nobody and is retried);
+    ``read`` returns ``None`` only once interrupted, and raises
+    :class:`SourceError` only after ``max_attempts`` failed attempts in a row.
+    """
+
+    live = True
+
+    def __init__(
+        self,
+        stream_id: str,
+        factory: Callable[[], Source],
+        config: ReconnectConfig,
+        on_state: Callable[[StateChange], None],
+        rng: random.Random | None = None,
+    ) -> None:
+        self.stream_id = stream_id
+        self._factory = factory
+        self.config = config
+        self._on_state = on_state
+        self._backoff = Backoff(config.base_s, config.cap_s, config.jitter, rng)
+        self._source: Source | None = None
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self.state: SourceState | None = None
+        self.description = factory().description
+        self.reconnects = 0
+        self._down_since: float | None = None
+        self._last_ms = 0.0
+        self._offset_ms = 0.0
+        self._retry_at = 0.0
+
+    # -- the Source protocol -----------------------------------------------------------------------------
+    def open(self) -> None:
+        """Report ``connecting``; the first attempt is made by the capture thread's first ``read``."""
+        self._set_state("connecting")
+
+    def read(self) -> RawFrame | None:
+        while not self._stop.is_set():
+            if self._source is None:
+                self._wait_and_connect()
+                continue
+            frame = self._read_once()
+            if frame is not None:
+                return frame
+        return None
+
+    def release(self) -> None:
+        with self._lock:
+            source, self._source = self._source, None
+        if source is not None:
+            source.release()
+
+    def interrupt(self) -> None:
+        self._stop.set()
+        with self._lock:
+            source = self._source
+        if source is not None:
+            source.interrupt()
+
+    # -- internals ---------------------------------------------------------------------------------------
+    def _read_once(self) -> RawFrame | None:
+        assert self._source is not None
+        started = time.monotonic()
+        try:
+            frame = self._source.read()
+            reason = None if frame is not None else "the stream ended"
+        except SourceError as exc:
+            frame, reason = None, str(exc)
+        if frame is not None and time.monotonic() - started > self.config.idle_timeout_s:
+            frame, reason = None, f"no frame for {self.config.idle_timeout_s:g} s"  # came back, but too late
+        if frame is None:
+            if not self._stop.is_set():
+                self._lost(reason or "lost")
+            return None
+        if self.state != "online":
+            self._backoff.reset()
+            self._down_since = None
+            self._set_state("online")
+        pts = frame.pts_ms + self._offset_ms
+        if pts <= self._last_ms:  # a reconnected stream starts its clock again
+            self._offset_ms += self._last_ms - pts + 1.0
+            pts = self._last_ms + 1.0
+        self._last_ms = pts
+        return RawFrame(frame.image, pts)
+
+    def _connect(self) -> bool:
+        source = self._factory()
+        try:
+            source.open()
+        except PermanentSourceError:
+            source.release()
+            raise  # the server answered: no such stream, or not for us; retrying will not help
+        except SourceError as exc:
+            source.release()
+            self._lost(str(exc))
+            return False
+        with self._lock:
+            self._source = source
+        if self._stop.is_set():
+            source.interrupt()
+        return True
+
+    def _lost(self, reason: str) -> None:
+        self.release()
+        now = time.monotonic()
+        if self._down_since is None:
+            self._down_since = now
+        if self.state == "online":
+            self.reconnects += 1
+        attempts = self._backoff.failures + 1
+        if self.config.max_attempts is not None and attempts > self.config.max_attempts:
+            raise SourceError(f"{self.description}: gave up after {self.config.max_attempts} attempts ({reason})")
+        delay = self._backoff.next_delay()
+        down_for = now - self._down_since
+        state: SourceState = "offline" if down_for >= self.config.offline_after_s else "reconnecting"
+        self._set_state(state, attempt=attempts, retry_in_s=round(delay, 3), reason=reason, force=True)
+        self._retry_at = now + delay
+
+    def _wait_and_connect(self) -> None:
+        delay = max(0.0, self._retry_at - time.monotonic())
+        if self._stop.wait(delay):
+            return
+        self._connect()
+
+    def _set_state(
+        self,
+        state: SourceState,
+        *,
+        attempt: int = 0,
+        retry_in_s: float | None = None,
+        reason: str | None = None,
+        force: bool = False,
+    ) -> None:
+        if state == self.state and not force:
+            return
+        changed = state != self.state
+        self.state = state
+        if changed or state == "offline":
+            level = logging.INFO if state in ("connecting", "online") else logging.WARNING
+            detail = f" (attempt {attempt}, retry in {retry_in_s:g} s: {reason})" if reason else ""
+            log.log(level, "stream '%s': %s%s", self.stream_id, state, detail)
+        if changed:
+            self._on_state(StateChange(self.stream_id, state, time.time(), attempt, retry_in_s, reason))
