@@ -17,6 +17,7 @@ from typing import Any
 
 import zmq
 
+from pipeline.curve import CurveServer, secure_server_socket, start_authenticator
 from pipeline.errors import PublishError
 from pipeline.schema import encode
 
@@ -28,11 +29,18 @@ POLL_SLICE_MS = 50
 class BusPublisher:
     """A bound XPUB socket sending ``[topic, JSON body]`` messages."""
 
-    def __init__(self, endpoint: str, send_hwm: int = 1000, lossless: bool = False) -> None:
+    def __init__(
+        self, endpoint: str, send_hwm: int = 1000, lossless: bool = False, curve: CurveServer | None = None
+    ) -> None:
         self.endpoint = endpoint
         self.lossless = lossless
         self._ctx = zmq.Context()
+        self._auth = start_authenticator(self._ctx, curve) if curve is not None else None
         self._sock = self._ctx.socket(zmq.XPUB)
+        if curve is not None:
+            secure_server_socket(self._sock, curve)
+        elif not _is_local(endpoint):
+            log.warning("publishing unencrypted to anyone who can reach %s (see publish.curve)", endpoint)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.SNDHWM, send_hwm)
         self._sock.setsockopt(zmq.XPUB_NODROP, 1)  # a full queue raises EAGAIN, which we count or wait on
@@ -93,4 +101,14 @@ class BusPublisher:
             return
         self._closed = True
         self._sock.close(linger=0)
+        if self._auth is not None:
+            self._auth.stop()
         self._ctx.term()
+
+
+def _is_local(endpoint: str) -> bool:
+    """Loopback TCP, IPC and in-process endpoints are not reachable from the network."""
+    if not endpoint.startswith("tcp://"):
+        return True
+    host = endpoint[len("tcp://") :].rsplit(":", 1)[0].strip("[]")
+    return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")

@@ -16,6 +16,7 @@ import sys
 import time
 import traceback
 from collections.abc import Sequence
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -105,7 +106,16 @@ def build_parser() -> argparse.ArgumentParser:
     subscribe.add_argument("--count", type=int, metavar="N", help="exit after N messages")
     subscribe.add_argument("--timeout", type=float, metavar="S", help="exit with code 1 if nothing arrives for S s")
     subscribe.add_argument("--json", action="store_true", help="print each message body as one JSON line")
+    subscribe.add_argument("--server-key", metavar="FILE", help="CurveZMQ: the publisher's public .key file")
+    subscribe.add_argument("--client-key", metavar="FILE", help="CurveZMQ: this subscriber's .key_secret file")
     _add_common(subscribe)
+
+    keys = sub.add_parser("keys", help="CurveZMQ key pairs for an encrypted, authenticated bus")
+    key_verbs = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    generate = key_verbs.add_parser("generate", help="write NAME.key (public) and NAME.key_secret")
+    generate.add_argument("--out", required=True, metavar="DIR")
+    generate.add_argument("--name", default="server", help="file name stem (default server)")
+    _add_common(generate)
 
     synth = sub.add_parser("synth", help="write a generated street scene (scene.mp4) and its truth (truth.jsonl)")
     synth.add_argument("--seed", type=int, required=True)
@@ -246,8 +256,6 @@ class _StopOnSignal:
 def _recorder(config: PipelineConfig, save: str | None) -> Any:
     if not save:
         return None
-    from pathlib import Path
-
     from pipeline.recorder import VideoRecorder
 
     source = config.streams[0].source
@@ -372,7 +380,14 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    with Subscriber(args.endpoint, args.topic or [""]) as sub:
+    curve = None
+    if args.server_key or args.client_key:
+        if not (args.server_key and args.client_key):
+            raise EdgesightError("CurveZMQ needs both --server-key and --client-key")
+        from pipeline.curve import CurveClient
+
+        curve = CurveClient.load(Path(args.server_key), Path(args.client_key))
+    with Subscriber(args.endpoint, args.topic or [""], curve=curve) as sub:
         idle_since = time.monotonic()
         while not stop["flag"] and (args.count is None or received < args.count):
             msg = sub.recv(0.2)
@@ -393,8 +408,6 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from pipeline.synth.writer import write_scene
 
     try:
@@ -403,6 +416,15 @@ def cmd_synth(args: argparse.Namespace) -> int:
         raise EdgesightError(f"--size must look like 640x360, got '{args.size}'") from None
     out = write_scene(Path(args.out), args.seed, args.frames, width, height, args.fps, not args.no_occlusion)
     print(f"wrote {out / 'scene.mp4'} and {out / 'truth.jsonl'} ({args.frames} frames, {width}x{height})")
+    return EXIT_OK
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    """``keys generate``: a CurveZMQ key pair (the secret file readable by its owner only)."""
+    from pipeline.curve import generate
+
+    public, secret = generate(Path(args.out), args.name)
+    print(f"public key: {public} (give it out)\nsecret key: {secret} (keep it on this machine)")
     return EXIT_OK
 
 
@@ -438,6 +460,7 @@ COMMANDS = {
     "synth": cmd_synth,
     "build-engine": cmd_build_engine,
     "faces": cmd_faces,
+    "keys": cmd_keys,
 }
 
 

@@ -323,6 +323,15 @@ class MasksConfig(_Strict):
     """Polygon simplification: no outline point moves more than this many source pixels (0: every vertex)."""
 
 
+class CurveConfig(_Strict):
+    """CurveZMQ: encrypt the bus and admit only known subscribers (keys from ``edgesight keys generate``)."""
+
+    server_secret: Path
+    """The publisher's ``.key_secret`` file."""
+    clients: Path
+    """A folder of the allowed subscribers' public ``.key`` files."""
+
+
 class PublishConfig(_Strict):
     """Where and how results go out over ZeroMQ."""
 
@@ -333,6 +342,8 @@ class PublishConfig(_Strict):
     """Give up waiting for a subscriber after this long (``None``: wait until stopped)."""
     send_hwm: int = Field(1000, ge=1)
     masks: MasksConfig = MasksConfig()
+    curve: CurveConfig | None = None
+    """Off by default (the default endpoint is loopback); set it before binding to a network address."""
 
 
 class FacesConfig(_Strict):

@@ -23,6 +23,7 @@ from pipeline.analytics.stream import StreamAnalytics
 from pipeline.analytics.tracking import TRACKER_LOW_CONF
 from pipeline.bus import BusPublisher
 from pipeline.config import FacesConfig, PipelineConfig, StreamConfig
+from pipeline.curve import CurveServer
 from pipeline.errors import ConfigError, EdgesightError, StartupInterrupted
 from pipeline.faces.stage import FaceStage, load_recognizer
 from pipeline.messages import MaskFormat
@@ -189,8 +190,12 @@ class Pipeline:
         cfg = self.config
         try:
             self._open_sources()
+            curve = cfg.publish.curve
             self.bus = BusPublisher(
-                cfg.publish.endpoint, cfg.publish.send_hwm, lossless=cfg.publish.wait_for_subscriber
+                cfg.publish.endpoint,
+                cfg.publish.send_hwm,
+                lossless=cfg.publish.wait_for_subscriber,
+                curve=CurveServer.load(curve.server_secret, curve.clients) if curve else None,
             )
             self._build_queues()
             self._start_engine()

@@ -21,6 +21,7 @@ from types import TracebackType
 
 import zmq
 
+from pipeline.curve import CurveClient
 from pipeline.schema import DetectionsMessage, Message, MessageError, decode
 
 log = logging.getLogger(__name__)
@@ -29,10 +30,14 @@ log = logging.getLogger(__name__)
 class Subscriber:
     """A ZeroMQ SUB socket that yields typed messages: detections, status, events and counts."""
 
-    def __init__(self, endpoint: str, topics: Sequence[str] = ("",), rcv_hwm: int = 10000) -> None:
+    def __init__(
+        self, endpoint: str, topics: Sequence[str] = ("",), rcv_hwm: int = 10000, curve: CurveClient | None = None
+    ) -> None:
         self.endpoint = endpoint
         self._ctx = zmq.Context()
         self._sock = self._ctx.socket(zmq.SUB)
+        if curve is not None:  # an encrypting publisher (publish.curve) admits only keys it knows
+            curve.apply(self._sock)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.RCVHWM, rcv_hwm)
         for topic in topics:
@@ -70,11 +75,13 @@ class Subscriber:
             return msg
 
     def _track_seq(self, msg: DetectionsMessage) -> None:
-        last = self._last_seq.get(msg.stream_id)
+        # detections.<id> gaps are keyed by stream id; other topics with a seq (faces.<id>) by topic
+        key = msg.stream_id if msg.topic.startswith("detections.") else msg.topic
+        last = self._last_seq.get(key)
         if last is not None and msg.seq > last + 1:
-            self.gaps[msg.stream_id].append((last + 1, msg.seq - 1))
+            self.gaps[key].append((last + 1, msg.seq - 1))
         if last is None or msg.seq > last:
-            self._last_seq[msg.stream_id] = msg.seq
+            self._last_seq[key] = msg.seq
 
     @property
     def missed(self) -> int:

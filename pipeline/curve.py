@@ -1,0 +1,128 @@
+"""CurveZMQ for the bus: the publisher's key pair, the subscribers it lets in, and key files.
+
+Keys are pyzmq's certificate files (``zmq.auth.create_certificates``): ``NAME.key`` holds a public key
+(share it), ``NAME.key_secret`` the pair (keep it). The publisher reads its ``.key_secret``; each allowed
+subscriber's ``.key`` goes into one folder. Messages are then encrypted, and a subscriber whose public key is
+not in the folder is refused during the handshake: it receives nothing, and the refusal is logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class CurveServer:
+    """The publisher's side: its key pair and the folder of allowed subscribers' public keys."""
+
+    public: bytes
+    secret: bytes
+    clients: Path
+
+    @classmethod
+    def load(cls, secret_file: Path, clients: Path) -> CurveServer:
+        public, secret = read_keys(secret_file, need_secret=True)
+        if not clients.is_dir():
+            raise ConfigError(f"publish.curve.clients: not a folder of public keys: '{clients}'")
+        if not list(clients.glob("*.key")):
+            log.warning("publish.curve.clients '%s' holds no .key file: every subscriber will be refused", clients)
+        assert secret is not None
+        return cls(public, secret, clients)
+
+
+@dataclass(frozen=True, slots=True)
+class CurveClient:
+    """A subscriber's side: the publisher's public key and the subscriber's own key pair."""
+
+    server_public: bytes
+    public: bytes
+    secret: bytes
+
+    @classmethod
+    def load(cls, server_key: Path, client_secret_file: Path) -> CurveClient:
+        server_public, _ = read_keys(server_key, need_secret=False)
+        public, secret = read_keys(client_secret_file, need_secret=True)
+        assert secret is not None
+        return cls(server_public, public, secret)
+
+    def apply(self, sock: Any) -> None:
+        sock.curve_serverkey = self.server_public
+        sock.curve_publickey = self.public
+        sock.curve_secretkey = self.secret
+
+
+def read_keys(path: Path, need_secret: bool) -> tuple[bytes, bytes | None]:
+    """A key file's public key (and secret key, which ``need_secret`` requires)."""
+    import zmq.auth
+
+    if not path.is_file():
+        raise ConfigError(f"key file not found: '{path}'")
+    try:
+        public, secret = zmq.auth.load_certificate(str(path))
+    except (ValueError, OSError) as exc:
+        raise ConfigError(f"not a CurveZMQ key file: '{path}' ({exc})") from exc
+    if need_secret and secret is None:
+        raise ConfigError(f"'{path}' holds only a public key; give the .key_secret file")
+    return public, secret
+
+
+def generate(folder: Path, name: str) -> tuple[Path, Path]:
+    """Write ``NAME.key`` and ``NAME.key_secret`` into ``folder``; refuses to overwrite."""
+    import zmq.auth
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for suffix in (".key", ".key_secret"):
+        if (folder / f"{name}{suffix}").exists():
+            raise ConfigError(f"'{folder / (name + suffix)}' exists; remove it or pick another --name")
+    public, secret = zmq.auth.create_certificates(str(folder), name)
+    Path(secret).chmod(0o600)
+    return Path(public), Path(secret)
+
+
+class _RefusalLog:
+    """The authenticator's logger: refusals become warnings, everything else stays at debug."""
+
+    def __init__(self, target: logging.Logger) -> None:
+        self._log = target
+
+    def debug(self, msg: str, *args: Any) -> None:
+        text = msg % args if args else msg
+        if text.startswith("DENIED"):
+            self._log.warning("refused a subscriber: %s", text)
+        else:
+            self._log.debug("%s", text)
+
+    def info(self, msg: str, *args: Any) -> None:
+        self._log.info(msg, *args)
+
+    def warning(self, msg: str, *args: Any) -> None:
+        self._log.warning(msg, *args)
+
+    def error(self, msg: str, *args: Any) -> None:
+        self._log.error(msg, *args)
+
+    def exception(self, msg: str, *args: Any) -> None:
+        self._log.exception(msg, *args)
+
+
+def start_authenticator(context: Any, server: CurveServer) -> Any:
+    """A ZAP authenticator thread on ``context`` that admits the public keys in ``server.clients``."""
+    from zmq.auth.thread import ThreadAuthenticator
+
+    auth = ThreadAuthenticator(context, log=_RefusalLog(log))
+    auth.start()
+    auth.configure_curve(domain="*", location=str(server.clients))
+    return auth
+
+
+def secure_server_socket(sock: Any, server: CurveServer) -> None:
+    sock.curve_secretkey = server.secret
+    sock.curve_publickey = server.public
+    sock.curve_server = True
