@@ -394,10 +394,10 @@ class PipelineConfig(_Strict):
         seen: set[str] = set()
         for stream in self.streams:
             if stream.id in seen:
-                raise ValueError(f"stream id '{stream.id}' is used twice")
+                raise ValueError(f"streams: stream id '{stream.id}' is used twice")
             seen.add(stream.id)
             if (stream.lines or stream.zones) and not self.tracking.enabled:
-                raise ValueError(f"stream '{stream.id}': lines and zones need tracking.enabled")
+                raise ValueError(f"streams: stream '{stream.id}': lines and zones need tracking.enabled")
         faces = self.faces
         if faces is not None and not self.tracking.enabled and (faces.search == "persons" or faces.detector is None):
             raise ValueError(
@@ -419,7 +419,8 @@ def _format_location(loc: tuple[int | str, ...]) -> str:
         elif previous == "source" and part in SOURCE_TYPES:
             pass  # the union's branch name (the ``type`` tag) adds nothing for the user
         else:
-            out += f".{part}" if out else str(part)
+            name = str(part) if str(part).isprintable() and str(part) else repr(str(part))  # "\n" stays one line
+            out += f".{name}" if out else name
         previous = part
     return out or "(top level)"
 
@@ -432,7 +433,9 @@ def describe_validation_error(exc: ValidationError, origin: str) -> str:
         if err["type"] == "extra_forbidden":
             parts.append(f"{where}: unknown key")
         else:
-            parts.append(f"{where}: {err['msg']}")
+            msg = " ".join(str(err["msg"]).removeprefix("Value error, ").split())
+            # a whole-config rule names its own keys ("streams: …", "faces: …")
+            parts.append(msg if where == "(top level)" and ": " in msg else f"{where}: {msg}")
     return f"{origin}: " + "; ".join(parts)
 
 
