@@ -333,3 +333,25 @@ def test_a_looped_file_starts_again_with_increasing_timestamps(tiny_video: Path)
     pts = [f.pts_ms for f in got if f is not None]
     assert all(b > a for a, b in itertools.pairwise(pts)), "timestamps keep increasing across loops"
     assert np.array_equal(got[0].image, got[frames].image)  # type: ignore[union-attr]
+
+
+def test_odd_images_go_through_the_whole_pipeline(arch_weights: Path, endpoint: str, tmp_path: Path) -> None:
+    """Grayscale, 4-channel, 16-bit, 1x1 and 8K images from a folder: each one published, none a crash."""
+    from helpers import config_for, run_and_collect
+
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    images = {
+        "a_gray.png": np.full((120, 160), 90, np.uint8),
+        "b_rgba.png": np.full((120, 160, 4), 200, np.uint8),
+        "c_16bit.png": np.full((120, 160, 3), 40000, np.uint16),
+        "d_tiny.png": np.full((1, 1, 3), 128, np.uint8),
+        "e_8k.jpg": cv2.resize(np.random.default_rng(0).integers(0, 255, (90, 160, 3), np.uint8), (7680, 4320)),
+    }
+    for name, image in images.items():
+        assert cv2.imwrite(str(folder / name), image)
+    config = config_for(endpoint, [{"id": "odd", "source": str(folder)}], {"path": str(arch_weights), "device": "cpu"})
+    got = run_and_collect(config)
+    sizes = [(m.width, m.height) for m in got.detections("odd")]
+    assert sizes == [(160, 120), (160, 120), (160, 120), (1, 1), (7680, 4320)]
+    assert got.statuses("odd")[-1].event == "eos"
