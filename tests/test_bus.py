@@ -133,3 +133,23 @@ def test_binding_a_busy_endpoint_is_a_clear_error(endpoint: str) -> None:
             BusPublisher(endpoint)
     finally:
         first.close()
+
+
+def test_a_slow_subscriber_sees_what_it_missed_as_gaps(endpoint: str) -> None:
+    """The publisher never waits (drops are counted); the slow subscriber accounts for every seq it did not get."""
+    bus = BusPublisher(endpoint, send_hwm=10, lossless=False)
+    got: list[int] = []
+    with Subscriber(endpoint, ["detections."], rcv_hwm=10) as sub:
+        assert bus.wait_for_subscriber(threading.Event(), timeout_s=5)
+        sender = threading.Thread(target=lambda: [bus.send("detections.cam", body(i)) for i in range(3000)])
+        sender.start()
+        while (msg := sub.recv(1.0)) is not None:
+            assert isinstance(msg, DetectionsMessage)
+            got.append(msg.seq)
+            time.sleep(0.001)  # slower than the publisher
+        sender.join(5)
+        gaps, missed = dict(sub.gaps), sub.missed
+    bus.close()
+    covered = set(got) | {s for a, b in gaps.get("cam", []) for s in range(a, b + 1)}
+    assert covered == set(range(got[-1] + 1)), "every seq up to the last one received is received or in a gap"
+    assert got == sorted(got) and 0 < missed <= bus.dropped["detections.cam"]
