@@ -71,6 +71,8 @@ def _add_run_overrides(p: argparse.ArgumentParser, default_model: str | None) ->
         help="watch a polygon zone (normalized coordinates; repeatable; every stream)",
     )
     p.add_argument("--thumbnails", action="store_true", help="attach a JPEG of the object to new events")
+    p.add_argument("--metrics-port", type=int, metavar="PORT", help="serve /metrics, /healthz and /readyz on PORT")
+    p.add_argument("--status-file", metavar="FILE", help="write health and readiness as JSON to FILE every 5 s")
     p.add_argument(
         "--faces",
         metavar="DETECTOR",
@@ -109,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     subscribe.add_argument("--server-key", metavar="FILE", help="CurveZMQ: the publisher's public .key file")
     subscribe.add_argument("--client-key", metavar="FILE", help="CurveZMQ: this subscriber's .key_secret file")
     _add_common(subscribe)
+
+    check_health = sub.add_parser("health", help="exit 0 if a running pipeline's status file says it is healthy")
+    check_health.add_argument("--status-file", required=True, metavar="FILE")
+    check_health.add_argument("--max-age", type=float, default=15.0, metavar="S", help="oldest acceptable write")
+    _add_common(check_health)
 
     keys = sub.add_parser("keys", help="CurveZMQ key pairs for an encrypted, authenticated bus")
     key_verbs = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
@@ -187,6 +194,9 @@ def _apply_overrides(data: dict[str, Any], args: argparse.Namespace) -> dict[str
             data["streams"] = [{**s, key: [*s.get(key, []), *extra]} for s in data.get("streams", [])]
     if args.thumbnails:
         data["events"] = {**(data.get("events") or {}), "thumbnails": True}
+    metrics = {k: v for k, v in (("port", args.metrics_port), ("status_file", args.status_file)) if v is not None}
+    if metrics:
+        data["metrics"] = {**(data.get("metrics") or {}), **metrics}
     faces = {
         key: value
         for key, value in (
@@ -419,6 +429,15 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_health(args: argparse.Namespace) -> int:
+    """For container health checks: 0 when the status file is fresh and says healthy, else 1."""
+    from pipeline.health import check_status_file
+
+    ok, detail = check_status_file(Path(args.status_file), args.max_age)
+    print(detail, file=sys.stdout if ok else sys.stderr)
+    return EXIT_OK if ok else EXIT_RUNTIME
+
+
 def cmd_keys(args: argparse.Namespace) -> int:
     """``keys generate``: a CurveZMQ key pair (the secret file readable by its owner only)."""
     from pipeline.curve import generate
@@ -461,6 +480,7 @@ COMMANDS = {
     "build-engine": cmd_build_engine,
     "faces": cmd_faces,
     "keys": cmd_keys,
+    "health": cmd_health,
 }
 
 

@@ -374,6 +374,21 @@ class FacesConfig(_Strict):
     """Faces narrower than this are not embedded."""
 
 
+class MetricsConfig(_Strict):
+    """Prometheus metrics, health and readiness over HTTP, and a status file (see pipeline/health.py)."""
+
+    port: int | None = Field(None, ge=0, le=65535)
+    """Serve ``/metrics``, ``/healthz`` and ``/readyz`` here (``None``: off; 0: any free port)."""
+    host: str = "127.0.0.1"
+    """Bind address; ``0.0.0.0`` for a scraper on another machine."""
+    ready_share: float = Field(1.0, ge=0.0, le=1.0)
+    """``/readyz`` answers 200 once this share of the streams is online."""
+    stale_after_s: float = Field(10.0, gt=0)
+    """``/healthz`` fails when a processing stage has not gone round its loop for this long."""
+    status_file: str | None = None
+    """Write health and readiness as JSON here every 5 s (for ``edgesight health`` in container checks)."""
+
+
 class PipelineConfig(_Strict):
     """A whole pipeline: streams, one model, one publisher."""
 
@@ -388,6 +403,7 @@ class PipelineConfig(_Strict):
     events: EventsConfig = EventsConfig()
     faces: FacesConfig | None = None
     """Off unless present (``--faces``, ``--recognize``)."""
+    metrics: MetricsConfig = MetricsConfig()
 
     @model_validator(mode="after")
     def _unique_ids(self) -> PipelineConfig:

@@ -171,6 +171,10 @@ class Pipeline:
         self._queues: list[BoundedQueue[Any]] = []
         self._publish: PublishStage | None = None
         self._faces: FaceStage | None = None
+        self._observers: list[Any] = []
+        """The health server and status file, closed with the pipeline."""
+        self.metrics_port: int | None = None
+        """The port actually serving metrics (``metrics.port: 0`` picks a free one)."""
         self._state_changes: BoundedQueue[Any] = BoundedQueue(
             "status", STATE_QUEUE_SIZE, OverflowPolicy.BLOCK, self.stop_event
         )
@@ -209,6 +213,7 @@ class Pipeline:
         for thread in self._threads:
             if not thread.is_alive():
                 thread.start()
+        self._start_observers()
 
     def _supervised(self, stream: StreamConfig) -> SupervisedSource:
         def report(change: StateChange) -> None:
@@ -279,6 +284,27 @@ class Pipeline:
             f", engine file {info.artifact} ({info.cache})" if info.artifact else "",
             f"; passed over: {info.fallback_reason}" if info.fallback_reason else "",
         )
+
+    def _start_observers(self) -> None:
+        """Metrics, health and the status file, when configured."""
+        m = self.config.metrics
+        if m.port is not None:
+            from pipeline.health import HealthServer
+            from pipeline.metrics import PrometheusMetrics
+
+            metrics = PrometheusMetrics()
+            metrics.attach(self)
+            server = HealthServer(self, metrics, m.host, m.port, m.ready_share, m.stale_after_s)
+            server.start()
+            self._observers.append(server)
+            self.metrics_port = server.port
+            log.info("metrics and health on http://%s:%d (/metrics /healthz /readyz)", m.host, server.port)
+        if m.status_file:
+            from pipeline.health import StatusFile
+
+            status = StatusFile(self, Path(m.status_file).expanduser(), m.ready_share, m.stale_after_s)
+            status.start()
+            self._observers.append(status)
 
     def _start_faces(self) -> None:
         """Load the face thread's models (``faces`` config) and link it to the publish stage."""
@@ -413,6 +439,9 @@ class Pipeline:
 
     def close(self) -> None:
         """Release sources, bus and engine. Call after ``stop()``."""
+        for observer in self._observers:
+            observer.close()
+        self._observers.clear()
         for source in self._sources.values():
             source.release()
         if self.bus is not None:
@@ -448,6 +477,49 @@ class Pipeline:
             objects=publish.last_objects if publish else 0,
             drops=drops,
         )
+
+    @dataclass(frozen=True, slots=True)
+    class StreamState:
+        """One stream as metrics and health checks see it."""
+
+        stream_id: str
+        state: str
+        """A live source's supervision state, else ``running`` or ``ended``."""
+        captured: int
+        published: int
+        reconnects: int
+        drops: dict[str, int]
+
+    def stream_states(self) -> list[StreamState]:
+        """Each stream's state and counters now (cheap; read by metrics scrapes and health checks)."""
+        publish = self._publish
+        out = []
+        for capture in self._captures:
+            sid = capture.stream_id
+            source = self._sources.get(sid)
+            ended = publish is not None and sid in publish.ended
+            state = "ended" if ended else getattr(source, "state", None) or "running"
+            drops = {q.name: q.drops().get(sid, 0) for q in self._queues if q.drops().get(sid, 0)}
+            out.append(
+                Pipeline.StreamState(
+                    sid,
+                    state,
+                    capture.frames,
+                    publish.seq.get(sid, 0) if publish else 0,
+                    int(getattr(source, "reconnects", 0)),
+                    drops,
+                )
+            )
+        return out
+
+    @property
+    def stages(self) -> list[StageThread]:
+        """The stage threads (capture threads included)."""
+        return list(self._threads)
+
+    @property
+    def publisher(self) -> PublishStage | None:
+        return self._publish
 
     def queue_depths(self) -> dict[str, int]:
         """Items waiting in each queue now (for soak runs and metrics)."""

@@ -56,15 +56,19 @@ LATENCY_WINDOW = 100_000
 class StageClock:
     """Busy time and item count of one stage thread (read by reports, written only by its thread)."""
 
-    __slots__ = ("busy_s", "items")
+    __slots__ = ("busy_s", "items", "observer")
 
     def __init__(self) -> None:
         self.busy_s = 0.0
         self.items = 0
+        self.observer: Callable[[float], None] | None = None
+        """Called with the seconds per item of each ``add`` (metrics histograms); ``None``: nobody listens."""
 
     def add(self, seconds: float, items: int = 1) -> None:
         self.busy_s += seconds
         self.items += items
+        if self.observer is not None and items:
+            self.observer(seconds / items)
 
     @staticmethod
     def ms_per_item(clocks: Sequence[StageClock]) -> float:
@@ -96,6 +100,11 @@ class StageThread(threading.Thread):
         self.stop_event = stop
         self._on_failure = on_failure
         self.clock = StageClock()
+        self.last_beat = time.monotonic()
+        """When the thread last went round its loop (``/healthz``: a stage that stops beating is stuck)."""
+
+    def beat(self) -> None:
+        self.last_beat = time.monotonic()
 
     def run(self) -> None:
         try:
@@ -180,6 +189,7 @@ class PreprocessStage(StageThread):
     def loop(self) -> None:
         ended = 0
         while ended < self.streams and not self.stop_event.is_set():
+            self.beat()
             item = self.inputs.get(GET_TIMEOUT_S)
             if item is None:
                 continue
@@ -262,6 +272,7 @@ class InferStage(StageThread):
         ended = 0
         in_flight: _InFlight | None = None
         while ended < self.streams and not self.stop_event.is_set():
+            self.beat()
             item = self.inp.get_nowait() if in_flight else self.inp.get(GET_TIMEOUT_S)
             if item is None:
                 if in_flight:
@@ -372,6 +383,10 @@ class PublishStage(StageThread):
         self.state_changes = state_changes
         """Live sources' :class:`~pipeline.supervision.StateChange` messages, sent as ``status.<stream_id>``."""
         self.faces = faces
+        self.waiting = False
+        """Waiting for a first subscriber (``publish.wait_for_subscriber``): not beating, yet healthy."""
+        self.on_latency: Callable[[str, float], None] | None = None
+        """Called with each published frame's capture→publish seconds (metrics); ``None``: nobody listens."""
         self.face_seq: dict[str, int] = dict.fromkeys(stream_ids, 0)
         self.known_faces: dict[str, dict[int, Any]] = {sid: {} for sid in stream_ids}
         """Per stream, track id → what the face thread knows of that track's face (main model finds faces)."""
@@ -403,12 +418,15 @@ class PublishStage(StageThread):
         try:
             if self.wait_for_subscriber:
                 log.info("waiting for a subscriber on %s", self.bus.endpoint)
+                self.waiting = True
                 got_one = self.bus.wait_for_subscriber(self.stop_event, self.subscriber_timeout_s)
+                self.waiting = False
                 if not got_one and not self.stop_event.is_set():
                     log.warning("no subscriber within %s s; publishing anyway", self.subscriber_timeout_s)
             for sid in self.stream_ids:
                 self._status(sid, "start", engine=self.engine_info)
             while len(self.ended) < len(self.stream_ids) and not self.stop_event.is_set():
+                self.beat()
                 self._send_states()
                 self._collect_faces()
                 item = self.inp.get(GET_TIMEOUT_S)
@@ -451,6 +469,8 @@ class PublishStage(StageThread):
                 self.bus.send(topic_for(COUNTS_TOPIC, sid), analysis.counts, self.stop_event)
         self.last_latency_ms = (now - result.frame.captured_at) * 1000.0
         self.latencies_ms.append(self.last_latency_ms)
+        if self.on_latency is not None:
+            self.on_latency(sid, self.last_latency_ms / 1000.0)
         self.last_objects = len(result)
         if pictured is not None:
             self.sink.write(pictured)

@@ -78,6 +78,7 @@ class FaceStage(StageThread):
 
     def loop(self) -> None:
         while not self.stop_event.is_set():
+            self.beat()
             job = self.inp.get(GET_TIMEOUT_S)
             if job is None:
                 continue

@@ -1,0 +1,143 @@
+"""Prometheus metrics for a running pipeline (``prometheus-client``); every name starts with ``edgesight_``.
+
+Counters and gauges are read from the pipeline's own counters when Prometheus
+scrapes (a custom collector: nothing extra on the frame path). Only the two
+histograms are fed per frame: capture→publish latency, and each stage's time
+per frame (through the stage clocks' observer hook). :class:`NullMetrics` is
+what a pipeline without ``--metrics-port`` gets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pipeline.runner import Pipeline
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+STAGE_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+STATES = ("connecting", "online", "reconnecting", "offline", "running", "ended")
+
+
+class NullMetrics:
+    """Metrics off: attaches nothing, exports nothing."""
+
+    def attach(self, pipeline: Pipeline) -> None:
+        pass
+
+    def exposition(self) -> bytes:
+        return b""
+
+
+class PrometheusMetrics:
+    """The pipeline's metrics in their own registry (so tests and several pipelines never collide)."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Histogram
+
+        self.registry = CollectorRegistry()
+        self.latency = Histogram(
+            "edgesight_latency_seconds",
+            "Capture to publish time of each published frame",
+            ["stream"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.stage_time = Histogram(
+            "edgesight_stage_seconds",
+            "Time per frame in each stage (capture is decode time; infer is per frame of a batch)",
+            ["stage"],
+            buckets=STAGE_BUCKETS,
+            registry=self.registry,
+        )
+        self._pipeline: Pipeline | None = None
+
+    def attach(self, pipeline: Pipeline) -> None:
+        """Hook the histograms into a started pipeline and register the collector that reads the rest."""
+        self._pipeline = pipeline
+        for thread in pipeline.stages:
+            stage = _stage_name(thread.name)
+            thread.clock.observer = self.stage_time.labels(stage).observe
+        publish = pipeline.publisher
+        if publish is not None:
+            children = {sid: self.latency.labels(sid) for sid in publish.stream_ids}
+            publish.on_latency = lambda sid, seconds: children[sid].observe(seconds)
+        self.registry.register(_PipelineCollector(pipeline))
+
+    def exposition(self) -> bytes:
+        from prometheus_client import generate_latest
+
+        return bytes(generate_latest(self.registry))
+
+
+def _stage_name(thread_name: str) -> str:
+    """``capture-cam0`` → ``capture``, ``preprocess-1`` → ``preprocess``: one histogram series per stage kind."""
+    return thread_name.split("-", 1)[0]
+
+
+class _PipelineCollector:
+    """Reads the pipeline's counters at scrape time."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self._pipeline = pipeline
+
+    def describe(self) -> list[Any]:
+        return []  # collected on demand; no fixed description needed at registration
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+
+        p = self._pipeline
+        streams = p.stream_states()
+        captured = CounterMetricFamily("edgesight_frames_captured", "Frames read from each source", labels=["stream"])
+        published = CounterMetricFamily(
+            "edgesight_frames_published", "Frames whose results were published", labels=["stream"]
+        )
+        dropped = CounterMetricFamily(
+            "edgesight_frames_dropped", "Frames dropped, by queue and reason", labels=["stream", "queue", "reason"]
+        )
+        reconnects = CounterMetricFamily("edgesight_reconnects", "Times a live source reconnected", labels=["stream"])
+        state = GaugeMetricFamily(
+            "edgesight_stream_state", "1 for each stream's current state", labels=["stream", "state"]
+        )
+        for s in streams:
+            captured.add_metric([s.stream_id], s.captured)
+            published.add_metric([s.stream_id], s.published)
+            reconnects.add_metric([s.stream_id], s.reconnects)
+            for queue, n in s.drops.items():
+                dropped.add_metric([s.stream_id, queue, "queue_full_drop_oldest"], n)
+            for name in STATES:
+                state.add_metric([s.stream_id, name], 1.0 if s.state == name else 0.0)
+        yield from (captured, published, dropped, reconnects, state)
+
+        depth = GaugeMetricFamily("edgesight_queue_depth", "Items waiting in each queue", labels=["queue"])
+        for queue, n in p.queue_depths().items():
+            depth.add_metric([queue], n)
+        yield depth
+
+        bus_dropped = CounterMetricFamily(
+            "edgesight_bus_dropped", "Messages the ZeroMQ publisher dropped (send queue full)", labels=["topic"]
+        )
+        sent = CounterMetricFamily("edgesight_bus_sent", "Messages sent on the ZeroMQ bus")
+        if p.bus is not None:
+            for topic, n in p.bus.dropped.items():
+                bus_dropped.add_metric([topic], n)
+            sent.add_metric([], p.bus.sent)
+        yield from (bus_dropped, sent)
+
+        if p.engine is not None:
+            info = p.engine.info
+            engine = InfoMetricFamily("edgesight_engine", "The loaded inference engine")
+            engine.add_metric(
+                [],
+                {
+                    "backend": info.backend,
+                    "device": info.device,
+                    "precision": info.precision,
+                    "model": info.model,
+                    "task": info.task,
+                    "max_batch": str(info.max_batch),
+                },
+            )
+            yield engine
