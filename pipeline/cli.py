@@ -39,7 +39,8 @@ PRECISIONS = ["auto", "fp32", "fp16", "int8"]
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="verbose logs and full tracebacks")
-    p.add_argument("--quiet", action="store_true", help="only warnings and errors")
+    p.add_argument("--quiet", action="store_true", help="only warnings and errors, no live view")
+    p.add_argument("--log-format", choices=["text", "json"], default="text", help="json: one JSON object per line")
 
 
 def _add_run_overrides(p: argparse.ArgumentParser, default_model: str | None) -> None:
@@ -161,6 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _setup_logging(args: argparse.Namespace) -> None:
     level = logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if getattr(args, "log_format", "text") == "json":
+        from pipeline.console import JsonFormatter
+
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonFormatter())
     logging.getLogger("ultralytics").setLevel(logging.DEBUG if args.debug else logging.WARNING)
     if not args.debug:
         # OpenCV and FFmpeg print their own warnings for every bad file; our one-line errors say it better.
@@ -286,13 +292,16 @@ def run_pipeline(config: PipelineConfig, quiet: bool = False, save: str | None =
             log.info("stopped before the pipeline had started")
             return EXIT_OK
         try:
+            from pipeline.console import LiveView
+
+            view = LiveView(pipeline, sys.stderr)
             last_print = time.monotonic()
             while not pipeline.wait(0.2):
                 if pipeline.stop_event.is_set():
                     break
                 if not quiet and time.monotonic() - last_print >= 1.0:
                     last_print = time.monotonic()
-                    _print_progress(pipeline.progress())
+                    view.draw()
         finally:
             pipeline.stop()
             report = pipeline.report()
@@ -313,12 +322,6 @@ def run_pipeline(config: PipelineConfig, quiet: bool = False, save: str | None =
     for s in failed:
         print(f"edgesight: error: stream '{s.stream_id}': {s.error}", file=sys.stderr)
     return EXIT_RUNTIME if failed else EXIT_OK
-
-
-def _print_progress(p: Any) -> None:
-    rate = p.published / p.elapsed_s if p.elapsed_s > 0 else 0.0
-    line = f"frames {p.published} | {rate:.1f} fps | objects {p.objects} | latency {p.latency_ms:.0f} ms"
-    print(f"{line} | drops {p.drops}", file=sys.stderr, flush=True)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

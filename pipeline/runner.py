@@ -489,6 +489,10 @@ class Pipeline:
         published: int
         reconnects: int
         drops: dict[str, int]
+        total: int | None = None
+        """Frames the source holds (files, folders, scenes); ``None`` for live sources."""
+        latency_ms: float = 0.0
+        """Capture→publish latency of the stream's last published frame."""
 
     def stream_states(self) -> list[StreamState]:
         """Each stream's state and counters now (cheap; read by metrics scrapes and health checks)."""
@@ -508,6 +512,8 @@ class Pipeline:
                     publish.seq.get(sid, 0) if publish else 0,
                     int(getattr(source, "reconnects", 0)),
                     drops,
+                    getattr(source, "total_frames", None),
+                    publish.latency_ms_by_stream.get(sid, 0.0) if publish else 0.0,
                 )
             )
         return out

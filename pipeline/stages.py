@@ -413,6 +413,7 @@ class PublishStage(StageThread):
         self.last_latency_ms = 0.0
         self.last_objects = 0
         self.latencies_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)
+        self.latency_ms_by_stream: dict[str, float] = {}
 
     def loop(self) -> None:
         try:
@@ -468,6 +469,7 @@ class PublishStage(StageThread):
             if analysis.counts is not None:
                 self.bus.send(topic_for(COUNTS_TOPIC, sid), analysis.counts, self.stop_event)
         self.last_latency_ms = (now - result.frame.captured_at) * 1000.0
+        self.latency_ms_by_stream[sid] = self.last_latency_ms
         self.latencies_ms.append(self.last_latency_ms)
         if self.on_latency is not None:
             self.on_latency(sid, self.last_latency_ms / 1000.0)

@@ -30,6 +30,10 @@ class ImageFolderSource:
         self._interrupted = False
         self.skipped = 0
 
+    @property
+    def total_frames(self) -> int:
+        return len(self._files)
+
     def open(self) -> None:
         if not self.folder.exists():
             raise SourceError(f"image folder not found: '{self.folder}'")

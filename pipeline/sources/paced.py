@@ -22,6 +22,10 @@ class PacedSource:
     def open(self) -> None:
         self._inner.open()
 
+    @property
+    def total_frames(self) -> int | None:
+        return getattr(self._inner, "total_frames", None)
+
     def read(self) -> RawFrame | None:
         frame = self._inner.read()
         if frame is None:

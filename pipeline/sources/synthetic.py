@@ -16,6 +16,7 @@ class SyntheticSource:
     def __init__(self, seed: int = 0, frames: int = 300, width: int = 640, height: int = 360, fps: float = 30.0):
         self.scene = StreetScene(seed, frames, width, height, fps)
         self.frames = frames
+        self.total_frames = frames
         self.fps = fps
         self.description = f"synthetic scene (seed {seed})"
         self._index = 0

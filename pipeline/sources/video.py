@@ -53,9 +53,14 @@ class _CaptureSource:
     def _open_capture(self) -> cv2.VideoCapture:
         raise NotImplementedError
 
+    total_frames: int | None = None
+    """Frames in the file, when the container says (progress bars); ``None`` for live sources."""
+
     def open(self) -> None:
         self._cap = self._open_capture()
         self._fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        self.total_frames = count if count > 0 and not self.live else None
         first = self._grab()
         if first is None:
             self.release()
