@@ -325,7 +325,8 @@ def run_pipeline(config: PipelineConfig, quiet: bool = False, save: str | None =
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    return run_pipeline(_config_from_args(args), quiet=args.quiet, save=args.save)
+    live_view = not args.quiet and args.log_format == "text"  # JSON logs are for services: no table in them
+    return run_pipeline(_config_from_args(args), quiet=not live_view, save=args.save)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
