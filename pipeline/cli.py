@@ -73,6 +73,7 @@ def _add_run_overrides(p: argparse.ArgumentParser, default_model: str | None) ->
     )
     p.add_argument("--thumbnails", action="store_true", help="attach a JPEG of the object to new events")
     p.add_argument("--metrics-port", type=int, metavar="PORT", help="serve /metrics, /healthz and /readyz on PORT")
+    p.add_argument("--preview-port", type=int, metavar="PORT", help="serve an annotated browser preview on PORT")
     p.add_argument("--status-file", metavar="FILE", help="write health and readiness as JSON to FILE every 5 s")
     p.add_argument(
         "--faces",
@@ -203,6 +204,8 @@ def _apply_overrides(data: dict[str, Any], args: argparse.Namespace) -> dict[str
     metrics = {k: v for k, v in (("port", args.metrics_port), ("status_file", args.status_file)) if v is not None}
     if metrics:
         data["metrics"] = {**(data.get("metrics") or {}), **metrics}
+    if args.preview_port is not None:
+        data["preview"] = {**(data.get("preview") or {}), "port": args.preview_port}
     faces = {
         key: value
         for key, value in (
@@ -272,11 +275,11 @@ class _StopOnSignal:
 def _recorder(config: PipelineConfig, save: str | None) -> Any:
     if not save:
         return None
-    from pipeline.recorder import VideoRecorder
+    from pipeline.recorder import Overlays, VideoRecorder
 
     source = config.streams[0].source
     fps = float(getattr(source, "fps", 0) or 30.0)
-    return VideoRecorder(Path(save), config.streams[0].id, fps)
+    return VideoRecorder(Path(save), config.streams[0].id, fps, Overlays.from_streams(config.streams))
 
 
 def run_pipeline(config: PipelineConfig, quiet: bool = False, save: str | None = None) -> int:

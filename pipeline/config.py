@@ -389,6 +389,16 @@ class MetricsConfig(_Strict):
     """Write health and readiness as JSON here every 5 s (for ``edgesight health`` in container checks)."""
 
 
+class PreviewConfig(_Strict):
+    """The browser preview: annotated MJPEG per stream (privacy redaction applies)."""
+
+    port: int | None = Field(None, ge=0, le=65535)
+    """Serve the page here (``None``: off; 0: any free port)."""
+    host: str = "127.0.0.1"
+    max_fps: float = Field(10.0, gt=0, le=120)
+    """Frames per second sent to each viewer at most."""
+
+
 class PipelineConfig(_Strict):
     """A whole pipeline: streams, one model, one publisher."""
 
@@ -404,6 +414,7 @@ class PipelineConfig(_Strict):
     faces: FacesConfig | None = None
     """Off unless present (``--faces``, ``--recognize``)."""
     metrics: MetricsConfig = MetricsConfig()
+    preview: PreviewConfig = PreviewConfig()
 
     @model_validator(mode="after")
     def _unique_ids(self) -> PipelineConfig:

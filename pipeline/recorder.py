@@ -1,14 +1,17 @@
-"""Annotated video output: boxes and labels drawn on each published frame, written to an MP4 file."""
+"""Annotated output: zones, lines, masks, boxes, labels and track ids drawn on published frames, to an MP4 file."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 import cv2
 import numpy as np
 
+from pipeline.analytics.geometry import to_pixels
+from pipeline.config import LineConfig, StreamConfig, ZoneConfig
 from pipeline.errors import EdgesightError
 from pipeline.messages import FrameResult
 
@@ -18,9 +21,12 @@ PALETTE = [(56, 56, 255), (151, 157, 255), (31, 112, 255), (29, 178, 255), (49, 
 
 
 class FrameSink(Protocol):
-    """Something that sees every published result (never allowed to break the data path)."""
+    """Something that sees every published result (never allowed to break the data path).
 
-    def write(self, result: FrameResult) -> None: ...
+    ``track_ids`` (one per detection, negative for none) come with the result when tracking is on.
+    """
+
+    def write(self, result: FrameResult, track_ids: np.ndarray | None = None) -> None: ...
 
     def close(self) -> None: ...
 
@@ -28,21 +34,68 @@ class FrameSink(Protocol):
 class NullSink:
     """The default: records nothing."""
 
-    def write(self, result: FrameResult) -> None:
+    def write(self, result: FrameResult, track_ids: np.ndarray | None = None) -> None:
         pass
 
     def close(self) -> None:
         pass
 
 
-def annotate(result: FrameResult) -> np.ndarray:
-    """A copy of the frame with each detection's box, label and confidence drawn on it."""
+class TeeSink:
+    """Hands each result to several sinks (a recording and a preview)."""
+
+    def __init__(self, sinks: list[FrameSink]) -> None:
+        self.sinks = sinks
+
+    def write(self, result: FrameResult, track_ids: np.ndarray | None = None) -> None:
+        for sink in self.sinks:
+            sink.write(result, track_ids)
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            sink.close()
+
+
+LINE_COLOUR = (0, 255, 255)  # yellow: counting lines
+ZONE_COLOUR = (255, 0, 255)  # magenta: zones
+
+
+@dataclass(frozen=True)
+class Overlays:
+    """What is drawn besides detections: each stream's counting lines and zones."""
+
+    regions: dict[str, tuple[list[LineConfig], list[ZoneConfig]]] = field(default_factory=dict)
+
+    @classmethod
+    def from_streams(cls, streams: list[StreamConfig]) -> Overlays:
+        return cls({s.id: (list(s.lines), list(s.zones)) for s in streams})
+
+
+def annotate(result: FrameResult, track_ids: np.ndarray | None = None, overlays: Overlays | None = None) -> np.ndarray:
+    """A copy of the frame with zones, lines, masks, boxes, labels, confidences and track ids drawn on it."""
     image = result.frame.host_image().copy()
-    for det in result.detections:
+    h, w = image.shape[:2]
+    lines, zones = (overlays or Overlays()).regions.get(result.stream_id, ([], []))
+    for zone in zones:
+        pts = to_pixels(zone.points, zone.normalized, w, h).round().astype(np.int32)
+        cv2.polylines(image, [pts], True, ZONE_COLOUR, 2)
+        cv2.putText(image, zone.name, tuple(int(v) for v in pts[0]), cv2.FONT_HERSHEY_SIMPLEX, 0.5, ZONE_COLOUR, 1)
+    for line in lines:
+        p1, p2 = to_pixels(line.points, line.normalized, w, h).round().astype(np.int32)
+        cv2.arrowedLine(image, tuple(int(v) for v in p1), tuple(int(v) for v in p2), LINE_COLOUR, 2, tipLength=0.03)
+        cv2.putText(image, line.name, tuple(int(v) for v in p1), cv2.FONT_HERSHEY_SIMPLEX, 0.5, LINE_COLOUR, 1)
+    polygons = result.masks.polygons() if result.masks is not None else None
+    ids = track_ids.tolist() if track_ids is not None else [-1] * len(result)
+    for k, det in enumerate(result.detections):
         colour = PALETTE[det.class_id % len(PALETTE)]
+        if polygons is not None and len(polygons[k]) >= 3:
+            outline = np.round(np.asarray(polygons[k])).astype(np.int32)
+            tint = image.copy()
+            cv2.fillPoly(tint, [outline], colour)
+            cv2.addWeighted(tint, 0.35, image, 0.65, 0, dst=image)
         x1, y1, x2, y2 = (round(v) for v in det.box)
         cv2.rectangle(image, (x1, y1), (x2, y2), colour, 2)
-        text = f"{det.label} {det.confidence:.2f}"
+        text = f"{det.label} {det.confidence:.2f}" + (f" #{ids[k]}" if ids[k] >= 0 else "")
         (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
         cv2.rectangle(image, (x1, max(0, y1 - th - 4)), (x1 + tw + 2, y1), colour, -1)
         cv2.putText(image, text, (x1 + 1, max(th, y1 - 3)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1)
@@ -52,8 +105,9 @@ def annotate(result: FrameResult) -> np.ndarray:
 class VideoRecorder:
     """Writes annotated frames of one stream to an MP4 file (other streams are ignored)."""
 
-    def __init__(self, path: Path, stream_id: str, fps: float = 30.0) -> None:
+    def __init__(self, path: Path, stream_id: str, fps: float = 30.0, overlays: Overlays | None = None) -> None:
         self.path = Path(path)
+        self.overlays = overlays
         self.stream_id = stream_id
         self.fps = fps
         self.frames = 0
@@ -63,11 +117,11 @@ class VideoRecorder:
         if not parent.is_dir():
             raise EdgesightError(f"cannot save video to '{self.path}': folder '{parent}' does not exist")
 
-    def write(self, result: FrameResult) -> None:
+    def write(self, result: FrameResult, track_ids: np.ndarray | None = None) -> None:
         if result.stream_id != self.stream_id or self.failed:
             return
         try:
-            image = annotate(result)
+            image = annotate(result, track_ids, self.overlays)
             if self._writer is None:
                 h, w = image.shape[:2]
                 self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter.fourcc(*"mp4v"), self.fps, (w, h))

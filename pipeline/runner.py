@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engines.base import DetectionEngine, EngineInfo, ModelSpec
 from engines.registry import load_engine
@@ -40,6 +40,9 @@ from pipeline.stages import (
     StageThread,
 )
 from pipeline.supervision import StateChange, SupervisedSource
+
+if TYPE_CHECKING:
+    from pipeline.preview import PreviewServer
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +159,8 @@ class Pipeline:
         self._source_factory = source_factory
         self._engine_factory = engine_factory
         self._sink = sink
+        self.preview: PreviewServer | None = None
+        """The browser preview (``preview.port``), serving from start to close."""
         self.engine: DetectionEngine | None = None
         self.stop_event = threading.Event()
         self._stop_lock = threading.Lock()
@@ -204,6 +209,7 @@ class Pipeline:
             self._build_queues()
             self._start_engine()
             self._start_faces()
+            self._start_preview()
             self._build_stages()
         except BaseException:
             self.stop()
@@ -284,6 +290,20 @@ class Pipeline:
             f", engine file {info.artifact} ({info.cache})" if info.artifact else "",
             f"; passed over: {info.fallback_reason}" if info.fallback_reason else "",
         )
+
+    def _start_preview(self) -> None:
+        p = self.config.preview
+        if p.port is None:
+            return
+        from pipeline.preview import PreviewServer
+        from pipeline.recorder import Overlays, TeeSink
+
+        self.preview = PreviewServer(
+            p.host, p.port, [s.id for s in self.config.streams], Overlays.from_streams(self.config.streams), p.max_fps
+        )
+        self._observers.append(self.preview)
+        self._sink = self.preview if self._sink is None else TeeSink([self._sink, self.preview])
+        log.info("preview on http://%s:%d/", p.host, self.preview.port)
 
     def _start_observers(self) -> None:
         """Metrics, health and the status file, when configured."""

@@ -475,7 +475,7 @@ class PublishStage(StageThread):
             self.on_latency(sid, self.last_latency_ms / 1000.0)
         self.last_objects = len(result)
         if pictured is not None:
-            self.sink.write(pictured)
+            self.sink.write(pictured, track_ids)
 
     def _pictured(self, everything: FrameResult, published: FrameResult, events: list[Event]) -> FrameResult | None:
         """``published`` on the redacted frame, for the images of this frame that leave the box (the recording,

@@ -1,0 +1,149 @@
+"""A browser preview: each stream's annotated frames as MJPEG on a small web page.
+
+The publish stage only hands over a reference to each published (already
+redacted) frame; drawing the overlays and JPEG encoding happen in the HTTP
+threads, at most ``max_fps`` per watcher, and only while someone watches.
+``/`` lists the streams, ``/stream/ID.mjpg`` is the live picture and
+``/snapshot/ID.jpg`` the latest frame.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import cv2
+import numpy as np
+
+from pipeline.errors import ConfigError
+from pipeline.messages import FrameResult
+from pipeline.recorder import Overlays, annotate
+
+log = logging.getLogger(__name__)
+
+BOUNDARY = "edgesightframe"
+JPEG_QUALITY = 80
+
+
+class PreviewServer:
+    """A :class:`~pipeline.recorder.FrameSink` that serves what it is given as MJPEG over HTTP."""
+
+    def __init__(
+        self, host: str, port: int, stream_ids: list[str], overlays: Overlays | None = None, max_fps: float = 10.0
+    ) -> None:
+        self.stream_ids = list(stream_ids)
+        self.overlays = overlays
+        self.max_fps = max_fps
+        self._latest: dict[str, tuple[int, FrameResult, np.ndarray | None]] = {}
+        self._changed = threading.Condition()
+        self._closed = False
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                owner._answer(self)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                log.debug("preview: " + format, *args)
+
+        try:
+            self._server = ThreadingHTTPServer((host, port), Handler)
+        except OSError as exc:
+            raise ConfigError(f"cannot serve the preview on {host}:{port}: {exc.strerror or exc}") from exc
+        self._server.daemon_threads = True
+        self.port = int(self._server.server_address[1])
+        self._thread = threading.Thread(target=self._server.serve_forever, name="preview-http", daemon=True)
+        self._thread.start()
+
+    # -- FrameSink -------------------------------------------------------------------------------------------
+    def write(self, result: FrameResult, track_ids: np.ndarray | None = None) -> None:
+        with self._changed:
+            count = self._latest.get(result.stream_id, (0, result, None))[0] + 1
+            self._latest[result.stream_id] = (count, result, track_ids)
+            self._changed.notify_all()
+
+    def close(self) -> None:
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _count(self, sid: str) -> int:
+        latest = self._latest.get(sid)
+        return latest[0] if latest is not None else 0
+
+    # -- HTTP ------------------------------------------------------------------------------------------------
+    def _jpeg(self, result: FrameResult, track_ids: np.ndarray | None) -> bytes:
+        image = annotate(result, track_ids, self.overlays)
+        ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        return data.tobytes() if ok else b""
+
+    def _answer(self, request: BaseHTTPRequestHandler) -> None:
+        path = request.path.split("?", 1)[0]
+        if path in ("/", "/index.html"):
+            self._reply(request, 200, "text/html; charset=utf-8", self._page().encode())
+        elif path.startswith("/snapshot/") and path.endswith(".jpg"):
+            sid = path[len("/snapshot/") : -len(".jpg")]
+            latest = self._latest.get(sid)
+            if latest is None:
+                self._reply(request, 404, "text/plain", f"no frame from '{sid}' yet\n".encode())
+            else:
+                self._reply(request, 200, "image/jpeg", self._jpeg(latest[1], latest[2]))
+        elif path.startswith("/stream/") and path.endswith(".mjpg") and path[8:-5] in self.stream_ids:
+            self._mjpeg(request, path[8:-5])
+        else:
+            self._reply(request, 404, "text/plain", b"not found\n")
+
+    @staticmethod
+    def _reply(request: BaseHTTPRequestHandler, code: int, kind: str, body: bytes) -> None:
+        request.send_response(code)
+        request.send_header("Content-Type", kind)
+        request.send_header("Content-Length", str(len(body)))
+        request.send_header("Cache-Control", "no-store")
+        request.end_headers()
+        request.wfile.write(body)
+
+    def _mjpeg(self, request: BaseHTTPRequestHandler, sid: str) -> None:
+        request.send_response(200)
+        request.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
+        request.send_header("Cache-Control", "no-store")
+        request.end_headers()
+        seen = 0
+        interval = 1.0 / self.max_fps
+        try:
+            while True:
+                last = seen
+                with self._changed:
+                    self._changed.wait_for(lambda: self._closed or self._count(sid) > last, 1.0)  # noqa: B023
+                    if self._closed:
+                        return
+                    latest = self._latest.get(sid)
+                if latest is None or latest[0] == seen:
+                    continue
+                seen = latest[0]
+                started = time.monotonic()
+                data = self._jpeg(latest[1], latest[2])
+                head = f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(data)}\r\n\r\n"
+                request.wfile.write(head.encode() + data + b"\r\n")
+                request.wfile.flush()
+                time.sleep(max(0.0, interval - (time.monotonic() - started)))
+        except (BrokenPipeError, ConnectionResetError):
+            return  # the viewer left
+
+    def _page(self) -> str:
+        tiles = "\n".join(
+            f'<figure><img id="{html.escape(s)}" src="/stream/{html.escape(s)}.mjpg" alt="{html.escape(s)}">'
+            f"<figcaption>{html.escape(s)}</figcaption></figure>"
+            for s in self.stream_ids
+        )
+        return (
+            "<!doctype html><html><head><meta charset='utf-8'><title>edgesight preview</title>"
+            "<style>body{background:#111;color:#ddd;font-family:sans-serif;margin:0}"
+            "figure{display:inline-block;margin:8px}img{max-width:960px;display:block}</style></head>"
+            f"<body>{tiles}</body></html>"
+        )
