@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Sequence
@@ -113,6 +114,22 @@ def build_parser() -> argparse.ArgumentParser:
     subscribe.add_argument("--server-key", metavar="FILE", help="CurveZMQ: the publisher's public .key file")
     subscribe.add_argument("--client-key", metavar="FILE", help="CurveZMQ: this subscriber's .key_secret file")
     _add_common(subscribe)
+
+    aggregate = sub.add_parser("aggregate", help="fan the buses of many boxes into one (XSUB/XPUB proxy)")
+    aggregate.add_argument(
+        "--from",
+        dest="upstream",
+        action="append",
+        default=[],
+        metavar="ENDPOINT",
+        help="a box's bus, e.g. tcp://box1:5555 (repeatable)",
+    )
+    aggregate.add_argument("--bind", default="tcp://127.0.0.1:5560", metavar="ENDPOINT")
+    aggregate.add_argument("--server-key", metavar="FILE", help="CurveZMQ: the boxes' public .key")
+    aggregate.add_argument("--client-key", metavar="FILE", help="CurveZMQ: this aggregator's .key_secret")
+    aggregate.add_argument("--secret-key", metavar="FILE", help="CurveZMQ: the aggregator's own .key_secret")
+    aggregate.add_argument("--clients", metavar="DIR", help="CurveZMQ: allowed subscribers' public keys")
+    _add_common(aggregate)
 
     check_health = sub.add_parser("health", help="exit 0 if a running pipeline's status file says it is healthy")
     check_health.add_argument("--status-file", required=True, metavar="FILE")
@@ -436,6 +453,23 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_aggregate(args: argparse.Namespace) -> int:
+    """Relay every box's bus onto one endpoint until SIGINT/SIGTERM."""
+    from pipeline.aggregate import Aggregator
+    from pipeline.curve import CurveClient, CurveServer
+
+    client = CurveClient.load(Path(args.server_key), Path(args.client_key)) if args.server_key else None
+    server = CurveServer.load(Path(args.secret_key), Path(args.clients)) if args.secret_key else None
+    aggregator = Aggregator(args.upstream, args.bind, client=client, server=server)
+    stop = threading.Event()
+    with _StopOnSignal(stop):
+        aggregator.start()
+        while not stop.wait(0.2):
+            pass
+    aggregator.close()
+    return EXIT_OK
+
+
 def cmd_health(args: argparse.Namespace) -> int:
     """For container health checks: 0 when the status file is fresh and says healthy, else 1."""
     from pipeline.health import check_status_file
@@ -488,6 +522,7 @@ COMMANDS = {
     "faces": cmd_faces,
     "keys": cmd_keys,
     "health": cmd_health,
+    "aggregate": cmd_aggregate,
 }
 
 
