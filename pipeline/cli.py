@@ -75,6 +75,9 @@ def _add_run_overrides(p: argparse.ArgumentParser, default_model: str | None) ->
     p.add_argument("--thumbnails", action="store_true", help="attach a JPEG of the object to new events")
     p.add_argument("--metrics-port", type=int, metavar="PORT", help="serve /metrics, /healthz and /readyz on PORT")
     p.add_argument("--preview-port", type=int, metavar="PORT", help="serve an annotated browser preview on PORT")
+    p.add_argument(
+        "--control", metavar="ENDPOINT", help="accept streams add/remove/list here (e.g. tcp://127.0.0.1:5557)"
+    )
     p.add_argument("--status-file", metavar="FILE", help="write health and readiness as JSON to FILE every 5 s")
     p.add_argument(
         "--faces",
@@ -114,6 +117,21 @@ def build_parser() -> argparse.ArgumentParser:
     subscribe.add_argument("--server-key", metavar="FILE", help="CurveZMQ: the publisher's public .key file")
     subscribe.add_argument("--client-key", metavar="FILE", help="CurveZMQ: this subscriber's .key_secret file")
     _add_common(subscribe)
+
+    streams = sub.add_parser("streams", help="list, add and remove streams of a running pipeline")
+    stream_verbs = streams.add_subparsers(dest="streams_command", required=True, metavar="ACTION")
+    listing = stream_verbs.add_parser("list", help="the running streams")
+    adding = stream_verbs.add_parser("add", help="start a stream")
+    adding.add_argument("--id", required=True)
+    adding.add_argument("--source", required=True, metavar="SRC", help="as run --source")
+    removing = stream_verbs.add_parser("remove", help="end a stream")
+    removing.add_argument("id")
+    for p in (listing, adding, removing):
+        p.add_argument("--control", default="tcp://127.0.0.1:5557", metavar="ENDPOINT", help="control.endpoint")
+        p.add_argument("--timeout", type=float, default=15.0, metavar="S", help="wait this long for an answer")
+        p.add_argument("--server-key", metavar="FILE", help="CurveZMQ: the pipeline's public .key file")
+        p.add_argument("--client-key", metavar="FILE", help="CurveZMQ: this client's .key_secret file")
+        _add_common(p)
 
     aggregate = sub.add_parser("aggregate", help="fan the buses of many boxes into one (XSUB/XPUB proxy)")
     aggregate.add_argument(
@@ -223,6 +241,8 @@ def _apply_overrides(data: dict[str, Any], args: argparse.Namespace) -> dict[str
         data["metrics"] = {**(data.get("metrics") or {}), **metrics}
     if args.preview_port is not None:
         data["preview"] = {**(data.get("preview") or {}), "port": args.preview_port}
+    if args.control:
+        data["control"] = {"endpoint": args.control}
     faces = {
         key: value
         for key, value in (
@@ -453,6 +473,29 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_streams(args: argparse.Namespace) -> int:
+    """``streams list|add|remove``: steer a running pipeline through its control endpoint."""
+    from pipeline.control import request
+    from pipeline.curve import CurveClient
+
+    curve = CurveClient.load(Path(args.server_key), Path(args.client_key)) if args.server_key else None
+    if args.streams_command == "list":
+        body: dict[str, Any] = {"op": "list"}
+    elif args.streams_command == "add":
+        body = {"op": "add", "stream": {"id": args.id, "source": parse_source(args.source)}}
+    else:
+        body = {"op": "remove", "id": args.id}
+    reply = request(args.control, body, args.timeout, curve=curve)
+    if not reply.get("ok"):
+        raise EdgesightError(str(reply.get("error")))
+    if args.streams_command == "list":
+        for s in reply["streams"]:
+            print(f"{s['id']}\t{s['state']}\tcaptured {s['captured']}\tpublished {s['published']}")
+    else:
+        print(f"{'added' if args.streams_command == 'add' else 'removed'} '{args.id}'")
+    return EXIT_OK
+
+
 def cmd_aggregate(args: argparse.Namespace) -> int:
     """Relay every box's bus onto one endpoint until SIGINT/SIGTERM."""
     from pipeline.aggregate import Aggregator
@@ -523,6 +566,7 @@ COMMANDS = {
     "keys": cmd_keys,
     "health": cmd_health,
     "aggregate": cmd_aggregate,
+    "streams": cmd_streams,
 }
 
 

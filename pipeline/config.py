@@ -399,6 +399,13 @@ class PreviewConfig(_Strict):
     """Frames per second sent to each viewer at most."""
 
 
+class ControlConfig(_Strict):
+    """Streams added, removed and listed at run time (``edgesight streams …``), over ZeroMQ REQ/REP."""
+
+    endpoint: str | None = Field(None, pattern=r"^(tcp|ipc|inproc)://")
+    """Where the pipeline answers (``None``: off). With ``publish.curve``, the same keys guard it."""
+
+
 class PipelineConfig(_Strict):
     """A whole pipeline: streams, one model, one publisher."""
 
@@ -415,6 +422,7 @@ class PipelineConfig(_Strict):
     """Off unless present (``--faces``, ``--recognize``)."""
     metrics: MetricsConfig = MetricsConfig()
     preview: PreviewConfig = PreviewConfig()
+    control: ControlConfig = ControlConfig()
 
     @model_validator(mode="after")
     def _unique_ids(self) -> PipelineConfig:

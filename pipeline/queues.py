@@ -139,13 +139,53 @@ class BoundedQueue(Generic[T]):
             self._ready.set()
 
 
+class StreamCount:
+    """How many streams a stage serves and how many have ended; streams may be added while it runs.
+
+    ``open_ended``: the pipeline takes streams at run time, so a stage keeps
+    going with no stream left, until the stop event.
+    """
+
+    def __init__(self, streams: int, open_ended: bool = False) -> None:
+        self._lock = threading.Lock()
+        self.started = streams
+        self.ended = 0
+        self.open_ended = open_ended
+
+    def add(self) -> None:
+        with self._lock:
+            self.started += 1
+
+    def end(self) -> None:
+        with self._lock:
+            self.ended += 1
+
+    @property
+    def live(self) -> int:
+        return self.started - self.ended
+
+    def done(self) -> bool:
+        return not self.open_ended and self.ended >= self.started
+
+
 class FanIn(Generic[T]):
-    """Reads several queues fairly (round robin) with one timed wait."""
+    """Reads several queues fairly (round robin) with one timed wait; queues may be added while it is read."""
 
     def __init__(self, queues: Sequence[BoundedQueue[T]], ready: threading.Event) -> None:
         self._queues = list(queues)
         self._ready = ready
         self._next = 0
+
+    @property
+    def ready(self) -> threading.Event:
+        """The event every queue of this fan-in sets when it gets an item (new queues must share it)."""
+        return self._ready
+
+    def add(self, queue: BoundedQueue[T]) -> None:
+        self._queues = [*self._queues, queue]  # a new list: a concurrent scan keeps its own
+
+    def remove(self, queue: BoundedQueue[T]) -> None:
+        self._queues = [q for q in self._queues if q is not queue]
 
     def get(self, timeout: float) -> T | None:
         """The next item from any queue, or ``None`` after ``timeout`` s."""

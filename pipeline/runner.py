@@ -27,7 +27,7 @@ from pipeline.curve import CurveServer
 from pipeline.errors import ConfigError, EdgesightError, StartupInterrupted
 from pipeline.faces.stage import FaceStage, load_recognizer
 from pipeline.messages import MaskFormat
-from pipeline.queues import BoundedQueue, FanIn, OverflowPolicy
+from pipeline.queues import BoundedQueue, FanIn, OverflowPolicy, StreamCount
 from pipeline.recorder import FrameSink
 from pipeline.sources import Source, make_source
 from pipeline.stages import (
@@ -38,6 +38,7 @@ from pipeline.stages import (
     PublishStage,
     StageClock,
     StageThread,
+    StreamAdded,
 )
 from pipeline.supervision import StateChange, SupervisedSource
 
@@ -164,6 +165,7 @@ class Pipeline:
         self.engine: DetectionEngine | None = None
         self.stop_event = threading.Event()
         self._stop_lock = threading.Lock()
+        self._control_lock = threading.Lock()
         self._stopped = False
         self._failure: str | None = None
         self._sources: dict[str, Source] = {}
@@ -260,7 +262,7 @@ class Pipeline:
         infer = InferStage(
             self._prepared,
             self._results,
-            len(cfg.streams),
+            StreamCount(len(cfg.streams), open_ended=self.controlled),
             self.stop_event,
             self._fail,
             lambda: self._engine_factory(spec, cfg.model.engine),
@@ -291,6 +293,52 @@ class Pipeline:
             f"; passed over: {info.fallback_reason}" if info.fallback_reason else "",
         )
 
+    @property
+    def controlled(self) -> bool:
+        """Streams come and go at run time (``control.endpoint``): the pipeline runs until stopped."""
+        return self.config.control.endpoint is not None
+
+    # -- streams at run time ---------------------------------------------------------------------------
+    def add_stream(self, stream: StreamConfig) -> None:
+        """Start a new stream in the running pipeline (its source is opened first; errors say why, one line)."""
+        assert self.engine is not None and self._prepared is not None
+        with self._control_lock:
+            live = {c.stream_id for c in self._captures if c.is_alive()}
+            if stream.id in live:
+                raise ConfigError(f"stream '{stream.id}' is already running")
+            source: Source = self._supervised(stream) if stream.supervised else self._source_factory(stream.source)
+            source.open()
+            worker = self._preprocess[len(self._captures) % len(self._preprocess)]
+            queue: BoundedQueue[Any] = BoundedQueue(
+                f"capture.{stream.id}", stream.queue_size, stream.policy, self.stop_event, worker.inputs.ready
+            )
+            worker.streams.add()
+            infer = next(t for t in self._threads if isinstance(t, InferStage))
+            infer.streams.add()
+            analytics = (
+                StreamAnalytics(stream, self.config.tracking, self.config.events, self.config.model.conf)
+                if self.config.tracking.enabled
+                else None
+            )
+            self._state_changes.put(StreamAdded(stream.id, stream.privacy, analytics))
+            worker.inputs.add(queue)
+            capture = CaptureStage(stream.id, source, queue, self.stop_event, self._fail, stream.max_frames)
+            self._sources[stream.id] = source
+            self._captures = [c for c in self._captures if c.stream_id != stream.id] + [capture]
+            self._queues = [q for q in self._queues if q.name != queue.name] + [queue]
+            self._threads.append(capture)
+            capture.start()
+            log.info("stream '%s': added (%s)", stream.id, source.description)
+
+    def remove_stream(self, stream_id: str) -> None:
+        """End one stream of the running pipeline; its ``stopped`` status follows its last results."""
+        with self._control_lock:
+            capture = next((c for c in self._captures if c.stream_id == stream_id and c.is_alive()), None)
+            if capture is None:
+                raise ConfigError(f"no running stream '{stream_id}'")
+            capture.remove()
+            log.info("stream '%s': removed", stream_id)
+
     def _start_preview(self) -> None:
         p = self.config.preview
         if p.port is None:
@@ -306,7 +354,19 @@ class Pipeline:
         log.info("preview on http://%s:%d/", p.host, self.preview.port)
 
     def _start_observers(self) -> None:
-        """Metrics, health and the status file, when configured."""
+        """Metrics, health, the status file and the control endpoint, when configured."""
+        if self.config.control.endpoint is not None:
+            from pipeline.control import ControlServer
+
+            curve = self.config.publish.curve
+            control = ControlServer(
+                self,
+                self.config.control.endpoint,
+                CurveServer.load(curve.server_secret, curve.clients) if curve else None,
+            )
+            control.start()
+            self._observers.append(control)
+            log.info("streams can be added and removed on %s", self.config.control.endpoint)
         m = self.config.metrics
         if m.port is not None:
             from pipeline.health import HealthServer
@@ -397,6 +457,7 @@ class Pipeline:
             self._face_link,
             self._state_changes,
         )
+        self._publish.open_ended = self.controlled
         self._preprocess = []
         for w in range(workers):
             mine = self._capture_queues[w::workers]
@@ -405,7 +466,7 @@ class Pipeline:
                     FanIn(mine, ready[w]),
                     self.engine,
                     self._prepared,
-                    len(mine),
+                    StreamCount(len(mine), open_ended=self.controlled),
                     self.stop_event,
                     self._fail,
                     name="preprocess" if workers == 1 else f"preprocess-{w}",

@@ -29,7 +29,7 @@ from pipeline.errors import ConfigError, SourceError
 from pipeline.faces.messages import FaceJob, FaceResult
 from pipeline.messages import EndOfStream, Frame, FrameResult, MaskFormat, PreparedFrame
 from pipeline.privacy import redacted
-from pipeline.queues import BoundedQueue, FanIn
+from pipeline.queues import BoundedQueue, FanIn, StreamCount
 from pipeline.recorder import FrameSink, NullSink
 from pipeline.schema import (
     COUNTS_TOPIC,
@@ -134,11 +134,16 @@ class CaptureStage(StageThread):
         self.out = out
         self.max_frames = max_frames
         self.frames = 0
+        self.removed = threading.Event()
 
     def loop(self) -> None:
         error: str | None = None
         try:
-            while not self.stop_event.is_set() and (self.max_frames is None or self.frames < self.max_frames):
+            while (
+                not self.stop_event.is_set()
+                and not self.removed.is_set()
+                and (self.max_frames is None or self.frames < self.max_frames)
+            ):
                 started = time.perf_counter()
                 raw = self.source.read()
                 self.clock.add(time.perf_counter() - started)
@@ -157,9 +162,15 @@ class CaptureStage(StageThread):
             self.source.release()
             if error:
                 log.error("stream '%s': %s", self.stream_id, error)
-            self.out.put(EndOfStream(self.stream_id, self.frames, error, stopped=self.stop_event.is_set()))
+            stopped = self.stop_event.is_set() or self.removed.is_set()
+            self.out.put(EndOfStream(self.stream_id, self.frames, error, stopped=stopped))
 
     def interrupt(self) -> None:
+        self.source.interrupt()
+
+    def remove(self) -> None:
+        """End this stream alone (removed at run time): its end travels through the stages like any other."""
+        self.removed.set()
         self.source.interrupt()
 
 
@@ -175,7 +186,7 @@ class PreprocessStage(StageThread):
         inputs: FanIn[Any],
         engine: DetectionEngine,
         out: BoundedQueue[Any],
-        streams: int,
+        streams: int | StreamCount,
         stop: threading.Event,
         on_failure: FailureHandler,
         name: str = "preprocess",
@@ -184,17 +195,16 @@ class PreprocessStage(StageThread):
         self.inputs = inputs
         self.engine = engine
         self.out = out
-        self.streams = streams
+        self.streams = streams if isinstance(streams, StreamCount) else StreamCount(streams)
 
     def loop(self) -> None:
-        ended = 0
-        while ended < self.streams and not self.stop_event.is_set():
+        while not self.streams.done() and not self.stop_event.is_set():
             self.beat()
             item = self.inputs.get(GET_TIMEOUT_S)
             if item is None:
                 continue
             if isinstance(item, EndOfStream):
-                ended += 1
+                self.streams.end()
                 self.out.put(item)
             else:
                 started = time.perf_counter()
@@ -228,7 +238,7 @@ class InferStage(StageThread):
         self,
         inp: BoundedQueue[Any],
         out: BoundedQueue[Any],
-        streams: int,
+        streams: int | StreamCount,
         stop: threading.Event,
         on_failure: FailureHandler,
         load: Callable[[], DetectionEngine],
@@ -238,7 +248,7 @@ class InferStage(StageThread):
         super().__init__("infer", stop, on_failure)
         self.inp = inp
         self.out = out
-        self.streams = streams
+        self.streams = streams if isinstance(streams, StreamCount) else StreamCount(streams)
         self.batch_size = 1
         """The engine's largest batch, set once it is loaded."""
         self.batch_timeout_s = batch_timeout_s
@@ -269,9 +279,8 @@ class InferStage(StageThread):
         One batch is in flight at a time: its results go out as soon as the
         input queue runs dry, and before any end-of-stream sentinel.
         """
-        ended = 0
         in_flight: _InFlight | None = None
-        while ended < self.streams and not self.stop_event.is_set():
+        while not self.streams.done() and not self.stop_event.is_set():
             self.beat()
             item = self.inp.get_nowait() if in_flight else self.inp.get(GET_TIMEOUT_S)
             if item is None:
@@ -279,7 +288,7 @@ class InferStage(StageThread):
                     self._finish(in_flight)
                     in_flight = None
                 continue
-            batch, pending_eos = self._collect(item, self.streams - ended)
+            batch, pending_eos = self._collect(item, self.streams.live)
             submitted = self._submit(batch) if batch else None
             if in_flight:
                 self._finish(in_flight)
@@ -288,7 +297,7 @@ class InferStage(StageThread):
                 self._finish(in_flight)
                 in_flight = None
             for eos in pending_eos:
-                ended += 1
+                self.streams.end()
                 self.out.put(eos)
         if in_flight and not self.stop_event.is_set():
             self._finish(in_flight)
@@ -343,6 +352,15 @@ class InferStage(StageThread):
 
 
 @dataclass(frozen=True, slots=True)
+class StreamAdded:
+    """A stream added at run time, announced to the publish stage through its state queue."""
+
+    stream_id: str
+    privacy: PrivacyConfig
+    analytics: StreamAnalytics | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class FaceLink:
     """The publish stage's side of the face thread: where it offers frames and collects faces."""
 
@@ -383,6 +401,8 @@ class PublishStage(StageThread):
         self.state_changes = state_changes
         """Live sources' :class:`~pipeline.supervision.StateChange` messages, sent as ``status.<stream_id>``."""
         self.faces = faces
+        self.open_ended = False
+        """Streams may be added at run time: keep going with none left, until the stop event."""
         self.waiting = False
         """Waiting for a first subscriber (``publish.wait_for_subscriber``): not beating, yet healthy."""
         self.on_latency: Callable[[str, float], None] | None = None
@@ -426,11 +446,13 @@ class PublishStage(StageThread):
                     log.warning("no subscriber within %s s; publishing anyway", self.subscriber_timeout_s)
             for sid in self.stream_ids:
                 self._status(sid, "start", engine=self.engine_info)
-            while len(self.ended) < len(self.stream_ids) and not self.stop_event.is_set():
+            while (self.open_ended or len(self.ended) < len(self.stream_ids)) and not self.stop_event.is_set():
                 self.beat()
                 self._send_states()
                 self._collect_faces()
                 item = self.inp.get(GET_TIMEOUT_S)
+                if isinstance(item, (FrameResult, EndOfStream)) and item.stream_id not in self.seq:
+                    self._send_states()  # a stream added at run time: its StreamAdded is queued before its frames
                 if isinstance(item, FrameResult):
                     started = time.perf_counter()
                     self._publish(item)
@@ -512,12 +534,29 @@ class PublishStage(StageThread):
     def _send_states(self) -> None:
         queue = self.state_changes
         while queue is not None and (change := queue.get_nowait()) is not None:
+            if isinstance(change, StreamAdded):
+                self._add_stream(change)
+                continue
             extra = {"attempt": change.attempt} if change.state in ("reconnecting", "offline") else {}
             if change.retry_in_s is not None:
                 extra["retry_in_s"] = change.retry_in_s
             if change.reason:
                 extra["reason"] = change.reason
             self._status(change.stream_id, change.state, **extra)
+
+    def _add_stream(self, added: StreamAdded) -> None:
+        """A stream added at run time: it arrives here (through the state queue) before any of its results."""
+        sid = added.stream_id
+        self.ended.pop(sid, None)
+        if sid not in self.stream_ids:
+            self.stream_ids.append(sid)
+        self.seq[sid] = self.seq.get(sid, 0)  # a stream added again under an old id continues its seq
+        self.face_seq.setdefault(sid, 0)
+        self.known_faces.setdefault(sid, {})
+        if added.analytics is not None:
+            self.analytics[sid] = added.analytics
+        self.privacy[sid] = added.privacy
+        self._status(sid, "start", engine=self.engine_info)
 
     # -- faces ---------------------------------------------------------------------------------------------
     def _offer_faces(self, result: FrameResult, track_ids: np.ndarray | None) -> None:
