@@ -62,7 +62,14 @@ class PrometheusMetrics:
         publish = pipeline.publisher
         if publish is not None:
             children = {sid: self.latency.labels(sid) for sid in publish.stream_ids}
-            publish.on_latency = lambda sid, seconds: children[sid].observe(seconds)
+
+            def observe(sid: str, seconds: float) -> None:
+                child = children.get(sid)
+                if child is None:  # a stream added at run time
+                    child = children[sid] = self.latency.labels(sid)
+                child.observe(seconds)
+
+            publish.on_latency = observe
         self.registry.register(_PipelineCollector(pipeline))
 
     def exposition(self) -> bytes:

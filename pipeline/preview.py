@@ -94,7 +94,7 @@ class PreviewServer:
                 self._reply(request, 404, "text/plain", f"no frame from '{sid}' yet\n".encode())
             else:
                 self._reply(request, 200, "image/jpeg", self._jpeg(latest[1], latest[2]))
-        elif path.startswith("/stream/") and path.endswith(".mjpg") and path[8:-5] in self.stream_ids:
+        elif path.startswith("/stream/") and path.endswith(".mjpg") and path[8:-5] in self._streams():
             self._mjpeg(request, path[8:-5])
         else:
             self._reply(request, 404, "text/plain", b"not found\n")
@@ -135,11 +135,15 @@ class PreviewServer:
         except (BrokenPipeError, ConnectionResetError):
             return  # the viewer left
 
+    def _streams(self) -> list[str]:
+        """The configured streams, then any added at run time (they appear once they publish)."""
+        return self.stream_ids + sorted(set(self._latest) - set(self.stream_ids))
+
     def _page(self) -> str:
         tiles = "\n".join(
             f'<figure><img id="{html.escape(s)}" src="/stream/{html.escape(s)}.mjpg" alt="{html.escape(s)}">'
             f"<figcaption>{html.escape(s)}</figcaption></figure>"
-            for s in self.stream_ids
+            for s in self._streams()
         )
         return (
             "<!doctype html><html><head><meta charset='utf-8'><title>edgesight preview</title>"
