@@ -81,3 +81,35 @@ def test_nobody_answering_is_one_line() -> None:
     result = streams(f"tcp://127.0.0.1:{free_port()}", "list")
     assert result.returncode == 2 and "no pipeline answered" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_with_curve_only_allowed_clients_can_steer(endpoint: str, tmp_path: Any) -> None:
+    from pipeline.curve import generate
+
+    generate(tmp_path, "server")
+    generate(tmp_path / "clients", "ops")
+    generate(tmp_path / "others", "stranger")
+    control = f"tcp://127.0.0.1:{free_port()}"
+    config = config_for(
+        endpoint,
+        [{"id": "a", "source": "synthetic://?frames=100000&width=96&height=64"}],
+        {"path": "unused"},
+        publish={
+            "wait_for_subscriber": False,
+            "curve": {"server_secret": str(tmp_path / "server.key_secret"), "clients": str(tmp_path / "clients")},
+        },
+        control={"endpoint": control},
+        tracking={"enabled": False},
+    )
+    pipeline = Pipeline(config, engine_factory=lambda _s, _n: FakeEngine())
+    pipeline.start()
+    try:
+        keys = ["--server-key", str(tmp_path / "server.key")]
+        ok = streams(control, "list", *keys, "--client-key", str(tmp_path / "clients" / "ops.key_secret"))
+        assert ok.returncode == 0 and ok.stdout.startswith("a\t"), ok.stderr
+        refused = streams(control, "list", *keys, "--client-key", str(tmp_path / "others" / "stranger.key_secret"))
+        assert refused.returncode == 2 and "no pipeline answered" in refused.stderr
+        assert streams(control, "list").returncode == 2, "no keys, no answer"
+    finally:
+        pipeline.stop()
+        pipeline.close()
