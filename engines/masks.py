@@ -9,6 +9,7 @@ simplified) or COCO RLE (pycocotools) only when a message is built.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +42,8 @@ class InstanceMasks:
 
     data: np.ndarray = field(repr=False)
     source_hw: tuple[int, int]
+    to_frame: Callable[[np.ndarray], np.ndarray] | None = field(default=None, repr=False, compare=False)
+    """With image operations before the model: maps ``source_hw`` points back to the original frame."""
 
     def __post_init__(self) -> None:
         if self.data.ndim != 3 or self.data.dtype != np.uint8:
@@ -50,7 +53,7 @@ class InstanceMasks:
         return int(self.data.shape[0])
 
     def subset(self, keep: np.ndarray) -> InstanceMasks:
-        return InstanceMasks(self.data[keep], self.source_hw)
+        return InstanceMasks(self.data[keep], self.source_hw, self.to_frame)
 
     def polygons(self, tolerance_px: float = 0.5) -> list[list[list[float]]]:
         """Per mask, one closed polygon ``[[x, y], …]`` in source pixels (``[]`` for an empty mask).
@@ -74,7 +77,9 @@ class InstanceMasks:
                 out.append([])
                 continue
             pts = ops.scale_coords(input_hw, segment.astype(np.float32), self.source_hw, normalize=False)
-            out.append(np.round(pts.astype(np.float64), 1).tolist())
+            if self.to_frame is not None:
+                pts = self.to_frame(np.asarray(pts, np.float64))
+            out.append(np.round(np.asarray(pts, np.float64), 1).tolist())
         return out
 
     def source_masks(self) -> np.ndarray:

@@ -233,6 +233,78 @@ class ReconnectConfig(_Strict):
     """Give up (the stream ends with an error) after this many failed attempts in a row; ``None``: never."""
 
 
+class CropOp(_Strict):
+    """Keep a region: ``x, y, width, height`` as fractions of the frame (all ≤ 1) or pixels."""
+
+    op: Literal["crop"]
+    x: float = Field(ge=0)
+    y: float = Field(ge=0)
+    width: float = Field(gt=0)
+    height: float = Field(gt=0)
+
+
+class RotateOp(_Strict):
+    """Rotate clockwise (a camera mounted sideways or upside down)."""
+
+    op: Literal["rotate"]
+    degrees: Literal[90, 180, 270]
+
+
+class FlipOp(_Strict):
+    op: Literal["flip"]
+    axis: Literal["horizontal", "vertical", "both"] = "horizontal"
+
+
+class ResizeOp(_Strict):
+    """Scale to ``width`` × ``height``; give one to keep the aspect ratio."""
+
+    op: Literal["resize"]
+    width: int | None = Field(None, ge=16, le=16384)
+    height: int | None = Field(None, ge=16, le=16384)
+
+    @model_validator(mode="after")
+    def _one_side(self) -> ResizeOp:
+        if self.width is None and self.height is None:
+            raise ValueError("resize needs width, height or both")
+        return self
+
+
+class UndistortOp(_Strict):
+    """Lens undistortion from an OpenCV calibration file (``camera_matrix`` and ``dist_coeffs``)."""
+
+    op: Literal["undistort"]
+    calibration: str
+
+
+class ClaheOp(_Strict):
+    op: Literal["clahe"]
+    clip_limit: float = Field(2.0, gt=0, le=40)
+    tile: int = Field(8, ge=1, le=64)
+
+
+class GammaOp(_Strict):
+    """``value`` > 1 lifts shadows (low light); < 1 darkens."""
+
+    op: Literal["gamma"]
+    value: float = Field(gt=0.1, le=5.0)
+
+
+class DenoiseOp(_Strict):
+    op: Literal["denoise"]
+    strength: float = Field(5.0, gt=0, le=20)
+
+
+class GrayscaleOp(_Strict):
+    op: Literal["grayscale"]
+
+
+ImageOpConfig = Annotated[
+    CropOp | RotateOp | FlipOp | ResizeOp | UndistortOp | ClaheOp | GammaOp | DenoiseOp | GrayscaleOp,
+    Field(discriminator="op"),
+]
+GEOMETRIC_OPS = frozenset({"crop", "rotate", "flip", "resize", "undistort"})
+
+
 class StreamConfig(_Strict):
     """One stream: a source, its id and how its capture queue overflows."""
 
@@ -246,6 +318,8 @@ class StreamConfig(_Strict):
     zones: list[ZoneConfig] = []
     privacy: PrivacyConfig = PrivacyConfig()
     reconnect: ReconnectConfig = ReconnectConfig()
+    preprocess: list[ImageOpConfig] = []
+    """Image operations before inference, in order (see pipeline/imageops.py); results stay in frame pixels."""
 
     @property
     def supervised(self) -> bool:
@@ -433,6 +507,13 @@ class PipelineConfig(_Strict):
             seen.add(stream.id)
             if (stream.lines or stream.zones) and not self.tracking.enabled:
                 raise ValueError(f"streams: stream '{stream.id}': lines and zones need tracking.enabled")
+        for stream in self.streams:
+            geometric = any(op.op in GEOMETRIC_OPS for op in stream.preprocess)
+            if geometric and self.publish.masks.rle:
+                raise ValueError(
+                    f"streams: stream '{stream.id}': publish.masks.rle with crop/rotate/flip/resize/"
+                    "undistort is not supported (polygons are mapped back; use polygon)"
+                )
         faces = self.faces
         if faces is not None and not self.tracking.enabled and (faces.search == "persons" or faces.detector is None):
             raise ValueError(

@@ -6,7 +6,7 @@ sentinel. Shapes are checked once, when a message is built.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,10 +54,21 @@ class Frame:
 
 @dataclass(frozen=True, slots=True)
 class PreparedFrame:
-    """A frame plus the engine's model input built from it (letterboxed, normalized)."""
+    """A frame plus the engine's model input built from it (letterboxed, normalized).
+
+    With image operations (``preprocess``), the model saw an ``input_shape`` image and
+    ``to_original`` maps its points back to the frame.
+    """
 
     frame: Frame
     model_input: Any = field(repr=False)
+    input_shape: tuple[int, int] | None = None
+    to_original: Callable[[np.ndarray], np.ndarray] | None = field(default=None, repr=False)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Height and width of the image the model saw."""
+        return self.input_shape or (self.frame.height, self.frame.width)
 
     @property
     def stream_id(self) -> str:

@@ -118,6 +118,18 @@ class _PipelineCollector:
                 state.add_metric([s.stream_id, name], 1.0 if s.state == name else 0.0)
         yield from (captured, published, dropped, reconnects, state)
 
+        op_time = CounterMetricFamily(
+            "edgesight_image_op_seconds", "Time spent in each image operation before the model", labels=["stream", "op"]
+        )
+        op_frames = CounterMetricFamily(
+            "edgesight_image_op_frames", "Frames through image operations", labels=["stream"]
+        )
+        for sid, ops in dict(p.image_ops).items():
+            op_frames.add_metric([sid], ops.calls)
+            for name, seconds in dict(ops.costs).items():
+                op_time.add_metric([sid, name], seconds)
+        yield from (op_time, op_frames)
+
         depth = GaugeMetricFamily("edgesight_queue_depth", "Items waiting in each queue", labels=["queue"])
         for queue, n in p.queue_depths().items():
             depth.add_metric([queue], n)

@@ -26,6 +26,7 @@ from pipeline.config import FacesConfig, PipelineConfig, StreamConfig
 from pipeline.curve import CurveServer
 from pipeline.errors import ConfigError, EdgesightError, StartupInterrupted
 from pipeline.faces.stage import FaceStage, load_recognizer
+from pipeline.imageops import ImageOps, build_ops
 from pipeline.messages import MaskFormat
 from pipeline.queues import BoundedQueue, FanIn, OverflowPolicy, StreamCount
 from pipeline.recorder import FrameSink
@@ -178,6 +179,8 @@ class Pipeline:
         self._queues: list[BoundedQueue[Any]] = []
         self._publish: PublishStage | None = None
         self._faces: FaceStage | None = None
+        self.image_ops: dict[str, ImageOps] = {}
+        """Per stream: the image operations before the model, with their running costs."""
         self._observers: list[Any] = []
         """The health server and status file, closed with the pipeline."""
         self.metrics_port: int | None = None
@@ -321,6 +324,8 @@ class Pipeline:
                 else None
             )
             self._state_changes.put(StreamAdded(stream.id, stream.privacy, analytics))
+            if stream.preprocess:
+                self.image_ops[stream.id] = worker.image_ops[stream.id] = build_ops(stream.preprocess)
             worker.inputs.add(queue)
             capture = CaptureStage(stream.id, source, queue, self.stop_event, self._fail, stream.max_frames)
             self._sources[stream.id] = source
@@ -458,6 +463,7 @@ class Pipeline:
             self._state_changes,
         )
         self._publish.open_ended = self.controlled
+        self.image_ops = {s.id: build_ops(s.preprocess) for s in cfg.streams if s.preprocess}
         self._preprocess = []
         for w in range(workers):
             mine = self._capture_queues[w::workers]
@@ -470,6 +476,7 @@ class Pipeline:
                     self.stop_event,
                     self._fail,
                     name="preprocess" if workers == 1 else f"preprocess-{w}",
+                    image_ops=self.image_ops,
                 )
             )
         faces = [self._faces] if self._faces is not None else []

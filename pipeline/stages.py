@@ -27,6 +27,7 @@ from pipeline.bus import BusPublisher
 from pipeline.config import PrivacyConfig
 from pipeline.errors import ConfigError, SourceError
 from pipeline.faces.messages import FaceJob, FaceResult
+from pipeline.imageops import ImageOps, boxes_to_original
 from pipeline.messages import EndOfStream, Frame, FrameResult, MaskFormat, PreparedFrame
 from pipeline.privacy import redacted
 from pipeline.queues import BoundedQueue, FanIn, StreamCount
@@ -190,8 +191,11 @@ class PreprocessStage(StageThread):
         stop: threading.Event,
         on_failure: FailureHandler,
         name: str = "preprocess",
+        image_ops: Mapping[str, ImageOps] | None = None,
     ) -> None:
         super().__init__(name, stop, on_failure)
+        self.image_ops = dict(image_ops or {})
+        """Per stream: image operations before the model (crop, rotate, enhance, …)."""
         self.inputs = inputs
         self.engine = engine
         self.out = out
@@ -208,9 +212,16 @@ class PreprocessStage(StageThread):
                 self.out.put(item)
             else:
                 started = time.perf_counter()
-                prepared = PreparedFrame(item, self.engine.prepare(item.image))
+                prepared = self._prepare(item)
                 self.clock.add(time.perf_counter() - started)
                 self.out.put(prepared)
+
+    def _prepare(self, frame: Frame) -> PreparedFrame:
+        ops = self.image_ops.get(frame.stream_id)
+        if ops is None:
+            return PreparedFrame(frame, self.engine.prepare(frame.image))
+        image, to_original = ops.apply(frame.host_image())
+        return PreparedFrame(frame, self.engine.prepare(image), (image.shape[0], image.shape[1]), to_original)
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,7 +338,7 @@ class InferStage(StageThread):
 
     def _submit(self, batch: Sequence[PreparedFrame]) -> _InFlight:
         start = time.perf_counter()
-        pending = self.engine.submit([p.model_input for p in batch], [p.frame.image.shape[:2] for p in batch])
+        pending = self.engine.submit([p.model_input for p in batch], [p.shape for p in batch])
         return _InFlight(batch, pending, time.perf_counter() - start)
 
     def _finish(self, job: _InFlight) -> None:
@@ -339,6 +350,8 @@ class InferStage(StageThread):
         per_frame_ms = elapsed * 1000.0 / len(job.batch)
         masks: Sequence[InstanceMasks | None] = job.pending.masks or [None] * len(job.batch)
         for prepared, rows, frame_masks in zip(job.batch, outputs, masks, strict=True):
+            if prepared.to_original is not None:
+                rows, frame_masks = to_frame(prepared, rows, frame_masks)
             result = self._filtered(FrameResult.from_rows(prepared.frame, rows, self._names, per_frame_ms, frame_masks))
             self.out.put(result)
 
@@ -373,6 +386,25 @@ class FaceLink:
     """The face detector's name (``faces.<stream_id>`` messages), or ``""`` when the main model finds faces."""
 
     SETTLE_TIMEOUT_S = 30.0
+
+
+def to_frame(
+    prepared: PreparedFrame, rows: np.ndarray, masks: InstanceMasks | None
+) -> tuple[np.ndarray, InstanceMasks | None]:
+    """Rows (boxes, then landmark pairs) and masks of a model that saw an operated-on image, in frame pixels."""
+    assert prepared.to_original is not None
+    back = prepared.to_original
+    rows = boxes_to_original(np.asarray(rows, np.float32), back)
+    if len(rows) and rows.shape[1] > 6:  # landmarks: x, y pairs after the six box columns
+        points = rows[:, 6:].reshape(-1, 2)
+        rows[:, 6:] = back(points.astype(np.float64)).reshape(len(rows), -1)
+    h, w = prepared.frame.height, prepared.frame.width
+    if len(rows):
+        rows[:, [0, 2]] = np.clip(rows[:, [0, 2]], 0, w)
+        rows[:, [1, 3]] = np.clip(rows[:, [1, 3]], 0, h)
+    if masks is not None:
+        masks = InstanceMasks(masks.data, masks.source_hw, back)
+    return rows, masks
 
 
 class PublishStage(StageThread):

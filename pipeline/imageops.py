@@ -1,0 +1,227 @@
+"""Per-stream image operations before inference, and the way back to the original frame's coordinates.
+
+Each operation is a small function over a BGR ``uint8`` image (OpenCV
+underneath). Geometric ones (crop, rotate, flip, resize, undistort) also
+return how to map points of their output back to their input; photometric ones
+(CLAHE, gamma, denoise, grayscale) leave coordinates alone. A stream's
+:class:`ImageOps` runs its list in order and maps detections back through the
+whole chain, so boxes, landmarks and mask outlines are always reported in the
+original frame.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from pipeline.errors import ConfigError
+
+PointMap = Callable[[np.ndarray], np.ndarray]
+"""Maps ``(N, 2)`` float points of an operation's output to its input."""
+
+
+def _identity(points: np.ndarray) -> np.ndarray:
+    return points
+
+
+# -- geometric operations ------------------------------------------------------------------------------------
+def crop(image: np.ndarray, x: float, y: float, width: float, height: float) -> tuple[np.ndarray, PointMap]:
+    """The region ``x, y, width, height`` (fractions of the frame when all are ≤ 1, else pixels)."""
+    h, w = image.shape[:2]
+    if max(x, y, width, height) <= 1.0:
+        x, y, width, height = x * w, y * h, width * w, height * h
+    x1, y1 = round(max(0.0, x)), round(max(0.0, y))
+    x2, y2 = round(min(float(w), x + width)), round(min(float(h), y + height))
+    if x2 - x1 < 2 or y2 - y1 < 2:
+        raise ConfigError(f"crop {x:g},{y:g},{width:g},{height:g} leaves nothing of a {w}x{h} frame")
+    offset = np.array([x1, y1], np.float64)
+    return np.ascontiguousarray(image[y1:y2, x1:x2]), lambda p: p + offset
+
+
+def rotate(image: np.ndarray, degrees: int) -> tuple[np.ndarray, PointMap]:
+    """Rotate clockwise by 90, 180 or 270 degrees (a camera mounted sideways or upside down)."""
+    h, w = image.shape[:2]
+    if degrees == 90:
+        return cv2.rotate(image, cv2.ROTATE_90_CLOCKWISE), lambda p: np.stack([p[:, 1], h - p[:, 0]], 1)
+    if degrees == 180:
+        return cv2.rotate(image, cv2.ROTATE_180), lambda p: np.stack([w - p[:, 0], h - p[:, 1]], 1)
+    if degrees == 270:
+        return cv2.rotate(image, cv2.ROTATE_90_COUNTERCLOCKWISE), lambda p: np.stack([w - p[:, 1], p[:, 0]], 1)
+    raise ConfigError(f"rotate: {degrees} degrees; use 90, 180 or 270")
+
+
+def flip(image: np.ndarray, axis: str) -> tuple[np.ndarray, PointMap]:
+    """Mirror ``horizontal`` (left-right), ``vertical`` (top-bottom) or ``both``."""
+    h, w = image.shape[:2]
+    code = {"horizontal": 1, "vertical": 0, "both": -1}[axis]
+    sx, sy = axis in ("horizontal", "both"), axis in ("vertical", "both")
+    return cv2.flip(image, code), lambda p: np.stack(
+        [w - p[:, 0] if sx else p[:, 0], h - p[:, 1] if sy else p[:, 1]], 1
+    )
+
+
+def resize(image: np.ndarray, width: int | None, height: int | None) -> tuple[np.ndarray, PointMap]:
+    """Scale to ``width`` × ``height`` (one of them may be left out: the aspect ratio is kept)."""
+    h, w = image.shape[:2]
+    if width is None and height is None:
+        raise ConfigError("resize needs width, height or both")
+    out_w = int(width) if width else max(1, round(w * int(height or h) / h))
+    out_h = int(height) if height else max(1, round(h * out_w / w))
+    scale = np.array([w / out_w, h / out_h], np.float64)
+    interpolation = cv2.INTER_AREA if out_w < w else cv2.INTER_LINEAR
+    return cv2.resize(image, (out_w, out_h), interpolation=interpolation), lambda p: p * scale
+
+
+@dataclass(frozen=True)
+class LensCalibration:
+    """OpenCV's pinhole model: camera matrix and distortion coefficients, from a YAML/JSON/XML calibration file."""
+
+    matrix: np.ndarray
+    distortion: np.ndarray
+
+    @classmethod
+    def load(cls, path: Path) -> LensCalibration:
+        """Reads ``camera_matrix`` and ``dist_coeffs`` (OpenCV FileStorage: what ``cv2.calibrateCamera`` users save)."""
+        if not path.is_file():
+            raise ConfigError(f"lens calibration file not found: '{path}'")
+        fs = cv2.FileStorage(str(path), cv2.FILE_STORAGE_READ)
+        try:
+            matrix, dist = fs.getNode("camera_matrix").mat(), fs.getNode("dist_coeffs").mat()
+        finally:
+            fs.release()
+        if matrix is None or matrix.shape != (3, 3) or dist is None or dist.size not in (4, 5, 8, 12, 14):
+            raise ConfigError(f"'{path}': needs a 3x3 camera_matrix and 4-14 dist_coeffs (OpenCV FileStorage)")
+        return cls(matrix.astype(np.float64), dist.reshape(-1).astype(np.float64))
+
+
+class Undistorter:
+    """Undistorts frames with a calibration (remap tables built once per frame size)."""
+
+    def __init__(self, calibration: LensCalibration) -> None:
+        self.calibration = calibration
+        self._maps: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+
+    def __call__(self, image: np.ndarray) -> tuple[np.ndarray, PointMap]:
+        h, w = image.shape[:2]
+        k, d = self.calibration.matrix, self.calibration.distortion
+        maps = self._maps.get((h, w))
+        if maps is None:
+            maps = self._maps[(h, w)] = cv2.initUndistortRectifyMap(k, d, None, k, (w, h), cv2.CV_32FC1)
+        undistorted = cv2.remap(image, maps[0], maps[1], cv2.INTER_LINEAR)
+
+        def to_distorted(points: np.ndarray) -> np.ndarray:
+            normalized = (points - k[:2, 2]) / np.array([k[0, 0], k[1, 1]])
+            rays = np.concatenate([normalized, np.ones((len(points), 1))], 1).astype(np.float64)
+            projected, _ = cv2.projectPoints(rays, np.zeros(3), np.zeros(3), k, d)
+            return projected.reshape(-1, 2)
+
+        return undistorted, to_distorted
+
+
+# -- photometric operations ----------------------------------------------------------------------------------
+def clahe(image: np.ndarray, clip_limit: float = 2.0, tile: int = 8) -> np.ndarray:
+    """Contrast-limited adaptive histogram equalization of the lightness (LAB), colours kept."""
+    lab = cv2.cvtColor(image, cv2.COLOR_BGR2LAB)
+    lab[..., 0] = cv2.createCLAHE(clipLimit=clip_limit, tileGridSize=(tile, tile)).apply(lab[..., 0])
+    return cv2.cvtColor(lab, cv2.COLOR_LAB2BGR)
+
+
+def gamma(image: np.ndarray, value: float) -> np.ndarray:
+    """Gamma correction; ``value`` > 1 lifts the shadows (low light), < 1 darkens."""
+    table = (np.linspace(0.0, 1.0, 256) ** (1.0 / value) * 255.0).round().astype(np.uint8)
+    return cv2.LUT(image, table)
+
+
+def denoise(image: np.ndarray, strength: float = 5.0) -> np.ndarray:
+    """Edge-preserving smoothing (bilateral filter): cheap enough for every frame, unlike non-local means."""
+    return cv2.bilateralFilter(image, 5, strength * 10.0, 5.0)
+
+
+def grayscale(image: np.ndarray) -> np.ndarray:
+    """Gray, kept as three channels (models expect three)."""
+    return cv2.cvtColor(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+
+
+# -- a stream's chain ---------------------------------------------------------------------------------------
+Step = Callable[[np.ndarray], tuple[np.ndarray, PointMap]]
+
+
+def photometric(fn: Callable[[np.ndarray], np.ndarray]) -> Step:
+    return lambda image: (fn(image), _identity)
+
+
+@dataclass
+class ImageOps:
+    """A stream's operations in order; :meth:`apply` also returns the way back to the original frame."""
+
+    steps: list[tuple[str, Step]]
+    costs: dict[str, float] = field(default_factory=dict)
+    """Seconds spent in each operation so far (metrics and benchmarks)."""
+    calls: int = 0
+
+    def apply(self, image: np.ndarray) -> tuple[np.ndarray, PointMap]:
+        maps: list[PointMap] = []
+        for name, step in self.steps:
+            started = time.perf_counter()
+            image, back = step(image)
+            self.costs[name] = self.costs.get(name, 0.0) + time.perf_counter() - started
+            maps.append(back)
+        self.calls += 1
+
+        def to_original(points: np.ndarray) -> np.ndarray:
+            out = np.asarray(points, np.float64).reshape(-1, 2)
+            for back in reversed(maps):
+                out = back(out)
+            return out
+
+        return np.ascontiguousarray(image), to_original
+
+
+def build_ops(specs: Sequence[Any]) -> ImageOps:
+    """An :class:`ImageOps` from validated config entries (``pipeline.config``'s ``*Op`` models)."""
+    steps: list[tuple[str, Step]] = []
+    for spec in specs:
+        op = spec.op
+        step: Step
+        if op == "crop":
+            step = partial(crop, x=spec.x, y=spec.y, width=spec.width, height=spec.height)
+        elif op == "rotate":
+            step = partial(rotate, degrees=spec.degrees)
+        elif op == "flip":
+            step = partial(flip, axis=spec.axis)
+        elif op == "resize":
+            step = partial(resize, width=spec.width, height=spec.height)
+        elif op == "undistort":
+            step = Undistorter(LensCalibration.load(Path(spec.calibration).expanduser()))
+        elif op == "clahe":
+            step = photometric(partial(clahe, clip_limit=spec.clip_limit, tile=spec.tile))
+        elif op == "gamma":
+            step = photometric(partial(gamma, value=spec.value))
+        elif op == "denoise":
+            step = photometric(partial(denoise, strength=spec.strength))
+        elif op == "grayscale":
+            step = photometric(grayscale)
+        else:  # the config's discriminated union makes this unreachable
+            raise ConfigError(f"unknown image operation '{op}'")
+        steps.append((op, step))
+    return ImageOps(steps)
+
+
+def boxes_to_original(rows: np.ndarray, to_original: PointMap) -> np.ndarray:
+    """``x1, y1, x2, y2`` of each row mapped back (through all four corners: rotations swap them)."""
+    if not len(rows):
+        return rows
+    x1, y1, x2, y2 = rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3]
+    corners = np.stack([np.stack([x1, y1], 1), np.stack([x2, y1], 1), np.stack([x2, y2], 1), np.stack([x1, y2], 1)], 1)
+    back = to_original(corners.reshape(-1, 2)).reshape(-1, 4, 2)
+    out = rows.copy()
+    out[:, 0:2] = back.min(axis=1)
+    out[:, 2:4] = back.max(axis=1)
+    return out
