@@ -76,7 +76,18 @@ class HealthServer:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                owner._answer(self)
+                try:
+                    owner._answer(self)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client left
+                except Exception as exc:  # a broken collector: answer 500 and say why, never kill the server
+                    log.exception("answering %s failed", self.path)
+                    body = f"internal error: {type(exc).__name__}: {exc}\n".encode()
+                    self.send_response(500)
+                    self.send_header("Content-Type", "text/plain")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
 
             def log_message(self, format: str, *args: Any) -> None:
                 log.debug("http: " + format, *args)
