@@ -305,6 +305,22 @@ ImageOpConfig = Annotated[
 GEOMETRIC_OPS = frozenset({"crop", "rotate", "flip", "resize", "undistort"})
 
 
+class MotionConfig(_Strict):
+    """Motion gating: still frames skip the model (see pipeline/motion.py)."""
+
+    enabled: bool = True
+    method: Literal["diff", "mog2"] = "diff"
+    """``diff``: against the last frame the model saw; ``mog2``: OpenCV's background subtractor."""
+    min_area: float = Field(0.002, gt=0, le=1)
+    """Share of the (downscaled) frame that must change for the model to run."""
+    pixel_threshold: int = Field(25, ge=1, le=255)
+    """``diff``: a gray-level change larger than this counts as change."""
+    keepalive_s: float = Field(2.0, ge=0)
+    """Run the model at least this often (stream time) even on a still scene."""
+    on_still: Literal["reuse", "skip"] = "reuse"
+    """``reuse``: publish the last detections again, marked ``reused``; ``skip``: publish nothing for the frame."""
+
+
 class StreamConfig(_Strict):
     """One stream: a source, its id and how its capture queue overflows."""
 
@@ -319,6 +335,8 @@ class StreamConfig(_Strict):
     privacy: PrivacyConfig = PrivacyConfig()
     reconnect: ReconnectConfig = ReconnectConfig()
     preprocess: list[ImageOpConfig] = []
+    motion: MotionConfig | None = None
+    """Motion gating: off unless present."""
     """Image operations before inference, in order (see pipeline/imageops.py); results stay in frame pixels."""
 
     @property

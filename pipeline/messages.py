@@ -64,6 +64,9 @@ class PreparedFrame:
     model_input: Any = field(repr=False)
     input_shape: tuple[int, int] | None = None
     to_original: Callable[[np.ndarray], np.ndarray] | None = field(default=None, repr=False)
+    gated: str | None = None
+    """Motion gating found the frame still: ``reuse`` (publish the last detections again) or ``skip``; it has no
+    model input then."""
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -149,6 +152,8 @@ class FrameResult:
     """``(N, K, 2)`` keypoints per box in frame pixels (face models: eyes, nose, mouth corners), or ``None``."""
     masks: InstanceMasks | None = field(default=None, repr=False)
     """Segmentation models: one instance mask per box."""
+    reused: bool = False
+    """Motion gating: the model did not see this still frame; these are the stream's last detections."""
 
     def __post_init__(self) -> None:
         b = self.boxes
@@ -185,7 +190,7 @@ class FrameResult:
         """The same frame with only the rows ``keep`` selects."""
         landmarks = None if self.landmarks is None else self.landmarks[keep]
         masks = None if self.masks is None else self.masks.subset(keep)
-        return FrameResult(self.frame, self.boxes[keep], self.labels, self.infer_ms, landmarks, masks)
+        return FrameResult(self.frame, self.boxes[keep], self.labels, self.infer_ms, landmarks, masks, self.reused)
 
     @property
     def stream_id(self) -> str:

@@ -130,6 +130,13 @@ class _PipelineCollector:
                 op_time.add_metric([sid, name], seconds)
         yield from (op_time, op_frames)
 
+        gated = CounterMetricFamily(
+            "edgesight_frames_gated", "Still frames motion gating kept from the model", labels=["stream"]
+        )
+        for sid, gate in dict(p.motion_gates).items():
+            gated.add_metric([sid], gate.gated)
+        yield gated
+
         depth = GaugeMetricFamily("edgesight_queue_depth", "Items waiting in each queue", labels=["queue"])
         for queue, n in p.queue_depths().items():
             depth.add_metric([queue], n)

@@ -28,6 +28,7 @@ from pipeline.errors import ConfigError, EdgesightError, StartupInterrupted
 from pipeline.faces.stage import FaceStage, load_recognizer
 from pipeline.imageops import ImageOps, build_ops
 from pipeline.messages import MaskFormat
+from pipeline.motion import MotionGate
 from pipeline.queues import BoundedQueue, FanIn, OverflowPolicy, StreamCount
 from pipeline.recorder import FrameSink
 from pipeline.sources import Source, make_source
@@ -180,6 +181,8 @@ class Pipeline:
         self._publish: PublishStage | None = None
         self._faces: FaceStage | None = None
         self.image_ops: dict[str, ImageOps] = {}
+        self.motion_gates: dict[str, MotionGate] = {}
+        """Per stream: motion gating, with its frame and gated counts."""
         """Per stream: the image operations before the model, with their running costs."""
         self._observers: list[Any] = []
         """The health server and status file, closed with the pipeline."""
@@ -326,6 +329,8 @@ class Pipeline:
             self._state_changes.put(StreamAdded(stream.id, stream.privacy, analytics))
             if stream.preprocess:
                 self.image_ops[stream.id] = worker.image_ops[stream.id] = build_ops(stream.preprocess)
+            if stream.motion is not None and stream.motion.enabled:
+                self.motion_gates[stream.id] = worker.motion[stream.id] = MotionGate(stream.motion)
             worker.inputs.add(queue)
             capture = CaptureStage(stream.id, source, queue, self.stop_event, self._fail, stream.max_frames)
             self._sources[stream.id] = source
@@ -464,6 +469,7 @@ class Pipeline:
         )
         self._publish.open_ended = self.controlled
         self.image_ops = {s.id: build_ops(s.preprocess) for s in cfg.streams if s.preprocess}
+        self.motion_gates = {s.id: MotionGate(s.motion) for s in cfg.streams if s.motion and s.motion.enabled}
         self._preprocess = []
         for w in range(workers):
             mine = self._capture_queues[w::workers]
@@ -477,6 +483,7 @@ class Pipeline:
                     self._fail,
                     name="preprocess" if workers == 1 else f"preprocess-{w}",
                     image_ops=self.image_ops,
+                    motion=self.motion_gates,
                 )
             )
         faces = [self._faces] if self._faces is not None else []

@@ -53,7 +53,7 @@ def detections_body(
         "height": frame.height,
         "model": model,
         "detections": result.detections_json(track_ids, masks, annotations),
-    }
+    } | ({"reused": True} if result.reused else {})
 
 
 def status_body(stream_id: str, event: str, at: float, **extra: Any) -> dict[str, Any]:

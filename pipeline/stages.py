@@ -29,6 +29,7 @@ from pipeline.errors import ConfigError, SourceError
 from pipeline.faces.messages import FaceJob, FaceResult
 from pipeline.imageops import ImageOps, boxes_to_original
 from pipeline.messages import EndOfStream, Frame, FrameResult, MaskFormat, PreparedFrame
+from pipeline.motion import MotionGate
 from pipeline.privacy import redacted
 from pipeline.queues import BoundedQueue, FanIn, StreamCount
 from pipeline.recorder import FrameSink, NullSink
@@ -192,8 +193,11 @@ class PreprocessStage(StageThread):
         on_failure: FailureHandler,
         name: str = "preprocess",
         image_ops: Mapping[str, ImageOps] | None = None,
+        motion: Mapping[str, MotionGate] | None = None,
     ) -> None:
         super().__init__(name, stop, on_failure)
+        self.motion = dict(motion or {})
+        """Per stream: the motion gate that keeps still frames from the model."""
         self.image_ops = dict(image_ops or {})
         """Per stream: image operations before the model (crop, rotate, enhance, …)."""
         self.inputs = inputs
@@ -217,6 +221,9 @@ class PreprocessStage(StageThread):
                 self.out.put(prepared)
 
     def _prepare(self, frame: Frame) -> PreparedFrame:
+        gate = self.motion.get(frame.stream_id)
+        if gate is not None and not gate.moving(frame.host_image(), frame.pts_ms):
+            return PreparedFrame(frame, None, gated=gate.config.on_still)
         ops = self.image_ops.get(frame.stream_id)
         if ops is None:
             return PreparedFrame(frame, self.engine.prepare(frame.image))
@@ -264,6 +271,9 @@ class InferStage(StageThread):
         """The engine's largest batch, set once it is loaded."""
         self.batch_timeout_s = batch_timeout_s
         self.batches = 0
+        self.gated = 0
+        """Frames motion gating kept from the model."""
+        self._last: dict[str, FrameResult] = {}
         self._load = load
         self._classes = classes
         self.loaded: Future[DetectionEngine] = Future()
@@ -308,12 +318,15 @@ class InferStage(StageThread):
                 self._finish(in_flight)
                 in_flight = None
             for eos in pending_eos:
+                if isinstance(eos, PreparedFrame):
+                    self._still(eos)
+                    continue
                 self.streams.end()
                 self.out.put(eos)
         if in_flight and not self.stop_event.is_set():
             self._finish(in_flight)
 
-    def _collect(self, first: Any, live_streams: int) -> tuple[list[PreparedFrame], list[EndOfStream]]:
+    def _collect(self, first: Any, live_streams: int) -> tuple[list[PreparedFrame], list[EndOfStream | PreparedFrame]]:
         """A batch starting with ``first``.
 
         It takes whatever is queued, up to the batch size; while it holds fewer
@@ -324,8 +337,8 @@ class InferStage(StageThread):
         deadline = time.monotonic() + self.batch_timeout_s
         item = first
         while item is not None:
-            if isinstance(item, EndOfStream):
-                return batch, [item]  # keep order: finish the batch, then forward the sentinel
+            if isinstance(item, EndOfStream) or (isinstance(item, PreparedFrame) and item.gated):
+                return batch, [item]  # keep order: finish the batch, then forward the sentinel (or the still frame)
             batch.append(item)
             if len(batch) >= self.batch_size:
                 break
@@ -335,6 +348,18 @@ class InferStage(StageThread):
                 if remaining > 0 and not self.stop_event.is_set():
                     item = self.inp.get(remaining)
         return batch, []
+
+    def _still(self, prepared: PreparedFrame) -> None:
+        """A frame motion gating kept from the model: the stream's last detections again, or nothing."""
+        self.gated += 1
+        last = self._last.get(prepared.stream_id)
+        if prepared.gated != "reuse":
+            return
+        if last is None:
+            result = FrameResult(prepared.frame, np.zeros((0, 6), np.float32), self._names, 0.0, reused=True)
+        else:
+            result = replace(last, frame=prepared.frame, infer_ms=0.0, reused=True)
+        self.out.put(result)
 
     def _submit(self, batch: Sequence[PreparedFrame]) -> _InFlight:
         start = time.perf_counter()
@@ -353,6 +378,7 @@ class InferStage(StageThread):
             if prepared.to_original is not None:
                 rows, frame_masks = to_frame(prepared, rows, frame_masks)
             result = self._filtered(FrameResult.from_rows(prepared.frame, rows, self._names, per_frame_ms, frame_masks))
+            self._last[prepared.stream_id] = result
             self.out.put(result)
 
     def _filtered(self, result: FrameResult) -> FrameResult:
