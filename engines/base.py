@@ -101,6 +101,8 @@ class PendingDetections(Protocol):
     """
 
     masks: Sequence[InstanceMasks] | None
+    keypoints: Sequence[np.ndarray] | None
+    """Pose models, after ``result``: per image an ``(N, K, 3)`` array of ``x, y, confidence`` in source pixels."""
 
     def result(self) -> list[np.ndarray]: ...
 
@@ -111,6 +113,7 @@ class ReadyDetections:
 
     rows: list[np.ndarray]
     masks: Sequence[InstanceMasks] | None = None
+    keypoints: Sequence[np.ndarray] | None = None
 
     def result(self) -> list[np.ndarray]:
         return self.rows

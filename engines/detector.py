@@ -114,11 +114,19 @@ class PendingBatch:
     which :attr:`masks` holds them (one :class:`InstanceMasks` per image).
     """
 
-    def __init__(self, parts: list[_Part], source_shapes: list[tuple[int, int]], nms: NmsSettings) -> None:
+    def __init__(
+        self,
+        parts: list[_Part],
+        source_shapes: list[tuple[int, int]],
+        nms: NmsSettings,
+        kpt_shape: tuple[int, int] | None = None,
+    ) -> None:
         self._parts = parts
         self._shapes = source_shapes
         self._nms = nms
+        self._kpt_shape = kpt_shape
         self.masks: list[InstanceMasks] | None = None
+        self.keypoints: list[np.ndarray] | None = None
 
     def result(self) -> list[np.ndarray]:
         out = [np.zeros((0, 6), np.float32)] * len(self._shapes)
@@ -130,10 +138,27 @@ class PendingBatch:
                 rows = nms_candidates(part.host.numpy(), self._nms)
             if part.proto is not None:
                 rows = self._with_masks(part, rows)
+            if self._kpt_shape is not None:
+                self._keypoints(part, rows)
             scaled = scale_to_sources(rows, part.hw, [self._shapes[i] for i in part.members])
             for i, r in zip(part.members, scaled, strict=True):
                 out[i] = r[:, :6]
         return out
+
+    def _keypoints(self, part: _Part, rows: list[np.ndarray]) -> None:
+        """Each kept row's keypoints (the columns after box, score, class), in source pixels as Ultralytics does."""
+        from ultralytics.utils import ops
+
+        assert self._kpt_shape is not None
+        k, d = self._kpt_shape
+        if self.keypoints is None:
+            self.keypoints = [np.zeros((0, k, 3), np.float32) for _ in self._shapes]
+        for i, r in zip(part.members, rows, strict=True):
+            kpts = torch.from_numpy(np.ascontiguousarray(r[:, 6 : 6 + k * d])).reshape(len(r), k, d).float()
+            kpts = ops.scale_coords(part.hw, kpts, self._shapes[i])
+            if d == 2:  # no visibility column: every keypoint counts as seen
+                kpts = torch.cat([kpts, torch.ones(len(r), k, 1)], -1)
+            self.keypoints[i] = kpts.numpy().astype(np.float32)
 
     def _with_masks(self, part: _Part, rows: list[np.ndarray]) -> list[np.ndarray]:
         """Assemble the masks of ``part``'s kept rows; like Ultralytics, drop rows whose mask is empty."""
@@ -177,7 +202,17 @@ def detector_for(
     )
     stride = max(int(module.stride.max()), 32)
     end2end = bool(getattr(module, "end2end", False))
-    return YoloDetector(runner, info, spec, stride=stride, nc=len(names), end2end=end2end, fixed_shape=fixed_shape)
+    kpt = getattr(module, "kpt_shape", None) if loaded.task == "pose" else None
+    return YoloDetector(
+        runner,
+        info,
+        spec,
+        stride=stride,
+        nc=len(names),
+        end2end=end2end,
+        fixed_shape=fixed_shape,
+        kpt_shape=(int(kpt[0]), int(kpt[1])) if kpt is not None else None,
+    )
 
 
 class YoloDetector:
@@ -193,8 +228,11 @@ class YoloDetector:
         nc: int,
         end2end: bool = False,
         fixed_shape: bool = False,
+        kpt_shape: tuple[int, int] | None = None,
     ) -> None:
         self.runner = runner
+        self._kpt_shape = kpt_shape
+        """Pose models: keypoints per box and values per keypoint (17, 3 for COCO)."""
         self.info = info
         self.spec = spec
         self._nc = nc
@@ -254,7 +292,7 @@ class YoloDetector:
             for members in groups.values()
             for start in range(0, len(members), step)
         ]
-        return PendingBatch(parts, list(source_shapes), self._nms)
+        return PendingBatch(parts, list(source_shapes), self._nms, self._kpt_shape)
 
     def _launch(self, items: Sequence[Any], members: list[int]) -> _Part:
         """Forward same-shaped inputs; on a GPU, start copying their candidates to pinned host memory."""

@@ -180,6 +180,13 @@ def load(spec: ModelSpec) -> YoloDetector:
         names=names,
         max_batch=max_batch,
     )
+    kpt = getattr(loaded.module, "kpt_shape", None) if loaded.task == "pose" else None
     return YoloDetector(
-        runner, info, spec, stride=int(model.stride), nc=len(names), end2end=bool(getattr(model, "end2end", False))
+        runner,
+        info,
+        spec,
+        stride=int(model.stride),
+        nc=len(names),
+        end2end=bool(getattr(model, "end2end", False)),
+        kpt_shape=(int(kpt[0]), int(kpt[1])) if kpt is not None else None,
     )

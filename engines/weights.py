@@ -60,8 +60,8 @@ def resolve_weights(model: str) -> Path:
     return local
 
 
-TASKS = ("detect", "segment")
-"""Ultralytics tasks the pipeline runs: boxes, or boxes with instance masks."""
+TASKS = ("detect", "segment", "pose")
+"""Ultralytics tasks the pipeline runs: boxes, boxes with instance masks, boxes with keypoints."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +101,7 @@ def load_detection_module(model: str, fallback: str | None = None) -> LoadedMode
         ) from exc
     task = getattr(module, "task", None) or _task_of(module)
     if task not in TASKS:
-        raise ModelError(f"model '{model}' is a '{task}' model; this pipeline runs 'detect' and 'segment' models")
+        raise ModelError(f"model '{model}' is a '{task}' model; this pipeline runs {', '.join(TASKS)} models")
     return LoadedModel(module, path.name, path, task)
 
 
@@ -117,7 +117,7 @@ def build_architecture(model: str) -> Any:
         ) from exc
     if yolo.task not in TASKS:
         raise ModelError(
-            f"model '{model}' is a '{yolo.task}' architecture; this pipeline runs 'detect' and 'segment' models"
+            f"model '{model}' is a '{yolo.task}' architecture; this pipeline runs {', '.join(TASKS)} models"
         )
     log.warning("model '%s' is an architecture only: its weights are random, so are its detections", model)
     module: Any = yolo.model

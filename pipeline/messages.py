@@ -97,6 +97,8 @@ class Detection:
     distance: float | None = None
     anon_id: str | None = None
     """Faces, with recognition on, not recognized: an anonymous id stable for the track."""
+    keypoints: tuple[tuple[float, float, float], ...] | None = None
+    """Pose models: ``(x, y, confidence)`` per keypoint, in source-frame pixels."""
 
     def __post_init__(self) -> None:
         if len(self.box) != 4:
@@ -119,6 +121,8 @@ class Detection:
             body["polygon"] = [[round(x, 1), round(y, 1)] for x, y in self.polygon]
         if self.rle is not None:
             body["rle"] = dict(self.rle)
+        if self.keypoints is not None:
+            body["keypoints"] = [[round(x, 2), round(y, 2), round(c, 2)] for x, y, c in self.keypoints]
         for key in ("identity", "distance", "anon_id"):
             if getattr(self, key) is not None:
                 body[key] = getattr(self, key)
@@ -154,6 +158,8 @@ class FrameResult:
     """Segmentation models: one instance mask per box."""
     reused: bool = False
     """Motion gating: the model did not see this still frame; these are the stream's last detections."""
+    keypoints: np.ndarray | None = field(default=None, repr=False)
+    """Pose models: ``(N, K, 3)`` keypoints per box, ``x, y, confidence`` in frame pixels."""
 
     def __post_init__(self) -> None:
         b = self.boxes
@@ -173,6 +179,7 @@ class FrameResult:
         labels: Mapping[int, str],
         infer_ms: float = 0.0,
         masks: InstanceMasks | None = None,
+        keypoints: np.ndarray | None = None,
     ) -> FrameResult:
         """A result from an engine's rows: ``x1, y1, x2, y2, confidence, class_id``, then landmark x, y pairs if any.
 
@@ -184,13 +191,16 @@ class FrameResult:
         rows[:, 4] = np.clip(rows[:, 4], 0.0, 1.0)
         extra = rows.shape[1] - 6  # face models append their landmarks, x and y each
         landmarks = rows[:, 6:].reshape(len(rows), extra // 2, 2) if extra >= 2 else None
-        return cls(frame, np.ascontiguousarray(rows[:, :6]), labels, infer_ms, landmarks, masks)
+        return cls(frame, np.ascontiguousarray(rows[:, :6]), labels, infer_ms, landmarks, masks, False, keypoints)
 
     def subset(self, keep: np.ndarray) -> FrameResult:
         """The same frame with only the rows ``keep`` selects."""
         landmarks = None if self.landmarks is None else self.landmarks[keep]
         masks = None if self.masks is None else self.masks.subset(keep)
-        return FrameResult(self.frame, self.boxes[keep], self.labels, self.infer_ms, landmarks, masks, self.reused)
+        keypoints = None if self.keypoints is None else self.keypoints[keep]
+        return FrameResult(
+            self.frame, self.boxes[keep], self.labels, self.infer_ms, landmarks, masks, self.reused, keypoints
+        )
 
     @property
     def stream_id(self) -> str:
@@ -242,6 +252,10 @@ class FrameResult:
             if fmt.rle:
                 for item, rle in zip(out, self.masks.rle(), strict=True):
                     item["rle"] = rle
+        if self.keypoints is not None:
+            kp = np.round(self.keypoints.astype(np.float64), 2).tolist()
+            for item, points in zip(out, kp, strict=True):
+                item["keypoints"] = points
         if annotations is not None:
             for item, extra in zip(out, annotations, strict=True):
                 item.update(extra)

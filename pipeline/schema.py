@@ -173,6 +173,9 @@ def _detection(item: Any) -> Detection:
             item.get("identity"),
             None if item.get("distance") is None else float(item["distance"]),
             item.get("anon_id"),
+            None
+            if item.get("keypoints") is None
+            else tuple((float(x), float(y), float(c)) for x, y, c in item["keypoints"]),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise MessageError(f"bad detection {item!r}: {exc}") from exc

@@ -374,10 +374,13 @@ class InferStage(StageThread):
         self.batches += 1
         per_frame_ms = elapsed * 1000.0 / len(job.batch)
         masks: Sequence[InstanceMasks | None] = job.pending.masks or [None] * len(job.batch)
-        for prepared, rows, frame_masks in zip(job.batch, outputs, masks, strict=True):
+        keypoints: Sequence[np.ndarray | None] = getattr(job.pending, "keypoints", None) or [None] * len(job.batch)
+        for prepared, rows, frame_masks, kpts in zip(job.batch, outputs, masks, keypoints, strict=True):
             if prepared.to_original is not None:
-                rows, frame_masks = to_frame(prepared, rows, frame_masks)
-            result = self._filtered(FrameResult.from_rows(prepared.frame, rows, self._names, per_frame_ms, frame_masks))
+                rows, frame_masks, kpts = to_frame(prepared, rows, frame_masks, kpts)
+            result = self._filtered(
+                FrameResult.from_rows(prepared.frame, rows, self._names, per_frame_ms, frame_masks, kpts)
+            )
             self._last[prepared.stream_id] = result
             self.out.put(result)
 
@@ -415,8 +418,8 @@ class FaceLink:
 
 
 def to_frame(
-    prepared: PreparedFrame, rows: np.ndarray, masks: InstanceMasks | None
-) -> tuple[np.ndarray, InstanceMasks | None]:
+    prepared: PreparedFrame, rows: np.ndarray, masks: InstanceMasks | None, keypoints: np.ndarray | None = None
+) -> tuple[np.ndarray, InstanceMasks | None, np.ndarray | None]:
     """Rows (boxes, then landmark pairs) and masks of a model that saw an operated-on image, in frame pixels."""
     assert prepared.to_original is not None
     back = prepared.to_original
@@ -430,7 +433,11 @@ def to_frame(
         rows[:, [1, 3]] = np.clip(rows[:, [1, 3]], 0, h)
     if masks is not None:
         masks = InstanceMasks(masks.data, masks.source_hw, back)
-    return rows, masks
+    if keypoints is not None and len(keypoints):
+        keypoints = keypoints.copy()
+        xy = back(keypoints[..., :2].reshape(-1, 2).astype(np.float64))
+        keypoints[..., :2] = xy.reshape((*keypoints.shape[:-1], 2))
+    return rows, masks, keypoints
 
 
 class PublishStage(StageThread):

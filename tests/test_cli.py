@@ -88,7 +88,7 @@ def test_bad_models(bad_files: dict[str, Path], obb_weights: Path, tmp_path: Pat
     cases = {
         str(tmp_path / "nope.pt"): ["model file not found", "nope.pt"],
         str(bad_files["badmodel"]): ["not a valid Ultralytics .pt file", "bad.pt"],
-        str(obb_weights): ["'obb' model", "obb.pt", "runs 'detect' and 'segment' models"],
+        str(obb_weights): ["'obb' model", "obb.pt", "runs detect, segment, pose models"],
         "yolo11n.pt": ["could not be downloaded", "--model /path/to/yolo11n.pt"],
     }
     for model, needles in cases.items():
