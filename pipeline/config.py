@@ -498,6 +498,23 @@ class ControlConfig(_Strict):
     """Where the pipeline answers (``None``: off). With ``publish.curve``, the same keys guard it."""
 
 
+class SecondaryConfig(_Strict):
+    """A secondary model on the primary detector's crops (see pipeline/secondary.py)."""
+
+    kind: Literal["classify", "ocr"]
+    model: str | None = None
+    """``classify``: an Ultralytics ``-cls`` model (``.pt``, or a ``-cls.yaml`` architecture)."""
+    classes: list[str] | None = None
+    """Labels of the primary detections it looks at (``None``: all)."""
+    min_size_px: float = Field(16.0, ge=1)
+    margin: float = Field(0.05, ge=0, le=1)
+    """Crops grow by this share of the box on each side."""
+    imgsz: int = Field(224, ge=32, le=1024)
+    top_k: int = Field(3, ge=1, le=20)
+    lines: Literal["single", "multi"] = "single"
+    """``ocr``: ``single`` reads each crop as one line (plates, labels); ``multi`` finds the lines in it first."""
+
+
 class PipelineConfig(_Strict):
     """A whole pipeline: streams, one model, one publisher."""
 
@@ -515,6 +532,8 @@ class PipelineConfig(_Strict):
     metrics: MetricsConfig = MetricsConfig()
     preview: PreviewConfig = PreviewConfig()
     control: ControlConfig = ControlConfig()
+    secondary: list[SecondaryConfig] = []
+    """Classifiers and text reading on the primary detections, in order."""
 
     @model_validator(mode="after")
     def _unique_ids(self) -> PipelineConfig:

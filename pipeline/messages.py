@@ -138,6 +138,13 @@ class MaskFormat:
     tolerance_px: float = 0.5
 
 
+def _pick(items: Sequence[Any], keep: np.ndarray) -> tuple[Any, ...]:
+    """``items[keep]`` for a boolean mask or an index array, as NumPy would select rows."""
+    keep = np.asarray(keep)
+    index = np.flatnonzero(keep) if keep.dtype == bool else keep.reshape(-1)
+    return tuple(items[int(i)] for i in index)
+
+
 @dataclass(frozen=True, slots=True)
 class FrameResult:
     """The detections found in one frame, ready to publish.
@@ -160,6 +167,8 @@ class FrameResult:
     """Motion gating: the model did not see this still frame; these are the stream's last detections."""
     keypoints: np.ndarray | None = field(default=None, repr=False)
     """Pose models: ``(N, K, 3)`` keypoints per box, ``x, y, confidence`` in frame pixels."""
+    attributes: tuple[Mapping[str, Any], ...] | None = field(default=None, repr=False)
+    """Per box, what secondary models added (``classes``, ``text``, …)."""
 
     def __post_init__(self) -> None:
         b = self.boxes
@@ -198,8 +207,17 @@ class FrameResult:
         landmarks = None if self.landmarks is None else self.landmarks[keep]
         masks = None if self.masks is None else self.masks.subset(keep)
         keypoints = None if self.keypoints is None else self.keypoints[keep]
+        attributes = None if self.attributes is None else _pick(self.attributes, keep)
         return FrameResult(
-            self.frame, self.boxes[keep], self.labels, self.infer_ms, landmarks, masks, self.reused, keypoints
+            self.frame,
+            self.boxes[keep],
+            self.labels,
+            self.infer_ms,
+            landmarks,
+            masks,
+            self.reused,
+            keypoints,
+            attributes,
         )
 
     @property
@@ -256,6 +274,9 @@ class FrameResult:
             kp = np.round(self.keypoints.astype(np.float64), 2).tolist()
             for item, points in zip(out, kp, strict=True):
                 item["keypoints"] = points
+        if self.attributes is not None:
+            for item, attrs in zip(out, self.attributes, strict=True):
+                item.update(attrs)
         if annotations is not None:
             for item, extra in zip(out, annotations, strict=True):
                 item.update(extra)

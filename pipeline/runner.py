@@ -46,6 +46,7 @@ from pipeline.supervision import StateChange, SupervisedSource
 
 if TYPE_CHECKING:
     from pipeline.preview import PreviewServer
+    from pipeline.secondary import SecondaryStage
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +181,7 @@ class Pipeline:
         self._queues: list[BoundedQueue[Any]] = []
         self._publish: PublishStage | None = None
         self._faces: FaceStage | None = None
+        self._secondary: SecondaryStage | None = None
         self.image_ops: dict[str, ImageOps] = {}
         self.motion_gates: dict[str, MotionGate] = {}
         """Per stream: motion gating, with its frame and gated counts."""
@@ -321,6 +323,8 @@ class Pipeline:
             worker.streams.add()
             infer = next(t for t in self._threads if isinstance(t, InferStage))
             infer.streams.add()
+            if self._secondary is not None:
+                self._secondary.streams.add()
             analytics = (
                 StreamAnalytics(stream, self.config.tracking, self.config.events, self.config.model.conf)
                 if self.config.tracking.enabled
@@ -348,6 +352,28 @@ class Pipeline:
                 raise ConfigError(f"no running stream '{stream_id}'")
             capture.remove()
             log.info("stream '%s': removed", stream_id)
+
+    def _start_secondary(self) -> BoundedQueue[Any]:
+        """Secondary models (``secondary``) between infer and publish; returns the queue the publisher reads."""
+        assert self._results is not None
+        cfg = self.config
+        if not cfg.secondary:
+            return self._results
+        from pipeline.secondary import SecondaryStage, load_crop_model
+
+        models = [(s, load_crop_model(s, cfg.model.device)) for s in cfg.secondary]
+        out: BoundedQueue[Any] = BoundedQueue("secondary", self._results.maxsize, OverflowPolicy.BLOCK, self.stop_event)
+        self._secondary = SecondaryStage(
+            self._results,
+            out,
+            StreamCount(len(cfg.streams), open_ended=self.controlled),
+            models,
+            self.stop_event,
+            self._fail,
+        )
+        self._queues.append(out)
+        log.info("secondary models: %s", ", ".join(f"{s.kind} {model.name}" for s, model in models))
+        return out
 
     def _start_preview(self) -> None:
         p = self.config.preview
@@ -449,8 +475,9 @@ class Pipeline:
                 CaptureStage(stream.id, self._sources[stream.id], q, self.stop_event, self._fail, stream.max_frames)
             )
         info = self.engine.info
+        publish_input = self._start_secondary()
         self._publish = PublishStage(
-            self._results,
+            publish_input,
             self.bus,
             [s.id for s in cfg.streams],
             info.model,
@@ -487,7 +514,8 @@ class Pipeline:
                 )
             )
         faces = [self._faces] if self._faces is not None else []
-        self._threads = [self._publish, *faces, *self._threads, *self._preprocess, *self._captures]
+        secondary = [self._secondary] if self._secondary is not None else []
+        self._threads = [self._publish, *faces, *secondary, *self._threads, *self._preprocess, *self._captures]
 
     def _analytics(self) -> dict[str, StreamAnalytics]:
         cfg = self.config

@@ -1,0 +1,173 @@
+"""Secondary models on the primary detector's crops: classification and text reading, chained as DeepStream does.
+
+Each secondary model takes the detections of the labels it is configured for
+(``classes``) and at least ``min_size_px`` across, crops them from the frame
+(grown by ``margin``) and adds attributes to them: ``classes`` (top-k labels
+with scores) from an Ultralytics ``-cls`` model, or ``text`` and
+``text_confidence`` from RapidOCR (``rapidocr-onnxruntime``; its detection and
+recognition models ship in the wheel). They run in their own stage between
+infer and publish, so the primary model never waits for them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any, Protocol
+
+import numpy as np
+
+from pipeline.config import SecondaryConfig
+from pipeline.errors import ModelError
+from pipeline.messages import EndOfStream, FrameResult
+from pipeline.queues import BoundedQueue, StreamCount
+from pipeline.stages import GET_TIMEOUT_S, FailureHandler, StageThread
+
+log = logging.getLogger(__name__)
+
+
+class CropModel(Protocol):
+    """Adds attributes to crops: one mapping per crop."""
+
+    name: str
+
+    def run(self, crops: Sequence[np.ndarray]) -> list[dict[str, Any]]: ...
+
+
+class CropClassifier:
+    """An Ultralytics classification model (``yolo11n-cls.pt``, a ``-cls.yaml`` architecture), through its predictor."""
+
+    def __init__(self, model: str, imgsz: int, top_k: int, device: str) -> None:
+        from ultralytics import YOLO
+
+        from engines.weights import resolve_weights
+
+        path = model if model.endswith((".yaml", ".yml")) else str(resolve_weights(model))
+        try:
+            self._model = YOLO(path)
+        except Exception as exc:
+            raise ModelError(f"cannot load classifier '{model}': {exc}".split("\n")[0]) from exc
+        if self._model.task != "classify":
+            raise ModelError(f"secondary classify: '{model}' is a '{self._model.task}' model, not 'classify'")
+        self.name = model
+        self._imgsz, self._top_k = imgsz, top_k
+        self._device = "cpu" if device == "cpu" else None
+
+    def run(self, crops: Sequence[np.ndarray]) -> list[dict[str, Any]]:
+        if not crops:
+            return []
+        results: Any = self._model.predict(list(crops), imgsz=self._imgsz, verbose=False, device=self._device)
+        out: list[dict[str, Any]] = []
+        for r in results:
+            probs = r.probs.data.float().cpu().numpy()
+            order = np.argsort(-probs)[: self._top_k]
+            out.append({"classes": [{"label": r.names[int(i)], "score": round(float(probs[i]), 4)} for i in order]})
+        return out
+
+
+class CropReader:
+    """RapidOCR on each crop. ``single``: the crop is one line (a plate): recognition alone reads it whole.
+    ``multi``: text lines are found in the crop first and read left to right, joined by spaces; the confidence is
+    the weakest line's."""
+
+    name = "rapidocr"
+
+    def __init__(self, lines: str = "single") -> None:
+        self._single = lines == "single"
+        try:
+            from rapidocr_onnxruntime import RapidOCR
+        except ImportError as exc:
+            raise ModelError("secondary ocr needs rapidocr-onnxruntime: pip install rapidocr-onnxruntime") from exc
+        self._ocr = RapidOCR()
+
+    def run(self, crops: Sequence[np.ndarray]) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for crop in crops:
+            if self._single:
+                read, _ = self._ocr(crop, use_det=False, use_cls=False, use_rec=True)
+                text, score = (str(read[0][0]), float(read[0][1])) if read else ("", 0.0)
+                out.append({"text": text, "text_confidence": round(score, 4)} if text.strip() else {})
+                continue
+            lines, _ = self._ocr(crop)
+            if not lines:
+                out.append({})
+                continue
+            lines = sorted(lines, key=lambda line: min(p[0] for p in line[0]))
+            text = " ".join(str(line[1]) for line in lines)
+            out.append({"text": text, "text_confidence": round(float(min(line[2] for line in lines)), 4)})
+        return out
+
+
+def load_crop_model(config: SecondaryConfig, device: str) -> CropModel:
+    if config.kind == "ocr":
+        return CropReader(config.lines)
+    if not config.model:
+        raise ModelError("secondary classify needs model (an Ultralytics -cls model)")
+    return CropClassifier(config.model, config.imgsz, config.top_k, device)
+
+
+class SecondaryStage(StageThread):
+    """Runs the secondary models on each result's matching detections and passes the result on, in order."""
+
+    def __init__(
+        self,
+        inp: BoundedQueue[Any],
+        out: BoundedQueue[Any],
+        streams: StreamCount,
+        models: Sequence[tuple[SecondaryConfig, CropModel]],
+        stop: threading.Event,
+        on_failure: FailureHandler,
+    ) -> None:
+        super().__init__("secondary", stop, on_failure)
+        self.inp, self.out, self.streams = inp, out, streams
+        self.models = list(models)
+        self.costs: dict[str, float] = {}
+
+    def loop(self) -> None:
+        while not self.streams.done() and not self.stop_event.is_set():
+            self.beat()
+            item = self.inp.get(GET_TIMEOUT_S)
+            if item is None:
+                continue
+            if isinstance(item, EndOfStream):
+                self.streams.end()
+            elif isinstance(item, FrameResult) and len(item):
+                started = time.perf_counter()
+                item = self.process(item)
+                self.clock.add(time.perf_counter() - started)
+            self.out.put(item)
+
+    def process(self, result: FrameResult) -> FrameResult:
+        attributes: list[dict[str, Any]] = (
+            [dict(a) for a in result.attributes] if result.attributes else [{} for _ in range(len(result))]
+        )
+        image = result.frame.host_image()
+        h, w = image.shape[:2]
+        for config, model in self.models:
+            rows = [k for k, det in enumerate(result.detections) if _wanted(config, det.label, det.box)]
+            if not rows:
+                continue
+            crops = [_crop(image, result.boxes[k, :4], config.margin, w, h) for k in rows]
+            started = time.perf_counter()
+            found = model.run(crops)
+            self.costs[config.kind] = self.costs.get(config.kind, 0.0) + time.perf_counter() - started
+            for k, attrs in zip(rows, found, strict=True):
+                attributes[k].update(attrs)
+        return replace(result, attributes=tuple(attributes))
+
+
+def _wanted(config: SecondaryConfig, label: str, box: tuple[float, float, float, float]) -> bool:
+    if config.classes is not None and label not in config.classes:
+        return False
+    return min(box[2] - box[0], box[3] - box[1]) >= config.min_size_px
+
+
+def _crop(image: np.ndarray, box: np.ndarray, margin: float, w: int, h: int) -> np.ndarray:
+    x1, y1, x2, y2 = (float(v) for v in box)
+    mx, my = (x2 - x1) * margin, (y2 - y1) * margin
+    xa, ya = max(0, int(x1 - mx)), max(0, int(y1 - my))
+    xb, yb = min(w, int(np.ceil(x2 + mx))), min(h, int(np.ceil(y2 + my)))
+    return np.ascontiguousarray(image[ya:yb, xa:xb])

@@ -1,0 +1,100 @@
+"""Secondary models on the primary detections: text read from plates, classes of crops, and only where asked."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import cv2
+import jsonschema
+import numpy as np
+import pytest
+from helpers import config_for, run_and_collect
+
+from engines.base import EngineInfo, ReadyDetections
+
+pytest.importorskip("rapidocr_onnxruntime", reason="rapidocr-onnxruntime is not installed")
+SCHEMA = Path(__file__).resolve().parents[1] / "pipeline" / "schemas" / "detections-1.schema.json"
+PLATES = ["KX 4721", "BRT 905", "M 21 ZA", "HZ 3386"]
+PLATE_BOX = (200, 150, 440, 210)
+CAR_BOX = (20, 20, 180, 120)
+
+
+def alnum(text: str) -> str:
+    return "".join(c for c in text if c.isalnum())
+
+
+def plate_frames(folder: Path) -> Path:
+    """Frames with a plate (known text) in a fixed place and a plain 'car' patch elsewhere."""
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i, text in enumerate(PLATES):
+        frame = cv2.GaussianBlur(rng.integers(60, 140, (360, 640, 3), dtype=np.uint8), (9, 9), 0)
+        x1, y1, x2, y2 = PLATE_BOX
+        frame[y1:y2, x1:x2] = 235
+        cv2.putText(frame, text, (x1 + 12, y2 - 16), cv2.FONT_HERSHEY_SIMPLEX, 1.3, (20, 20, 20), 3)
+        cx1, cy1, cx2, cy2 = CAR_BOX
+        frame[cy1:cy2, cx1:cx2] = (40 * i, 90, 200 - 40 * i)
+        cv2.imwrite(str(folder / f"{i:03d}.png"), frame)
+    return folder
+
+
+class PlateDetector:
+    """A scripted primary model: a 'plate' and a 'car' box on every frame (the seam the secondary models hang on)."""
+
+    def __init__(self) -> None:
+        self.info = EngineInfo("scripted", "cpu", "fp32", "plates", "detect", 0, {0: "plate", 1: "car"})
+
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        return image
+
+    def submit(self, inputs: list[Any], shapes: list[tuple[int, int]]) -> ReadyDetections:
+        rows = np.array([[*PLATE_BOX, 0.9, 0], [*CAR_BOX, 0.8, 1]], np.float32)
+        return ReadyDetections([rows.copy() for _ in inputs])
+
+    def warmup(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_plates_are_read_and_cars_classified(tmp_path: Path, endpoint: str) -> None:
+    from ultralytics import YOLO
+
+    classifier = tmp_path / "cls.pt"
+    YOLO("yolo11n-cls.yaml").save(str(classifier))
+    frames = plate_frames(tmp_path / "frames")
+    secondary = [
+        {"kind": "ocr", "classes": ["plate"]},
+        {"kind": "classify", "model": str(classifier), "classes": ["car"], "top_k": 2},
+    ]
+    config = config_for(
+        endpoint,
+        [{"id": "gate", "source": str(frames)}],
+        {"path": "plates"},
+        secondary=secondary,
+        tracking={"enabled": False},
+    )
+    got = run_and_collect(config, engine_factory=lambda _s, _n: PlateDetector())
+    msgs = got.detections("gate")
+    assert len(msgs) == len(PLATES)
+    schema = json.loads(SCHEMA.read_text())
+    reference = YOLO(str(classifier))
+    for msg, text, i in zip(msgs, PLATES, range(len(PLATES)), strict=True):
+        jsonschema.validate(msg.raw, schema)
+        plate = next(d for d in msg.raw["detections"] if d["label"] == "plate")
+        car = next(d for d in msg.raw["detections"] if d["label"] == "car")
+        assert alnum(plate["text"]) == alnum(text), (plate["text"], text)  # a plate's characters, not its spacing
+        assert plate["text_confidence"] > 0.8
+        assert "classes" not in plate and "text" not in car, "each model looks only at its own labels"
+        image = cv2.imread(str(frames / f"{i:03d}.png"))
+        x1, y1, x2, y2 = CAR_BOX
+        x1, y1 = max(0, x1 - 8), max(0, y1 - 5)  # the 5% margin the config's default adds
+        crop = image[y1 : y2 + 5, x1 : x2 + 8]
+        probs = reference.predict(crop, imgsz=224, verbose=False, device="cpu")[0].probs.data.numpy()
+        best = int(np.argmax(probs))
+        assert len(car["classes"]) == 2
+        assert car["classes"][0]["label"] == reference.names[best]
+        assert abs(car["classes"][0]["score"] - float(probs[best])) < 1e-3
