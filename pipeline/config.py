@@ -511,6 +511,8 @@ class SecondaryConfig(_Strict):
     """Crops grow by this share of the box on each side."""
     imgsz: int = Field(224, ge=32, le=1024)
     top_k: int = Field(3, ge=1, le=20)
+    whole_frame: bool = False
+    """``classify``: the whole frame instead of detections; the message gets a top-level ``classes``."""
     lines: Literal["single", "multi"] = "single"
     """``ocr``: ``single`` reads each crop as one line (plates, labels); ``multi`` finds the lines in it first."""
 

@@ -169,6 +169,8 @@ class FrameResult:
     """Pose models: ``(N, K, 3)`` keypoints per box, ``x, y, confidence`` in frame pixels."""
     attributes: tuple[Mapping[str, Any], ...] | None = field(default=None, repr=False)
     """Per box, what secondary models added (``classes``, ``text``, …)."""
+    frame_attributes: Mapping[str, Any] | None = field(default=None, repr=False)
+    """What secondary models said of the whole frame (``classes``)."""
 
     def __post_init__(self) -> None:
         b = self.boxes
@@ -218,6 +220,7 @@ class FrameResult:
             self.reused,
             keypoints,
             attributes,
+            self.frame_attributes,
         )
 
     @property

@@ -41,19 +41,23 @@ def detections_body(
     annotations: Any = None,
 ) -> dict[str, Any]:
     frame = result.frame
-    return {
-        "schema": DETECTIONS_SCHEMA,
-        "stream_id": frame.stream_id,
-        "seq": seq,
-        "frame_index": frame.frame_index,
-        "pts_ms": round(frame.pts_ms, 3),
-        "captured_at": frame.captured_at,
-        "published_at": published_at,
-        "width": frame.width,
-        "height": frame.height,
-        "model": model,
-        "detections": result.detections_json(track_ids, masks, annotations),
-    } | ({"reused": True} if result.reused else {})
+    return (
+        {
+            "schema": DETECTIONS_SCHEMA,
+            "stream_id": frame.stream_id,
+            "seq": seq,
+            "frame_index": frame.frame_index,
+            "pts_ms": round(frame.pts_ms, 3),
+            "captured_at": frame.captured_at,
+            "published_at": published_at,
+            "width": frame.width,
+            "height": frame.height,
+            "model": model,
+            "detections": result.detections_json(track_ids, masks, annotations),
+        }
+        | ({"reused": True} if result.reused else {})
+        | dict(result.frame_attributes or {})
+    )
 
 
 def status_body(stream_id: str, event: str, at: float, **extra: Any) -> dict[str, Any]:

@@ -134,7 +134,7 @@ class SecondaryStage(StageThread):
                 continue
             if isinstance(item, EndOfStream):
                 self.streams.end()
-            elif isinstance(item, FrameResult) and len(item):
+            elif isinstance(item, FrameResult):
                 started = time.perf_counter()
                 item = self.process(item)
                 self.clock.add(time.perf_counter() - started)
@@ -146,7 +146,11 @@ class SecondaryStage(StageThread):
         )
         image = result.frame.host_image()
         h, w = image.shape[:2]
+        frame_attributes = dict(result.frame_attributes or {})
         for config, model in self.models:
+            if config.whole_frame:
+                frame_attributes.update(model.run([image])[0])
+                continue
             rows = [k for k, det in enumerate(result.detections) if _wanted(config, det.label, det.box)]
             if not rows:
                 continue
@@ -156,7 +160,7 @@ class SecondaryStage(StageThread):
             self.costs[config.kind] = self.costs.get(config.kind, 0.0) + time.perf_counter() - started
             for k, attrs in zip(rows, found, strict=True):
                 attributes[k].update(attrs)
-        return replace(result, attributes=tuple(attributes))
+        return replace(result, attributes=tuple(attributes), frame_attributes=frame_attributes or None)
 
 
 def _wanted(config: SecondaryConfig, label: str, box: tuple[float, float, float, float]) -> bool:

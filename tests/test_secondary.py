@@ -98,3 +98,29 @@ def test_plates_are_read_and_cars_classified(tmp_path: Path, endpoint: str) -> N
         assert len(car["classes"]) == 2
         assert car["classes"][0]["label"] == reference.names[best]
         assert abs(car["classes"][0]["score"] - float(probs[best])) < 1e-3
+
+
+def test_whole_frame_classification(tmp_path: Path, endpoint: str) -> None:
+    from ultralytics import YOLO
+
+    classifier = tmp_path / "cls.pt"
+    YOLO("yolo11n-cls.yaml").save(str(classifier))
+    frames = plate_frames(tmp_path / "frames")
+    secondary = [{"kind": "classify", "model": str(classifier), "whole_frame": True, "top_k": 1}]
+    config = config_for(
+        endpoint,
+        [{"id": "gate", "source": str(frames)}],
+        {"path": "plates"},
+        secondary=secondary,
+        tracking={"enabled": False},
+    )
+    got = run_and_collect(config, engine_factory=lambda _s, _n: PlateDetector())
+    reference = YOLO(str(classifier))
+    for i, msg in enumerate(got.detections("gate")):
+        jsonschema.validate(msg.raw, json.loads(SCHEMA.read_text()))
+        probs = reference.predict(cv2.imread(str(frames / f"{i:03d}.png")), imgsz=224, verbose=False, device="cpu")
+        top = probs[0].probs.data.numpy()
+        assert msg.raw["classes"] == [
+            {"label": reference.names[int(np.argmax(top))], "score": round(float(top.max()), 4)}
+        ]
+        assert all("classes" not in d for d in msg.raw["detections"])
