@@ -206,3 +206,37 @@ def test_segmentation_masks_on_cuda_match_ultralytics(endpoint: str, tmp_path: P
     print(f"{len(ious)}/{total} masks matched on CUDA; mask IoU mean {np.mean(ious):.4f} min {min(ious):.4f}")
     assert total > 100 and len(ious) >= 0.98 * total
     assert np.mean(ious) >= 0.98
+
+
+def test_pose_keypoints_on_cuda_match_ultralytics(endpoint: str, tmp_path: Path) -> None:
+    """The fused CUDA-graph path keeps the keypoint columns: keypoints equal Ultralytics' predictor at fp16."""
+    import numpy as np
+    from ultralytics import YOLO
+
+    from engines.architecture import save_architecture_weights
+
+    weights = save_architecture_weights(tmp_path / "pose.pt", "yolo11n-pose.yaml", seed=2)
+    frames = [calibration_image(seed) for seed in range(1, 5)]
+    for i, frame in enumerate(frames):
+        cv2.imwrite(str(tmp_path / f"{i:03d}.png"), frame)
+    config = config_for(
+        endpoint,
+        [{"id": "p", "source": str(tmp_path)}],
+        {"path": str(weights), "device": "cuda"},
+        tracking={"enabled": False},
+    )
+    got = run_and_collect(config)
+    model = YOLO(str(weights))
+    compared = 0
+    for msg, frame in zip(got.detections("p"), frames, strict=True):
+        ref = model.predict(frame, imgsz=640, device=0, half=True, verbose=False)[0]
+        boxes, kpts = ref.boxes.xyxy.cpu().numpy(), ref.keypoints.data.cpu().numpy()
+        for det in msg.detections:
+            err = np.abs(boxes - np.array(det.box)).max(axis=1) if len(boxes) else np.array([np.inf])
+            k = int(np.argmin(err))
+            if err[k] > 1.5:
+                continue
+            assert det.keypoints is not None
+            assert np.abs(np.array(det.keypoints)[:, :2] - kpts[k][:, :2]).max() < 1.5
+            compared += 1
+    assert compared >= 5
