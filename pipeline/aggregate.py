@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import zmq
 
-from pipeline.curve import CurveClient, CurveServer, secure_server_socket, start_authenticator
+from pipeline.curve import CurveClient, CurveServer, ServerContext
 from pipeline.errors import PublishError
 
 log = logging.getLogger(__name__)
@@ -33,19 +33,14 @@ class Aggregator:
     ) -> None:
         if not upstream:
             raise PublishError("aggregate: give at least one --from endpoint")
-        self._ctx = zmq.Context()
-        self._auth = start_authenticator(self._ctx, server) if server is not None else None
-        self._xsub = self._ctx.socket(zmq.XSUB)
-        self._xpub = self._ctx.socket(zmq.XPUB)
-        self._control = self._ctx.socket(zmq.PAIR)
+        self._ctx = ServerContext(server)
+        self._xsub = self._ctx.socket(zmq.XSUB, server=False)  # a client of each box
+        self._xpub = self._ctx.socket(zmq.XPUB)  # a server to the site's subscribers
+        self._control = self._ctx.socket(zmq.PAIR, server=False)
         self._control_addr = f"inproc://aggregate-control-{id(self)}"
         self._control.bind(self._control_addr)
-        for sock in (self._xsub, self._xpub, self._control):
-            sock.setsockopt(zmq.LINGER, 0)
         if client is not None:
             client.apply(self._xsub)
-        if server is not None:
-            secure_server_socket(self._xpub, server)
         try:
             self._xpub.bind(bind)
         except zmq.ZMQError as exc:
@@ -62,7 +57,7 @@ class Aggregator:
         log.info("aggregating %d bus(es) onto %s", len(self.upstream), self.bind)
 
     def _run(self) -> None:
-        steer = self._ctx.socket(zmq.PAIR)
+        steer = self._ctx.zmq.socket(zmq.PAIR)
         steer.connect(self._control_addr)
         try:
             zmq.proxy_steerable(self._xsub, self._xpub, None, steer)
@@ -77,6 +72,4 @@ class Aggregator:
             self._thread.join(5)
         for sock in (self._xsub, self._xpub, self._control):
             sock.close(linger=0)
-        if self._auth is not None:
-            self._auth.stop()
         self._ctx.term()

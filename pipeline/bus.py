@@ -17,7 +17,7 @@ from typing import Any
 
 import zmq
 
-from pipeline.curve import CurveServer, secure_server_socket, start_authenticator
+from pipeline.curve import CurveServer, ServerContext
 from pipeline.errors import PublishError
 from pipeline.schema import encode
 
@@ -34,14 +34,10 @@ class BusPublisher:
     ) -> None:
         self.endpoint = endpoint
         self.lossless = lossless
-        self._ctx = zmq.Context()
-        self._auth = start_authenticator(self._ctx, curve) if curve is not None else None
+        self._ctx = ServerContext(curve)
         self._sock = self._ctx.socket(zmq.XPUB)
-        if curve is not None:
-            secure_server_socket(self._sock, curve)
-        elif not _is_local(endpoint):
+        if curve is None and not _is_local(endpoint):
             log.warning("publishing unencrypted to anyone who can reach %s (see publish.curve)", endpoint)
-        self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.SNDHWM, send_hwm)
         self._sock.setsockopt(zmq.XPUB_NODROP, 1)  # a full queue raises EAGAIN, which we count or wait on
         self._sock.setsockopt(zmq.XPUB_VERBOSE, 1)
@@ -101,8 +97,6 @@ class BusPublisher:
             return
         self._closed = True
         self._sock.close(linger=0)
-        if self._auth is not None:
-            self._auth.stop()
         self._ctx.term()
 
 

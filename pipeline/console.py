@@ -77,8 +77,8 @@ class LiveView:
             self._out.write("\n".join(lines) + "\n")
             self._drawn = len(lines)
         else:
-            summary = " | ".join(line.split("  progress")[0] for line in lines[1:])
-            self._out.write(" ".join(summary.split()) + "\n")
+            rows = (" ".join(line.split()) for line in lines[1:])  # no header, single spaces: one log line
+            self._out.write(" | ".join(rows) + "\n")
         self._out.flush()
 
 

@@ -16,7 +16,7 @@ import zmq
 from pydantic import ValidationError
 
 from pipeline.config import StreamConfig, describe_validation_error
-from pipeline.curve import CurveClient, CurveServer, secure_server_socket, start_authenticator
+from pipeline.curve import CurveClient, CurveServer, ServerContext
 from pipeline.errors import EdgesightError, PublishError
 
 if TYPE_CHECKING:
@@ -32,12 +32,8 @@ class ControlServer:
 
     def __init__(self, pipeline: Pipeline, endpoint: str, curve: CurveServer | None = None) -> None:
         self._pipeline = pipeline
-        self._ctx = zmq.Context()
-        self._auth = start_authenticator(self._ctx, curve) if curve is not None else None
+        self._ctx = ServerContext(curve)
         self._sock = self._ctx.socket(zmq.REP)
-        self._sock.setsockopt(zmq.LINGER, 0)
-        if curve is not None:
-            secure_server_socket(self._sock, curve)
         try:
             self._sock.bind(endpoint)
         except zmq.ZMQError as exc:
@@ -90,8 +86,6 @@ class ControlServer:
 
     def _close_sockets(self) -> None:
         self._sock.close(linger=0)
-        if self._auth is not None:
-            self._auth.stop()
         self._ctx.term()
 
 

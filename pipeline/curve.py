@@ -112,17 +112,37 @@ class _RefusalLog:
         self._log.exception(msg, *args)
 
 
-def start_authenticator(context: Any, server: CurveServer) -> Any:
-    """A ZAP authenticator thread on ``context`` that admits the public keys in ``server.clients``."""
-    from zmq.auth.thread import ThreadAuthenticator
+class ServerContext:
+    """A ZeroMQ context for sockets that others connect to: with ``curve``, its ZAP authenticator admits only the
+    allowed public keys, and every socket from :meth:`socket` encrypts; without, sockets are plain."""
 
-    auth = ThreadAuthenticator(context, log=_RefusalLog(log))
-    auth.start()
-    auth.configure_curve(domain="*", location=str(server.clients))
-    return auth
+    def __init__(self, curve: CurveServer | None = None) -> None:
+        import zmq
 
+        self.zmq = zmq.Context()
+        self.curve = curve
+        self._auth: Any = None
+        if curve is not None:
+            from zmq.auth.thread import ThreadAuthenticator
 
-def secure_server_socket(sock: Any, server: CurveServer) -> None:
-    sock.curve_secretkey = server.secret
-    sock.curve_publickey = server.public
-    sock.curve_server = True
+            self._auth = ThreadAuthenticator(self.zmq, log=_RefusalLog(log))
+            self._auth.start()
+            self._auth.configure_curve(domain="*", location=str(curve.clients))
+
+    def socket(self, kind: int, server: bool = True) -> Any:
+        """A socket with no linger; a server one (``server``) is a CurveZMQ server when the context has keys."""
+        import zmq
+
+        sock = self.zmq.socket(kind)
+        sock.setsockopt(zmq.LINGER, 0)
+        if server and self.curve is not None:
+            sock.curve_secretkey = self.curve.secret
+            sock.curve_publickey = self.curve.public
+            sock.curve_server = True
+        return sock
+
+    def term(self) -> None:
+        """Stop the authenticator and end the context (close the sockets first)."""
+        if self._auth is not None:
+            self._auth.stop()
+        self.zmq.term()

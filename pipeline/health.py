@@ -16,11 +16,11 @@ import math
 import os
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.errors import ConfigError
+from pipeline.httpserver import HttpServer, reply
 
 if TYPE_CHECKING:
     from pipeline.metrics import NullMetrics, PrometheusMetrics
@@ -72,68 +72,31 @@ class HealthServer:
         ready_share: float,
         stale_after_s: float,
     ) -> None:
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                try:
-                    owner._answer(self)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client left
-                except Exception as exc:  # a broken collector: answer 500 and say why, never kill the server
-                    log.exception("answering %s failed", self.path)
-                    body = f"internal error: {type(exc).__name__}: {exc}\n".encode()
-                    self.send_response(500)
-                    self.send_header("Content-Type", "text/plain")
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                log.debug("http: " + format, *args)
-
-        try:
-            self._server = ThreadingHTTPServer((host, port), Handler)
-        except OSError as exc:
-            raise ConfigError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}") from exc
-        self._server.daemon_threads = True
-        self.port = int(self._server.server_address[1])
         self._pipeline = pipeline
         self._metrics = metrics
         self._ready_share = ready_share
         self._stale_after_s = stale_after_s
-        self._thread = threading.Thread(target=self._server.serve_forever, name="health-http", daemon=True)
+        self._http = HttpServer(host, port, self._answer, "metrics")
+        self.port = self._http.port
 
     def start(self) -> None:
-        self._thread.start()
+        self._http.start()
 
     def _answer(self, request: BaseHTTPRequestHandler) -> None:
         path = request.path.split("?", 1)[0]
         if path == "/metrics":
-            body, ok, kind = self._metrics.exposition(), True, "text/plain; version=0.0.4; charset=utf-8"
-        elif path == "/healthz":
-            verdict = health(self._pipeline, self._stale_after_s)
-            body, ok, kind = json.dumps(verdict).encode(), verdict["healthy"], "application/json"
-        elif path == "/readyz":
-            verdict = readiness(self._pipeline, self._ready_share)
-            body, ok, kind = json.dumps(verdict).encode(), verdict["ready"], "application/json"
+            reply(request, 200, "text/plain; version=0.0.4; charset=utf-8", self._metrics.exposition())
+        elif path in ("/healthz", "/readyz"):
+            if path == "/healthz":
+                verdict, ok = health(self._pipeline, self._stale_after_s), "healthy"
+            else:
+                verdict, ok = readiness(self._pipeline, self._ready_share), "ready"
+            reply(request, 200 if verdict[ok] else 503, "application/json", json.dumps(verdict).encode())
         else:
-            body, ok, kind = b"not found\n", False, "text/plain"
-            request.send_response(404)
-            request.send_header("Content-Type", kind)
-            request.send_header("Content-Length", str(len(body)))
-            request.end_headers()
-            request.wfile.write(body)
-            return
-        request.send_response(200 if ok else 503)
-        request.send_header("Content-Type", kind)
-        request.send_header("Content-Length", str(len(body)))
-        request.end_headers()
-        request.wfile.write(body)
+            reply(request, 404, "text/plain", b"not found\n")
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._http.close()
 
 
 class StatusFile:

@@ -9,6 +9,8 @@ configured. A still scene still gets the model every ``keepalive_s`` of stream t
 
 from __future__ import annotations
 
+from typing import Any
+
 import cv2
 import numpy as np
 
@@ -33,11 +35,20 @@ class MotionGate:
         self.frames = 0
         self.gated = 0
 
-    def _small(self, image: np.ndarray) -> np.ndarray:
+    def _small(self, image: Any) -> np.ndarray:
+        """A blurred gray copy :data:`SMALL_WIDTH` wide. A frame decoded on the GPU is shrunk there first, so only
+        the small copy crosses to the host."""
         h, w = image.shape[:2]
         size = (SMALL_WIDTH, max(1, round(h * SMALL_WIDTH / w)))
-        gray = cv2.cvtColor(cv2.resize(image, size, interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2GRAY)
-        return cv2.GaussianBlur(gray, (5, 5), 0)
+        if not isinstance(image, np.ndarray):  # a CUDA tensor (NVDEC), H x W x 3 uint8 BGR
+            import torch.nn.functional as F
+
+            nchw = image.permute(2, 0, 1)[None].float()
+            image = F.interpolate(nchw, size=(size[1], size[0]), mode="area")[0].permute(1, 2, 0)
+            image = image.round().clamp(0, 255).byte().cpu().numpy()
+        else:
+            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        return cv2.GaussianBlur(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), (5, 5), 0)
 
     def changed_share(self, small: np.ndarray) -> float:
         """The share of pixels that changed (against the last frame the model saw, or the background)."""
@@ -49,7 +60,8 @@ class MotionGate:
         diff = cv2.absdiff(small, self._reference)
         return float(np.count_nonzero(diff > self.config.pixel_threshold)) / diff.size
 
-    def moving(self, image: np.ndarray, pts_ms: float) -> bool:
+    def moving(self, image: Any, pts_ms: float) -> bool:
+        """Whether ``image`` (a NumPy frame, or a CUDA tensor from NVDEC) goes to the model."""
         self.frames += 1
         small = self._small(image)
         share = self.changed_share(small)

@@ -13,13 +13,12 @@ import html
 import logging
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from http.server import BaseHTTPRequestHandler
 
 import cv2
 import numpy as np
 
-from pipeline.errors import ConfigError
+from pipeline.httpserver import HttpServer, reply
 from pipeline.messages import FrameResult
 from pipeline.recorder import Overlays, annotate
 
@@ -41,23 +40,9 @@ class PreviewServer:
         self._latest: dict[str, tuple[int, FrameResult, np.ndarray | None]] = {}
         self._changed = threading.Condition()
         self._closed = False
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                owner._answer(self)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                log.debug("preview: " + format, *args)
-
-        try:
-            self._server = ThreadingHTTPServer((host, port), Handler)
-        except OSError as exc:
-            raise ConfigError(f"cannot serve the preview on {host}:{port}: {exc.strerror or exc}") from exc
-        self._server.daemon_threads = True
-        self.port = int(self._server.server_address[1])
-        self._thread = threading.Thread(target=self._server.serve_forever, name="preview-http", daemon=True)
-        self._thread.start()
+        self._http = HttpServer(host, port, self._answer, "preview")
+        self.port = self._http.port
+        self._http.start()
 
     # -- FrameSink -------------------------------------------------------------------------------------------
     def write(self, result: FrameResult, track_ids: np.ndarray | None = None) -> None:
@@ -70,8 +55,7 @@ class PreviewServer:
         with self._changed:
             self._closed = True
             self._changed.notify_all()
-        self._server.shutdown()
-        self._server.server_close()
+        self._http.close()
 
     def _count(self, sid: str) -> int:
         latest = self._latest.get(sid)
@@ -86,27 +70,18 @@ class PreviewServer:
     def _answer(self, request: BaseHTTPRequestHandler) -> None:
         path = request.path.split("?", 1)[0]
         if path in ("/", "/index.html"):
-            self._reply(request, 200, "text/html; charset=utf-8", self._page().encode())
+            reply(request, 200, "text/html; charset=utf-8", self._page().encode())
         elif path.startswith("/snapshot/") and path.endswith(".jpg"):
             sid = path[len("/snapshot/") : -len(".jpg")]
             latest = self._latest.get(sid)
             if latest is None:
-                self._reply(request, 404, "text/plain", f"no frame from '{sid}' yet\n".encode())
+                reply(request, 404, "text/plain", f"no frame from '{sid}' yet\n".encode())
             else:
-                self._reply(request, 200, "image/jpeg", self._jpeg(latest[1], latest[2]))
+                reply(request, 200, "image/jpeg", self._jpeg(latest[1], latest[2]))
         elif path.startswith("/stream/") and path.endswith(".mjpg") and path[8:-5] in self._streams():
             self._mjpeg(request, path[8:-5])
         else:
-            self._reply(request, 404, "text/plain", b"not found\n")
-
-    @staticmethod
-    def _reply(request: BaseHTTPRequestHandler, code: int, kind: str, body: bytes) -> None:
-        request.send_response(code)
-        request.send_header("Content-Type", kind)
-        request.send_header("Content-Length", str(len(body)))
-        request.send_header("Cache-Control", "no-store")
-        request.end_headers()
-        request.wfile.write(body)
+            reply(request, 404, "text/plain", b"not found\n")
 
     def _mjpeg(self, request: BaseHTTPRequestHandler, sid: str) -> None:
         request.send_response(200)

@@ -626,7 +626,6 @@ class Pipeline:
             source = self._sources.get(sid)
             ended = publish is not None and sid in publish.ended
             state = "ended" if ended else getattr(source, "state", None) or "running"
-            drops = {q.name: q.drops().get(sid, 0) for q in self._queues if q.drops().get(sid, 0)}
             out.append(
                 Pipeline.StreamState(
                     sid,
@@ -634,12 +633,17 @@ class Pipeline:
                     capture.frames,
                     publish.seq.get(sid, 0) if publish else 0,
                     int(getattr(source, "reconnects", 0)),
-                    drops,
+                    self._drops(sid),
                     getattr(source, "total_frames", None),
                     publish.latency_ms_by_stream.get(sid, 0.0) if publish else 0.0,
                 )
             )
         return out
+
+    def _drops(self, stream_id: str) -> dict[str, int]:
+        """Frames of one stream dropped so far, per queue (queues without drops left out)."""
+        counts = {q.name: q.drops().get(stream_id, 0) for q in self._queues}
+        return {name: n for name, n in counts.items() if n}
 
     @property
     def stages(self) -> list[StageThread]:
@@ -665,7 +669,6 @@ class Pipeline:
         for capture in self._captures:
             sid = capture.stream_id
             eos = publish.ended.get(sid) if publish else None
-            drops = {q.name: q.drops().get(sid, 0) for q in self._queues if q.drops().get(sid, 0)}
             reports.append(
                 StreamReport(
                     stream_id=sid,
@@ -673,7 +676,7 @@ class Pipeline:
                     published=publish.seq.get(sid, 0) if publish else 0,
                     error=eos.error if eos else None,
                     stopped=eos is None or eos.stopped,
-                    drops=drops,
+                    drops=self._drops(sid),
                 )
             )
         end = self._finished_at or time.monotonic()
@@ -684,8 +687,9 @@ class Pipeline:
             "infer": StageClock.ms_per_item([infer.clock] if infer else []),
             "publish": StageClock.ms_per_item([publish.clock] if publish else []),
         }
-        if self._faces is not None:
-            stage_ms["faces"] = StageClock.ms_per_item([self._faces.clock])
+        for extra in (self._faces, self._secondary):
+            if extra is not None:
+                stage_ms[extra.name] = StageClock.ms_per_item([extra.clock])
         return RunReport(
             tuple(reports),
             end - self._started_at,

@@ -124,7 +124,6 @@ class SecondaryStage(StageThread):
         super().__init__("secondary", stop, on_failure)
         self.inp, self.out, self.streams = inp, out, streams
         self.models = list(models)
-        self.costs: dict[str, float] = {}
 
     def loop(self) -> None:
         while not self.streams.done() and not self.stop_event.is_set():
@@ -141,32 +140,31 @@ class SecondaryStage(StageThread):
             self.out.put(item)
 
     def process(self, result: FrameResult) -> FrameResult:
-        attributes: list[dict[str, Any]] = (
-            [dict(a) for a in result.attributes] if result.attributes else [{} for _ in range(len(result))]
-        )
-        image = result.frame.host_image()
-        h, w = image.shape[:2]
-        frame_attributes = dict(result.frame_attributes or {})
+        boxes = result.boxes
+        labels = [result.labels.get(int(c), str(int(c))) for c in boxes[:, 5]]
+        sizes = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+        attributes: list[dict[str, Any]] = [{} for _ in labels]
+        frame_attributes: dict[str, Any] = {}
+        image: np.ndarray | None = None  # fetched (from the GPU, maybe) only when a model needs pixels
         for config, model in self.models:
+            rows = [] if config.whole_frame else [k for k, size in enumerate(sizes) if _wanted(config, labels[k], size)]
+            if not rows and not config.whole_frame:
+                continue
+            if image is None:
+                image = result.frame.host_image()
             if config.whole_frame:
                 frame_attributes.update(model.run([image])[0])
                 continue
-            rows = [k for k, det in enumerate(result.detections) if _wanted(config, det.label, det.box)]
-            if not rows:
-                continue
-            crops = [_crop(image, result.boxes[k, :4], config.margin, w, h) for k in rows]
-            started = time.perf_counter()
-            found = model.run(crops)
-            self.costs[config.kind] = self.costs.get(config.kind, 0.0) + time.perf_counter() - started
-            for k, attrs in zip(rows, found, strict=True):
+            h, w = image.shape[:2]
+            crops = [_crop(image, boxes[k, :4], config.margin, w, h) for k in rows]
+            for k, attrs in zip(rows, model.run(crops), strict=True):
                 attributes[k].update(attrs)
         return replace(result, attributes=tuple(attributes), frame_attributes=frame_attributes or None)
 
 
-def _wanted(config: SecondaryConfig, label: str, box: tuple[float, float, float, float]) -> bool:
-    if config.classes is not None and label not in config.classes:
-        return False
-    return min(box[2] - box[0], box[3] - box[1]) >= config.min_size_px
+def _wanted(config: SecondaryConfig, label: str, size: float) -> bool:
+    """A detection of the model's labels, at least ``min_size_px`` on its shorter side."""
+    return (config.classes is None or label in config.classes) and size >= config.min_size_px
 
 
 def _crop(image: np.ndarray, box: np.ndarray, margin: float, w: int, h: int) -> np.ndarray:

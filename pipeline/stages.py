@@ -222,7 +222,7 @@ class PreprocessStage(StageThread):
 
     def _prepare(self, frame: Frame) -> PreparedFrame:
         gate = self.motion.get(frame.stream_id)
-        if gate is not None and not gate.moving(frame.host_image(), frame.pts_ms):
+        if gate is not None and not gate.moving(frame.image, frame.pts_ms):
             return PreparedFrame(frame, None, gated=gate.config.on_still)
         ops = self.image_ops.get(frame.stream_id)
         if ops is None:
@@ -374,7 +374,9 @@ class InferStage(StageThread):
         self.batches += 1
         per_frame_ms = elapsed * 1000.0 / len(job.batch)
         masks: Sequence[InstanceMasks | None] = job.pending.masks or [None] * len(job.batch)
-        keypoints: Sequence[np.ndarray | None] = getattr(job.pending, "keypoints", None) or [None] * len(job.batch)
+        keypoints: Sequence[np.ndarray | None] = [None] * len(job.batch)
+        if job.pending.keypoints is not None:
+            keypoints = job.pending.keypoints
         for prepared, rows, frame_masks, kpts in zip(job.batch, outputs, masks, keypoints, strict=True):
             if prepared.to_original is not None:
                 rows, frame_masks, kpts = to_frame(prepared, rows, frame_masks, kpts)

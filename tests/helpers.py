@@ -5,7 +5,11 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import cv2
+import numpy as np
 
 from pipeline.config import PipelineConfig, build_config
 from pipeline.runner import Pipeline, RunReport
@@ -36,6 +40,17 @@ class Collected:
         return [
             m for m in self.messages if isinstance(m, StatusMessage) and (stream_id is None or m.stream_id == stream_id)
         ]
+
+
+def reference_frames(folder: Path, count: int) -> list[np.ndarray]:
+    """``count`` fixed reference frames (``calibration_image`` seeds 1…count), also written to ``folder`` as PNGs
+    for an image-folder source."""
+    from engines.architecture import calibration_image
+
+    frames = [calibration_image(seed) for seed in range(1, count + 1)]
+    for i, frame in enumerate(frames):
+        cv2.imwrite(str(folder / f"{i:03d}.png"), frame)
+    return frames
 
 
 def config_for(

@@ -94,6 +94,7 @@ class DeferredEngine(FakeEngine):
 
         class Pending:
             masks = None
+            keypoints = None
 
             def result(self) -> list[np.ndarray]:
                 engine.log.append(("result", number))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import cv2
 import pytest
-from helpers import config_for, run_and_collect
+from helpers import config_for, reference_frames, run_and_collect
 from test_engines import assert_same_boxes
 from test_pipeline import match_detections
 
@@ -26,9 +26,7 @@ def reference_fp16(weights: Path, frames: list, imgsz: int = 640) -> list:
 
 
 def test_cuda_fp16_matches_ultralytics(arch_weights: Path, endpoint: str, tmp_path: Path) -> None:
-    frames = [calibration_image(seed) for seed in range(1, 7)]
-    for i, frame in enumerate(frames):
-        cv2.imwrite(str(tmp_path / f"{i:03d}.png"), frame)
+    frames = reference_frames(tmp_path, 6)
     config = config_for(
         endpoint, [{"id": "gen", "source": str(tmp_path)}], {"path": str(arch_weights), "device": "cuda"}
     )
@@ -216,9 +214,7 @@ def test_pose_keypoints_on_cuda_match_ultralytics(endpoint: str, tmp_path: Path)
     from engines.architecture import save_architecture_weights
 
     weights = save_architecture_weights(tmp_path / "pose.pt", "yolo11n-pose.yaml", seed=2)
-    frames = [calibration_image(seed) for seed in range(1, 5)]
-    for i, frame in enumerate(frames):
-        cv2.imwrite(str(tmp_path / f"{i:03d}.png"), frame)
+    frames = reference_frames(tmp_path, 4)
     config = config_for(
         endpoint,
         [{"id": "p", "source": str(tmp_path)}],
@@ -240,3 +236,23 @@ def test_pose_keypoints_on_cuda_match_ultralytics(endpoint: str, tmp_path: Path)
             assert np.abs(np.array(det.keypoints)[:, :2] - kpts[k][:, :2]).max() < 1.5
             compared += 1
     assert compared >= 5
+
+
+def test_motion_gating_on_frames_decoded_on_the_gpu_decides_as_on_the_host() -> None:
+    """A CUDA frame is shrunk on the device before the check; the verdicts match the host frames'."""
+    import numpy as np
+    import torch
+
+    from pipeline.config import MotionConfig
+    from pipeline.motion import MotionGate
+
+    rng = np.random.default_rng(0)
+    base = rng.integers(60, 200, (360, 640, 3), dtype=np.uint8)
+    moved = base.copy()
+    moved[100:160, 200:280] = 255
+    frames = [base, base, moved, moved, base]
+    host, device = MotionGate(MotionConfig(keepalive_s=60)), MotionGate(MotionConfig(keepalive_s=60))
+    for i, frame in enumerate(frames):
+        gpu = torch.from_numpy(frame).cuda()
+        assert host.moving(frame, 33.0 * i) == device.moving(gpu, 33.0 * i)
+    assert host.gated == device.gated == 2

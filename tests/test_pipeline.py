@@ -11,9 +11,8 @@ import jsonschema
 import numpy as np
 import pytest
 import torch
-from helpers import config_for, run_and_collect
+from helpers import config_for, reference_frames, run_and_collect
 
-from engines.architecture import calibration_image
 from pipeline.schema import DetectionsMessage
 
 SCHEMAS = Path(__file__).parent.parent / "pipeline" / "schemas"
@@ -53,9 +52,7 @@ def ultralytics_reference(weights: Path, frames: list[np.ndarray], imgsz: int = 
 
 
 def test_fidelity_with_ultralytics_on_generated_frames(arch_weights: Path, endpoint: str, tmp_path: Path) -> None:
-    frames = [calibration_image(seed) for seed in range(1, 7)]
-    for i, frame in enumerate(frames):
-        cv2.imwrite(str(tmp_path / f"{i:03d}.png"), frame)
+    frames = reference_frames(tmp_path, 6)
     config = config_for(
         endpoint,
         [{"id": "gen", "source": str(tmp_path)}],

@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
-from helpers import config_for, run_and_collect
+from helpers import config_for, reference_frames, run_and_collect
 
-from engines.architecture import calibration_image, save_architecture_weights
+from engines.architecture import save_architecture_weights
 
 SCHEMA = Path(__file__).resolve().parents[1] / "pipeline" / "schemas" / "detections-1.schema.json"
 
@@ -27,9 +26,7 @@ def test_keypoints_equal_the_ultralytics_predictor(
     import jsonschema
     from ultralytics import YOLO
 
-    frames = [calibration_image(seed) for seed in range(1, 5)]
-    for i, frame in enumerate(frames):
-        cv2.imwrite(str(tmp_path / f"{i:03d}.png"), frame)
+    frames = reference_frames(tmp_path, 4)
     config = config_for(
         endpoint,
         [{"id": "p", "source": str(tmp_path)}],

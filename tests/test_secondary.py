@@ -60,11 +60,19 @@ class PlateDetector:
         pass
 
 
-def test_plates_are_read_and_cars_classified(tmp_path: Path, endpoint: str) -> None:
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A classification architecture with its initial weights (the compute of yolo11n-cls, offline)."""
     from ultralytics import YOLO
 
-    classifier = tmp_path / "cls.pt"
-    YOLO("yolo11n-cls.yaml").save(str(classifier))
+    path = tmp_path_factory.mktemp("cls") / "cls.pt"
+    YOLO("yolo11n-cls.yaml").save(str(path))
+    return path
+
+
+def test_plates_are_read_and_cars_classified(classifier: Path, tmp_path: Path, endpoint: str) -> None:
+    from ultralytics import YOLO
+
     frames = plate_frames(tmp_path / "frames")
     secondary = [
         {"kind": "ocr", "classes": ["plate"]},
@@ -100,11 +108,9 @@ def test_plates_are_read_and_cars_classified(tmp_path: Path, endpoint: str) -> N
         assert abs(car["classes"][0]["score"] - float(probs[best])) < 1e-3
 
 
-def test_whole_frame_classification(tmp_path: Path, endpoint: str) -> None:
+def test_whole_frame_classification(classifier: Path, tmp_path: Path, endpoint: str) -> None:
     from ultralytics import YOLO
 
-    classifier = tmp_path / "cls.pt"
-    YOLO("yolo11n-cls.yaml").save(str(classifier))
     frames = plate_frames(tmp_path / "frames")
     secondary = [{"kind": "classify", "model": str(classifier), "whole_frame": True, "top_k": 1}]
     config = config_for(

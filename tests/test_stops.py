@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import zmq
-
-REPO = Path(__file__).resolve().parents[1]
-EDGESIGHT = [sys.executable, "-m", "pipeline.cli"]
+from test_cli import EDGESIGHT, REPO
 
 
 def _run(*args: str) -> subprocess.Popen[str]:
@@ -53,17 +50,7 @@ def test_sigterm_while_blocked_on_a_subscriber_that_does_not_read(
     sub.setsockopt(zmq.SUBSCRIBE, b"")
     sub.connect(endpoint)
     try:
-        proc = _run(
-            "--source",
-            "synthetic://?frames=3000&width=320&height=180",
-            "--model",
-            str(arch_weights),
-            "--imgsz",
-            "320",
-            "--publish",
-            endpoint,
-            "--wait-for-subscriber",
-        )
+        proc = _run(str(config))
         assert sub.poll(60_000), "the pipeline never published"
         time.sleep(3.0)  # lossless, a 2-message send queue and nobody reading: the publisher is stuck sending
         assert proc.poll() is None
