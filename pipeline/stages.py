@@ -27,7 +27,7 @@ from pipeline.bus import BusPublisher
 from pipeline.config import PrivacyConfig
 from pipeline.errors import ConfigError, SourceError
 from pipeline.faces.messages import FaceJob, FaceResult
-from pipeline.imageops import ImageOps, boxes_to_original
+from pipeline.imageops import ImageOps, boxes_to_original, upload
 from pipeline.messages import EndOfStream, Frame, FrameResult, MaskFormat, PreparedFrame
 from pipeline.motion import MotionGate
 from pipeline.privacy import redacted
@@ -200,6 +200,10 @@ class PreprocessStage(StageThread):
         """Per stream: the motion gate that keeps still frames from the model."""
         self.image_ops = dict(image_ops or {})
         """Per stream: image operations before the model (crop, rotate, enhance, …)."""
+        info = getattr(engine, "info", None)
+        on_gpu = info is not None and info.backend in ("torch", "tensorrt") and info.device.startswith("cuda")
+        self._ops_device = info.device if on_gpu and info is not None else None
+        """Where host frames are uploaded before their image operations: the GPU the engine takes tensors on."""
         self.inputs = inputs
         self.engine = engine
         self.out = out
@@ -227,7 +231,10 @@ class PreprocessStage(StageThread):
         ops = self.image_ops.get(frame.stream_id)
         if ops is None:
             return PreparedFrame(frame, self.engine.prepare(frame.image))
-        image, to_original = ops.apply(frame.host_image())
+        image = frame.image
+        if isinstance(image, np.ndarray) and self._ops_device is not None:
+            image = upload(image, self._ops_device)  # the operations run on the GPU the model runs on
+        image, to_original = ops.apply(image)
         return PreparedFrame(frame, self.engine.prepare(image), (image.shape[0], image.shape[1]), to_original)
 
 

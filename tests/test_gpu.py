@@ -256,3 +256,47 @@ def test_motion_gating_on_frames_decoded_on_the_gpu_decides_as_on_the_host() -> 
         gpu = torch.from_numpy(frame).cuda()
         assert host.moving(frame, 33.0 * i) == device.moving(gpu, 33.0 * i)
     assert host.gated == device.gated == 2
+
+
+def test_image_operations_on_cuda_tensors_match_opencv(tmp_path: Path) -> None:
+    from test_imageops import assert_like_opencv
+
+    assert_like_opencv("cuda", tmp_path)
+
+
+def test_host_frames_are_operated_on_where_the_model_runs(tmp_path: Path, endpoint: str) -> None:
+    """With a CUDA engine, a host frame is uploaded once and rotated, equalized and lifted on the GPU; a sideways
+    scene then scores as it does with OpenCV on the CPU (88 of 89 objects, precision 0.98)."""
+    import threading
+
+    import numpy as np
+    import torch
+    from test_imageops import sideways_score, textured
+
+    from engines.base import ModelSpec
+    from engines.registry import load_engine
+    from pipeline.config import StreamConfig
+    from pipeline.imageops import build_ops
+    from pipeline.messages import Frame
+    from pipeline.queues import BoundedQueue, FanIn, OverflowPolicy
+    from pipeline.stages import PreprocessStage
+
+    extra = [{"op": "clahe"}, {"op": "gamma", "value": 1.2}]
+    specs = StreamConfig.model_validate({"id": "s", "source": "a.mp4", "preprocess": extra}).preprocess
+    engine = load_engine(ModelSpec("edgesight-det", device="cuda"), "torch")
+    stop = threading.Event()
+    out: BoundedQueue[object] = BoundedQueue("prepared", 2, OverflowPolicy.BLOCK, stop)
+    stage = PreprocessStage(
+        FanIn([], threading.Event()), engine, out, 1, stop, lambda *_: None, image_ops={"s": build_ops(specs)}
+    )
+    image = textured(360, 640)
+    prepared = stage._prepare(Frame("s", 0, 0.0, 0.0, image))
+    tensor = prepared.model_input.tensor
+    assert tensor.is_cuda and tensor.shape == (360, 640, 3)
+    host, _ = build_ops(specs).apply(image)
+    torch.cuda.synchronize()
+    assert np.abs(tensor.cpu().numpy().astype(np.int16) - host).mean() < 1.5
+    engine.close()
+
+    score = sideways_score(tmp_path, endpoint, {"path": "edgesight-det", "device": "cuda"}, extra)
+    assert score.true_positives >= 85 and score.recall >= 0.98 and score.precision >= 0.9
