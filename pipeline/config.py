@@ -489,6 +489,9 @@ class PreviewConfig(_Strict):
     host: str = "127.0.0.1"
     max_fps: float = Field(10.0, gt=0, le=120)
     """Frames per second sent to each viewer at most."""
+    processed: bool = False
+    """Show each stream after its ``preprocess`` operations (rotated, cropped, enhanced: what the model saw), with
+    the overlays drawn where they land there; ``False``: the camera's own frame."""
 
 
 class ControlConfig(_Strict):

@@ -4,7 +4,8 @@ The publish stage only hands over a reference to each published (already
 redacted) frame; drawing the overlays and JPEG encoding happen in the HTTP
 threads, at most ``max_fps`` per watcher, and only while someone watches.
 ``/`` lists the streams, ``/stream/ID.mjpg`` is the live picture and
-``/snapshot/ID.jpg`` the latest frame.
+``/snapshot/ID.jpg`` the latest frame. With ``views`` (``preview.processed``), a
+stream is shown after its image operations, as the model saw it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from http.server import BaseHTTPRequestHandler
 import cv2
 import numpy as np
 
+from pipeline.config import StreamConfig
 from pipeline.httpserver import HttpServer, reply
+from pipeline.imageops import ImageOps, build_ops
 from pipeline.messages import FrameResult
 from pipeline.recorder import Overlays, annotate
 
@@ -32,11 +35,20 @@ class PreviewServer:
     """A :class:`~pipeline.recorder.FrameSink` that serves what it is given as MJPEG over HTTP."""
 
     def __init__(
-        self, host: str, port: int, stream_ids: list[str], overlays: Overlays | None = None, max_fps: float = 10.0
+        self,
+        host: str,
+        port: int,
+        stream_ids: list[str],
+        overlays: Overlays | None = None,
+        max_fps: float = 10.0,
+        views: dict[str, ImageOps] | None = None,
     ) -> None:
         self.stream_ids = list(stream_ids)
-        self.overlays = overlays
+        self.overlays = overlays or Overlays()
         self.max_fps = max_fps
+        self.views = dict(views or {})
+        """Per stream: image operations the picture goes through before it is drawn on."""
+        self._views_lock = threading.Lock()  # an ImageOps keeps per-call state; viewers draw in their own threads
         self._latest: dict[str, tuple[int, FrameResult, np.ndarray | None]] = {}
         self._changed = threading.Condition()
         self._closed = False
@@ -57,13 +69,25 @@ class PreviewServer:
             self._changed.notify_all()
         self._http.close()
 
+    def add_stream(self, stream: StreamConfig, processed: bool) -> None:
+        """A stream added at run time: its lines and zones, and its operations when the preview shows them."""
+        self.overlays.regions[stream.id] = (list(stream.lines), list(stream.zones))
+        if processed and stream.preprocess:
+            with self._views_lock:
+                self.views[stream.id] = build_ops(stream.preprocess)
+
     def _count(self, sid: str) -> int:
         latest = self._latest.get(sid)
         return latest[0] if latest is not None else 0
 
     # -- HTTP ------------------------------------------------------------------------------------------------
     def _jpeg(self, result: FrameResult, track_ids: np.ndarray | None) -> bytes:
-        image = annotate(result, track_ids, self.overlays)
+        view = self.views.get(result.stream_id)
+        if view is None:
+            image = annotate(result, track_ids, self.overlays)
+        else:
+            with self._views_lock:
+                image = annotate(result, track_ids, self.overlays, view)
         ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
         return data.tobytes() if ok else b""
 

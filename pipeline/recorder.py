@@ -13,6 +13,7 @@ import numpy as np
 from pipeline.analytics.geometry import to_pixels
 from pipeline.config import LineConfig, StreamConfig, ZoneConfig
 from pipeline.errors import EdgesightError
+from pipeline.imageops import ImageOps, PointMap
 from pipeline.messages import FrameResult
 
 log = logging.getLogger(__name__)
@@ -71,17 +72,30 @@ class Overlays:
         return cls({s.id: (list(s.lines), list(s.zones)) for s in streams})
 
 
-def annotate(result: FrameResult, track_ids: np.ndarray | None = None, overlays: Overlays | None = None) -> np.ndarray:
-    """A copy of the frame with zones, lines, masks, boxes, labels, confidences and track ids drawn on it."""
-    image = result.frame.host_image().copy()
+def annotate(
+    result: FrameResult,
+    track_ids: np.ndarray | None = None,
+    overlays: Overlays | None = None,
+    view: ImageOps | None = None,
+) -> np.ndarray:
+    """A copy of the frame with zones, lines, masks, boxes, labels, confidences and track ids drawn on it.
+
+    With ``view`` (a stream's image operations), the picture is the frame after them (what the model saw: rotated,
+    cropped, enhanced) and everything is drawn where it lands there.
+    """
+    image = result.frame.host_image()
     h, w = image.shape[:2]
+    to_view: PointMap = _unmoved
+    if view is not None:
+        image, to_view = view.view(image)
+    image = image.copy()
     lines, zones = (overlays or Overlays()).regions.get(result.stream_id, ([], []))
     for zone in zones:
-        pts = to_pixels(zone.points, zone.normalized, w, h).round().astype(np.int32)
+        pts = to_view(to_pixels(zone.points, zone.normalized, w, h)).round().astype(np.int32)
         cv2.polylines(image, [pts], True, ZONE_COLOUR, 2)
         cv2.putText(image, zone.name, tuple(int(v) for v in pts[0]), cv2.FONT_HERSHEY_SIMPLEX, 0.5, ZONE_COLOUR, 1)
     for line in lines:
-        p1, p2 = to_pixels(line.points, line.normalized, w, h).round().astype(np.int32)
+        p1, p2 = to_view(to_pixels(line.points, line.normalized, w, h)).round().astype(np.int32)
         cv2.arrowedLine(image, tuple(int(v) for v in p1), tuple(int(v) for v in p2), LINE_COLOUR, 2, tipLength=0.03)
         cv2.putText(image, line.name, tuple(int(v) for v in p1), cv2.FONT_HERSHEY_SIMPLEX, 0.5, LINE_COLOUR, 1)
     polygons = result.masks.polygons() if result.masks is not None else None
@@ -89,17 +103,29 @@ def annotate(result: FrameResult, track_ids: np.ndarray | None = None, overlays:
     for k, det in enumerate(result.detections):
         colour = PALETTE[det.class_id % len(PALETTE)]
         if polygons is not None and len(polygons[k]) >= 3:
-            outline = np.round(np.asarray(polygons[k])).astype(np.int32)
+            outline = np.round(to_view(np.asarray(polygons[k], np.float64))).astype(np.int32)
             tint = image.copy()
             cv2.fillPoly(tint, [outline], colour)
             cv2.addWeighted(tint, 0.35, image, 0.65, 0, dst=image)
-        x1, y1, x2, y2 = (round(v) for v in det.box)
+        x1, y1, x2, y2 = _box_in_view(det.box, to_view)
         cv2.rectangle(image, (x1, y1), (x2, y2), colour, 2)
         text = f"{det.label} {det.confidence:.2f}" + (f" #{ids[k]}" if ids[k] >= 0 else "")
         (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
         cv2.rectangle(image, (x1, max(0, y1 - th - 4)), (x1 + tw + 2, y1), colour, -1)
         cv2.putText(image, text, (x1 + 1, max(th, y1 - 3)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1)
     return image
+
+
+def _unmoved(points: np.ndarray) -> np.ndarray:
+    return points
+
+
+def _box_in_view(box: tuple[float, float, float, float], to_view: PointMap) -> tuple[int, int, int, int]:
+    """The box around where a box's corners land (rotations swap them)."""
+    x1, y1, x2, y2 = box
+    corners = to_view(np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2]], np.float64))
+    lo, hi = corners.min(axis=0).round(), corners.max(axis=0).round()
+    return int(lo[0]), int(lo[1]), int(hi[0]), int(hi[1])
 
 
 class VideoRecorder:

@@ -335,6 +335,8 @@ class Pipeline:
                 self.image_ops[stream.id] = worker.image_ops[stream.id] = build_ops(stream.preprocess)
             if stream.motion is not None and stream.motion.enabled:
                 self.motion_gates[stream.id] = worker.motion[stream.id] = MotionGate(stream.motion)
+            if self.preview is not None:
+                self.preview.add_stream(stream, self.config.preview.processed)
             worker.inputs.add(queue)
             capture = CaptureStage(stream.id, source, queue, self.stop_event, self._fail, stream.max_frames)
             self._sources[stream.id] = source
@@ -382,8 +384,10 @@ class Pipeline:
         from pipeline.preview import PreviewServer
         from pipeline.recorder import Overlays, TeeSink
 
+        streams = self.config.streams
+        views = {s.id: build_ops(s.preprocess) for s in streams if s.preprocess} if p.processed else {}
         self.preview = PreviewServer(
-            p.host, p.port, [s.id for s in self.config.streams], Overlays.from_streams(self.config.streams), p.max_fps
+            p.host, p.port, [s.id for s in streams], Overlays.from_streams(streams), p.max_fps, views
         )
         self._observers.append(self.preview)
         self._sink = self.preview if self._sink is None else TeeSink([self._sink, self.preview])

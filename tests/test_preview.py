@@ -106,3 +106,50 @@ def test_headless_chromium_shows_the_annotated_stream(previewing: Pipeline, tmp_
     assert picture.std() > 20, "the page shows a picture, not an empty box"
     yellow, magenta = overlay_pixels(picture)
     assert yellow > 300 and magenta > 300, (yellow, magenta)
+
+
+def test_the_processed_view_shows_what_the_model_saw_with_overlays_where_they_land() -> None:
+    """``preview.processed``: a sideways camera's frame is shown turned upright, cropped and gray, and the line and
+    a box are drawn where they land in that picture, in colour."""
+    from pipeline.config import LineConfig, StreamConfig
+    from pipeline.imageops import build_ops
+    from pipeline.messages import Frame, FrameResult
+    from pipeline.preview import PreviewServer
+    from pipeline.recorder import Overlays
+
+    rng = np.random.default_rng(3)
+    frame = rng.integers(40, 200, (200, 320, 3), dtype=np.uint8)  # 320 wide, 200 tall
+    stream = StreamConfig.model_validate(
+        {
+            "id": "s",
+            "source": "a.mp4",
+            "preprocess": [
+                {"op": "rotate", "degrees": 90},  # -> 200 wide, 320 tall; frame (x, y) lands at (200 - y, x)
+                {"op": "crop", "x": 0, "y": 20, "width": 200, "height": 280},  # -> 200 x 280; y - 20
+                {"op": "grayscale"},
+            ],
+        }
+    )
+    line = LineConfig(name="gate", points=((0.0, 100.0), (320.0, 100.0)))  # frame row y = 100
+    box = np.array([[100.0, 30.0, 160.0, 70.0, 0.9, 0]], np.float32)  # lands at x 130..170, y 80..140
+    result = FrameResult.from_rows(Frame("s", 0, 0.0, 0.0, frame), box, {0: "person"})
+    server = PreviewServer(
+        "127.0.0.1", 0, ["s"], Overlays({"s": ([line], [])}), views={"s": build_ops(stream.preprocess)}
+    )
+    try:
+        server.write(result)
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/snapshot/s.jpg", timeout=10) as reply:
+            shown = cv2.imdecode(np.frombuffer(reply.read(), np.uint8), cv2.IMREAD_COLOR)
+    finally:
+        server.close()
+    assert shown.shape == (280, 200, 3)
+    b, g, r = (shown[..., i].astype(int) for i in range(3))
+    yellow = (b < 90) & (g > 200) & (r > 200)
+    xs = np.nonzero(yellow.any(axis=0))[0]
+    assert yellow.sum() > 300 and np.abs(xs.mean() - 100) < 4, "the frame's row y=100 is the view's column x=100"
+    red = (r > 200) & (g < 90) & (b < 90)  # class 0's box colour (56, 56, 255)
+    red[:84] = False  # the label sits on top of the box, and runs past its right side
+    ys, xs = np.nonzero(red)
+    assert abs(xs.min() - 130) <= 2 and abs(xs.max() - 170) <= 2 and abs(ys.max() - 140) <= 2, (xs, ys)
+    untouched = (np.abs(b - g) < 12) & (np.abs(g - r) < 12)
+    assert untouched.mean() > 0.9, "the picture itself went through grayscale"
