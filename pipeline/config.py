@@ -504,20 +504,42 @@ class ControlConfig(_Strict):
 class SecondaryConfig(_Strict):
     """A secondary model on the primary detector's crops (see pipeline/secondary.py)."""
 
-    kind: Literal["classify", "ocr"]
+    kind: Literal["classify", "ocr", "embed"]
     model: str | None = None
-    """``classify``: an Ultralytics ``-cls`` model (``.pt``, or a ``-cls.yaml`` architecture)."""
+    """``classify``: an Ultralytics ``-cls`` model (``.pt``, or a ``-cls.yaml`` architecture). ``embed``: the face
+    embedder, as ``faces.weights`` (a state-dict path, ``vggface2``, ``seeded:N`` or an ``.onnx`` model)."""
     classes: list[str] | None = None
     """Labels of the primary detections it looks at (``None``: all)."""
     min_size_px: float = Field(16.0, ge=1)
-    margin: float = Field(0.05, ge=0, le=1)
-    """Crops grow by this share of the box on each side."""
+    margin: float | None = Field(None, ge=0, le=1)
+    """Crops grow by this share of the box on each side (default 0.05; 0 for ``embed``: faces are enrolled from
+    tight boxes)."""
+    gallery: str | None = None
+    """``embed``: the face gallery matched against (``None``: the default ``edgesight faces`` gallery)."""
+    threshold: float = Field(1.0, gt=0.0, le=4.0)
+    """``embed``: the largest embedding distance that counts as the gallery's person."""
+    match: bool = True
+    """``embed``: match each face against the gallery (``identity``, ``distance``)."""
+    embedding: bool = False
+    """``embed``: publish the vector itself (``embedding``, unit length) on each detection."""
     imgsz: int = Field(224, ge=32, le=1024)
     top_k: int = Field(3, ge=1, le=20)
     whole_frame: bool = False
     """``classify``: the whole frame instead of detections; the message gets a top-level ``classes``."""
     lines: Literal["single", "multi"] = "single"
     """``ocr``: ``single`` reads each crop as one line (plates, labels); ``multi`` finds the lines in it first."""
+
+    @property
+    def crop_margin(self) -> float:
+        return self.margin if self.margin is not None else (0.0 if self.kind == "embed" else 0.05)
+
+    @model_validator(mode="after")
+    def _embed_says_something(self) -> SecondaryConfig:
+        if self.kind == "embed" and not (self.match or self.embedding):
+            raise ValueError("secondary embed: match, embedding or both must be on")
+        if self.kind == "embed" and self.whole_frame:
+            raise ValueError("secondary embed runs on detections (faces), not whole_frame")
+        return self
 
 
 class PipelineConfig(_Strict):

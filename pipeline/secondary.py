@@ -1,11 +1,14 @@
-"""Secondary models on the primary detector's crops: classification and text reading, chained as DeepStream does.
+"""Secondary models on the primary detector's crops: classification, text reading and face embeddings, chained
+as DeepStream chains its secondary inference.
 
 Each secondary model takes the detections of the labels it is configured for
 (``classes``) and at least ``min_size_px`` across, crops them from the frame
 (grown by ``margin``) and adds attributes to them: ``classes`` (top-k labels
-with scores) from an Ultralytics ``-cls`` model, or ``text`` and
+with scores) from an Ultralytics ``-cls`` model; ``text`` and
 ``text_confidence`` from RapidOCR (``rapidocr-onnxruntime``; its detection and
-recognition models ship in the wheel). They run in their own stage between
+recognition models ship in the wheel); or, from a face embedder on a face
+detector's boxes, ``identity`` and ``distance`` against the face gallery and,
+when asked, the ``embedding`` itself. They run in their own stage between
 infer and publish, so the primary model never waits for them.
 """
 
@@ -101,9 +104,54 @@ class CropReader:
         return out
 
 
+class CropEmbedder:
+    """A face embedder on face crops: the nearest enrolled person (``identity`` within ``threshold``, else
+    ``None``; ``distance`` to the nearest) and, with ``embedding``, the unit vector itself."""
+
+    def __init__(self, config: SecondaryConfig, device: str) -> None:
+        from pipeline.faces.embedder import load_embedder
+        from pipeline.faces.gallery import FaceGallery, Matcher, gallery_path
+
+        self._embedder = load_embedder(config.model or "vggface2", "cpu" if device == "cpu" else _torch_device())
+        self.name = self._embedder.name
+        self._vector = config.embedding
+        self._matcher: Matcher | None = None
+        if config.match:
+            gallery = FaceGallery(gallery_path(config.gallery))
+            try:
+                self._matcher = Matcher.from_gallery(gallery, self.name, config.threshold)
+            finally:
+                gallery.close()
+            if not len(self._matcher):
+                log.warning("secondary embed: gallery '%s' has nobody enrolled; every face is unknown", gallery.path)
+
+    def run(self, crops: Sequence[np.ndarray]) -> list[dict[str, Any]]:
+        if not crops:
+            return []
+        vectors = self._embedder.embed_crops([np.ascontiguousarray(c[..., ::-1]) for c in crops])  # BGR -> RGB
+        out: list[dict[str, Any]] = [{} for _ in crops]
+        if self._matcher is not None:
+            for attrs, match in zip(out, self._matcher.match(vectors), strict=True):
+                attrs["identity"] = match.identity
+                if np.isfinite(match.distance):
+                    attrs["distance"] = round(match.distance, 4)
+        if self._vector:
+            for attrs, vector in zip(out, vectors, strict=True):
+                attrs["embedding"] = [round(float(v), 5) for v in vector]
+        return out
+
+
+def _torch_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def load_crop_model(config: SecondaryConfig, device: str) -> CropModel:
     if config.kind == "ocr":
         return CropReader(config.lines)
+    if config.kind == "embed":
+        return CropEmbedder(config, device)
     if not config.model:
         raise ModelError("secondary classify needs model (an Ultralytics -cls model)")
     return CropClassifier(config.model, config.imgsz, config.top_k, device)
@@ -156,7 +204,7 @@ class SecondaryStage(StageThread):
                 frame_attributes.update(model.run([image])[0])
                 continue
             h, w = image.shape[:2]
-            crops = [_crop(image, boxes[k, :4], config.margin, w, h) for k in rows]
+            crops = [_crop(image, boxes[k, :4], config.crop_margin, w, h) for k in rows]
             for k, attrs in zip(rows, model.run(crops), strict=True):
                 attributes[k].update(attrs)
         return replace(result, attributes=tuple(attributes), frame_attributes=frame_attributes or None)

@@ -209,6 +209,45 @@ def test_a_run_recognizes_the_enrolled_face_and_not_the_other(
         jsonschema.validate(e.raw, event_schema)
 
 
+def test_a_face_embedder_chained_after_a_face_detector_names_the_enrolled_face(
+    enrolled: tuple[Path, dict[str, list[Path]]], tmp_path: Path, endpoint: str
+) -> None:
+    """The DeepStream-style chain: MTCNN as the primary detector, the face embedder as a secondary model on its
+    ``face`` boxes (every frame, no tracking): identity, distance and the vector on each face."""
+    gallery, photos = enrolled
+    clip = clip_of([photos["alice"], photos["bob"]], tmp_path / "clip.mp4", repeats=4)
+    embed = {
+        "kind": "embed",
+        "model": WEIGHTS,
+        "gallery": str(gallery),
+        "threshold": THRESHOLD,
+        "classes": ["face"],
+        "embedding": True,
+    }
+    config = config_for(
+        endpoint,
+        [{"id": "door", "source": str(clip)}],
+        {"path": "mtcnn", "device": "cpu"},
+        tracking={"enabled": False},
+        secondary=[embed],
+    )
+    got = run_and_collect(config)
+    schema = json.loads((SCHEMAS / "detections-1.schema.json").read_text())
+    msgs = got.detections("door")
+    assert len(msgs) == 32
+    for m in msgs:
+        jsonschema.validate(m.raw, schema)
+    faces = [(m.frame_index, item) for m in msgs for item in m.raw["detections"]]
+    alice = [item for i, item in faces if i < 12]
+    bob = [item for i, item in faces if 16 <= i < 28]
+    assert len(alice) >= 10 and len(bob) >= 10
+    assert all(item["identity"] == "alice" and item["distance"] <= THRESHOLD for item in alice)
+    assert all(item["identity"] is None and item["distance"] > THRESHOLD for item in bob)
+    vectors = np.array([item["embedding"] for item in alice + bob])
+    assert vectors.shape[1] == 512 and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-3)
+    assert np.linalg.norm(vectors[0] - vectors[1]) < 0.01, "the same photo, the same vector"
+
+
 def test_an_onnx_embedder_gives_the_embeddings_of_the_same_network(tmp_path: Path) -> None:
     """An ONNX face-embedding model (here InceptionResnetV1 exported with torch) through OnnxEmbedder."""
     import torch

@@ -130,3 +130,20 @@ def test_whole_frame_classification(classifier: Path, tmp_path: Path, endpoint: 
             {"label": reference.names[int(np.argmax(top))], "score": round(float(top.max()), 4)}
         ]
         assert all("classes" not in d for d in msg.raw["detections"])
+
+
+@pytest.mark.parametrize(
+    ("secondary", "error"),
+    [
+        ({"kind": "embed", "match": False}, "match, embedding or both"),
+        ({"kind": "embed", "whole_frame": True}, "not whole_frame"),
+        ({"kind": "classify", "margin": 2}, r"secondary\[0\]\.margin"),
+        ({"kind": "segment"}, r"secondary\[0\]\.kind: .*embed"),
+    ],
+)
+def test_bad_secondary_models_are_config_errors(secondary: dict[str, object], error: str) -> None:
+    from pipeline.config import build_config
+    from pipeline.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=error):
+        build_config({"streams": [{"id": "a", "source": "a.mp4"}], "secondary": [secondary]}, "c.yaml")

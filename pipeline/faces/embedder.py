@@ -13,6 +13,7 @@ crops of one person lie closer (Euclidean distance) than crops of two people.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -34,6 +35,10 @@ class FaceEmbedder(Protocol):
 
     def embed(self, rgb: np.ndarray, boxes: np.ndarray) -> np.ndarray: ...
 
+    def embed_crops(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        """Embeddings of faces already cut out (RGB, any size), in one batch."""
+        ...
+
 
 def face_crops(rgb: np.ndarray, boxes: np.ndarray, size: int, margin: int = 0) -> np.ndarray:
     """``(N, size, size, 3)`` float32 crops, as facenet-pytorch's ``extract_face`` cuts them."""
@@ -41,6 +46,13 @@ def face_crops(rgb: np.ndarray, boxes: np.ndarray, size: int, margin: int = 0) -
 
     crops = [extract_face(rgb, box, image_size=size, margin=margin).permute(1, 2, 0).numpy() for box in boxes]
     return np.stack(crops) if crops else np.zeros((0, size, size, 3), np.float32)
+
+
+def whole_crops(crops: Sequence[np.ndarray], size: int) -> np.ndarray:
+    """:func:`face_crops` of faces already cut out: each whole crop, resized."""
+    if not crops:
+        return np.zeros((0, size, size, 3), np.float32)
+    return np.concatenate([face_crops(c, np.array([[0, 0, c.shape[1], c.shape[0]]], np.float32), size) for c in crops])
 
 
 def _normalized(vectors: np.ndarray) -> np.ndarray:
@@ -86,10 +98,15 @@ class FacenetEmbedder:
 
     def embed(self, rgb: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         """``(N, 512)`` L2-normalized embeddings of the faces at ``boxes``."""
+        return self._forward(face_crops(rgb, boxes, FACENET_SIZE))
+
+    def embed_crops(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        return self._forward(whole_crops(crops, FACENET_SIZE))
+
+    def _forward(self, crops: np.ndarray) -> np.ndarray:
         torch = self._torch
-        if not len(boxes):
+        if not len(crops):
             return np.zeros((0, 512), np.float32)
-        crops = face_crops(rgb, boxes, FACENET_SIZE)
         x = torch.from_numpy(crops).permute(0, 3, 1, 2).to(self.device)
         with torch.inference_mode():
             out = self._net((x - 127.5) / 128.0)
@@ -133,11 +150,17 @@ class OnnxEmbedder:
         self.name = f"onnx-{_digest(file)}"
 
     def embed(self, rgb: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-        if not len(boxes):
+        return self._forward(face_crops(rgb, boxes, self._size))
+
+    def embed_crops(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        return self._forward(whole_crops(crops, self._size))
+
+    def _forward(self, crops: np.ndarray) -> np.ndarray:
+        if not len(crops):
             return np.zeros((0, 0), np.float32)
-        crops = face_crops(rgb, boxes, self._size).transpose(0, 3, 1, 2)
-        (out,) = self._session.run(None, {self._input: ((crops - 127.5) / 128.0).astype(np.float32)})[:1]
-        return _normalized(np.asarray(out, np.float32).reshape(len(boxes), -1))
+        nchw = crops.transpose(0, 3, 1, 2)
+        (out,) = self._session.run(None, {self._input: ((nchw - 127.5) / 128.0).astype(np.float32)})[:1]
+        return _normalized(np.asarray(out, np.float32).reshape(len(crops), -1))
 
 
 def load_embedder(weights: str, device: str = "cpu") -> FaceEmbedder:
