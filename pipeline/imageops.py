@@ -244,27 +244,31 @@ class ImageOps:
 
     def apply(self, image: Image) -> tuple[Image, PointMap]:
         """``image`` operated on (on the host or the GPU, where it is) and the way back to its coordinates."""
+        image, warp = self.run(image)
+        return image, warp.back
+
+    def view(self, image: Image) -> tuple[Image, PointMap]:
+        """``image`` operated on and the way from its coordinates to the result's (to draw on what the model saw)."""
+        image, warp = self.run(image)
+        return image, warp.forward
+
+    def run(self, image: Image) -> tuple[Image, Warp]:
+        """``image`` operated on, and the whole chain's :class:`Warp` (back to the frame, forward from it)."""
         image, warps = self._run(image)
 
-        def to_original(points: np.ndarray) -> np.ndarray:
+        def back(points: np.ndarray) -> np.ndarray:
             out = np.asarray(points, np.float64).reshape(-1, 2)
             for warp in reversed(warps):
                 out = warp.back(out)
             return out
 
-        return image, to_original
-
-    def view(self, image: Image) -> tuple[Image, PointMap]:
-        """``image`` operated on and the way from its coordinates to the result's (to draw on what the model saw)."""
-        image, warps = self._run(image)
-
-        def to_view(points: np.ndarray) -> np.ndarray:
+        def forward(points: np.ndarray) -> np.ndarray:
             out = np.asarray(points, np.float64).reshape(-1, 2)
             for warp in warps:
                 out = warp.forward(out)
             return out
 
-        return image, to_view
+        return image, Warp(back, forward)
 
     def _run(self, image: Image) -> tuple[Image, list[Warp]]:
         warps: list[Warp] = []
@@ -312,13 +316,14 @@ def upload(image: np.ndarray, device: str) -> Image:
     return _gpu().upload(image, device)
 
 
-def boxes_to_original(rows: np.ndarray, to_original: PointMap) -> np.ndarray:
-    """``x1, y1, x2, y2`` of each row mapped back (through all four corners: rotations swap them)."""
+def map_boxes(rows: np.ndarray, point_map: PointMap) -> np.ndarray:
+    """``x1, y1, x2, y2`` of each row moved by ``point_map`` (back to the frame, or forward into what the model
+    saw): the box around where its four corners land, since rotations swap them."""
     if not len(rows):
         return rows
     x1, y1, x2, y2 = rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3]
     corners = np.stack([np.stack([x1, y1], 1), np.stack([x2, y1], 1), np.stack([x2, y2], 1), np.stack([x1, y2], 1)], 1)
-    back = to_original(corners.reshape(-1, 2)).reshape(-1, 4, 2)
+    back = point_map(corners.reshape(-1, 2)).reshape(-1, 4, 2)
     out = rows.copy()
     out[:, 0:2] = back.min(axis=1)
     out[:, 2:4] = back.max(axis=1)

@@ -53,6 +53,20 @@ class Frame:
 
 
 @dataclass(frozen=True, slots=True)
+class SeenImage:
+    """What the model saw of a frame after its stream's image operations, and how frame points land in it
+    (secondary models crop from this picture: a sideways camera's plate is read upright)."""
+
+    image: Any = field(repr=False)
+    """A BGR ``uint8`` array, or a CUDA tensor when the operations ran on the GPU."""
+    to_view: Callable[[np.ndarray], np.ndarray] = field(repr=False)
+
+    def host_image(self) -> np.ndarray:
+        img = self.image
+        return img if isinstance(img, np.ndarray) else img.cpu().numpy()
+
+
+@dataclass(frozen=True, slots=True)
 class PreparedFrame:
     """A frame plus the engine's model input built from it (letterboxed, normalized).
 
@@ -67,6 +81,8 @@ class PreparedFrame:
     gated: str | None = None
     """Motion gating found the frame still: ``reuse`` (publish the last detections again) or ``skip``; it has no
     model input then."""
+    seen: SeenImage | None = None
+    """With image operations: the operated-on picture (kept for secondary models)."""
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -171,6 +187,8 @@ class FrameResult:
     """Per box, what secondary models added (``classes``, ``text``, …)."""
     frame_attributes: Mapping[str, Any] | None = field(default=None, repr=False)
     """What secondary models said of the whole frame (``classes``)."""
+    seen: SeenImage | None = field(default=None, repr=False)
+    """With image operations: the picture the model saw (secondary models crop from it)."""
 
     def __post_init__(self) -> None:
         b = self.boxes
@@ -221,6 +239,7 @@ class FrameResult:
             keypoints,
             attributes,
             self.frame_attributes,
+            self.seen,
         )
 
     @property

@@ -13,7 +13,7 @@ import numpy as np
 from pipeline.analytics.geometry import to_pixels
 from pipeline.config import LineConfig, StreamConfig, ZoneConfig
 from pipeline.errors import EdgesightError
-from pipeline.imageops import ImageOps, PointMap
+from pipeline.imageops import ImageOps, PointMap, map_boxes
 from pipeline.messages import FrameResult
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ def annotate(
             tint = image.copy()
             cv2.fillPoly(tint, [outline], colour)
             cv2.addWeighted(tint, 0.35, image, 0.65, 0, dst=image)
-        x1, y1, x2, y2 = _box_in_view(det.box, to_view)
+        x1, y1, x2, y2 = (int(v) for v in map_boxes(np.array([det.box], np.float64), to_view)[0].round())
         cv2.rectangle(image, (x1, y1), (x2, y2), colour, 2)
         text = f"{det.label} {det.confidence:.2f}" + (f" #{ids[k]}" if ids[k] >= 0 else "")
         (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
@@ -118,14 +118,6 @@ def annotate(
 
 def _unmoved(points: np.ndarray) -> np.ndarray:
     return points
-
-
-def _box_in_view(box: tuple[float, float, float, float], to_view: PointMap) -> tuple[int, int, int, int]:
-    """The box around where a box's corners land (rotations swap them)."""
-    x1, y1, x2, y2 = box
-    corners = to_view(np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2]], np.float64))
-    lo, hi = corners.min(axis=0).round(), corners.max(axis=0).round()
-    return int(lo[0]), int(lo[1]), int(hi[0]), int(hi[1])
 
 
 class VideoRecorder:

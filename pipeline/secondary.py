@@ -25,6 +25,7 @@ import numpy as np
 
 from pipeline.config import SecondaryConfig
 from pipeline.errors import ModelError
+from pipeline.imageops import map_boxes
 from pipeline.messages import EndOfStream, FrameResult
 from pipeline.queues import BoundedQueue, StreamCount
 from pipeline.stages import GET_TIMEOUT_S, FailureHandler, StageThread
@@ -194,20 +195,30 @@ class SecondaryStage(StageThread):
         attributes: list[dict[str, Any]] = [{} for _ in labels]
         frame_attributes: dict[str, Any] = {}
         image: np.ndarray | None = None  # fetched (from the GPU, maybe) only when a model needs pixels
+        places = boxes[:, :4]
         for config, model in self.models:
             rows = [] if config.whole_frame else [k for k, size in enumerate(sizes) if _wanted(config, labels[k], size)]
             if not rows and not config.whole_frame:
                 continue
             if image is None:
-                image = result.frame.host_image()
+                image, places = _picture(result)
             if config.whole_frame:
                 frame_attributes.update(model.run([image])[0])
                 continue
             h, w = image.shape[:2]
-            crops = [_crop(image, boxes[k, :4], config.crop_margin, w, h) for k in rows]
+            crops = [_crop(image, places[k], config.crop_margin, w, h) for k in rows]
             for k, attrs in zip(rows, model.run(crops), strict=True):
                 attributes[k].update(attrs)
         return replace(result, attributes=tuple(attributes), frame_attributes=frame_attributes or None)
+
+
+def _picture(result: FrameResult) -> tuple[np.ndarray, np.ndarray]:
+    """The picture crops are cut from and each box's place in it: what the model saw (after the stream's image
+    operations: upright, cropped, enhanced), else the frame."""
+    seen = result.seen
+    if seen is None:
+        return result.frame.host_image(), result.boxes[:, :4]
+    return seen.host_image(), map_boxes(result.boxes[:, :4].astype(np.float64), seen.to_view)
 
 
 def _wanted(config: SecondaryConfig, label: str, size: float) -> bool:

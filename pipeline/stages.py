@@ -27,8 +27,8 @@ from pipeline.bus import BusPublisher
 from pipeline.config import PrivacyConfig
 from pipeline.errors import ConfigError, SourceError
 from pipeline.faces.messages import FaceJob, FaceResult
-from pipeline.imageops import ImageOps, boxes_to_original, upload
-from pipeline.messages import EndOfStream, Frame, FrameResult, MaskFormat, PreparedFrame
+from pipeline.imageops import ImageOps, map_boxes, upload
+from pipeline.messages import EndOfStream, Frame, FrameResult, MaskFormat, PreparedFrame, SeenImage
 from pipeline.motion import MotionGate
 from pipeline.privacy import redacted
 from pipeline.queues import BoundedQueue, FanIn, StreamCount
@@ -234,8 +234,9 @@ class PreprocessStage(StageThread):
         image = frame.image
         if isinstance(image, np.ndarray) and self._ops_device is not None:
             image = upload(image, self._ops_device)  # the operations run on the GPU the model runs on
-        image, to_original = ops.apply(image)
-        return PreparedFrame(frame, self.engine.prepare(image), (image.shape[0], image.shape[1]), to_original)
+        image, warp = ops.run(image)
+        shape = (int(image.shape[0]), int(image.shape[1]))
+        return PreparedFrame(frame, self.engine.prepare(image), shape, warp.back, seen=SeenImage(image, warp.forward))
 
 
 @dataclass(frozen=True, slots=True)
@@ -387,9 +388,10 @@ class InferStage(StageThread):
         for prepared, rows, frame_masks, kpts in zip(job.batch, outputs, masks, keypoints, strict=True):
             if prepared.to_original is not None:
                 rows, frame_masks, kpts = to_frame(prepared, rows, frame_masks, kpts)
-            result = self._filtered(
-                FrameResult.from_rows(prepared.frame, rows, self._names, per_frame_ms, frame_masks, kpts)
-            )
+            result = FrameResult.from_rows(prepared.frame, rows, self._names, per_frame_ms, frame_masks, kpts)
+            if prepared.seen is not None:
+                result = replace(result, seen=prepared.seen)
+            result = self._filtered(result)
             self._last[prepared.stream_id] = result
             self.out.put(result)
 
@@ -432,7 +434,7 @@ def to_frame(
     """Rows (boxes, then landmark pairs) and masks of a model that saw an operated-on image, in frame pixels."""
     assert prepared.to_original is not None
     back = prepared.to_original
-    rows = boxes_to_original(np.asarray(rows, np.float32), back)
+    rows = map_boxes(np.asarray(rows, np.float32), back)
     if len(rows) and rows.shape[1] > 6:  # landmarks: x, y pairs after the six box columns
         points = rows[:, 6:].reshape(-1, 2)
         rows[:, 6:] = back(points.astype(np.float64)).reshape(len(rows), -1)

@@ -16,12 +16,12 @@ from pipeline.errors import ConfigError
 from pipeline.imageops import (
     LensCalibration,
     Undistorter,
-    boxes_to_original,
     build_ops,
     clahe,
     denoise,
     gamma,
     grayscale,
+    map_boxes,
 )
 from pipeline.synth.scoring import score_frames
 from pipeline.synth.writer import write_scene
@@ -76,7 +76,7 @@ def test_boxes_come_back_through_all_four_corners() -> None:
     chain = build_ops([RotateOp(op="rotate", degrees=90)])
     _, to_original = chain.apply(dotted(320, 200))
     rows = np.array([[10, 20, 60, 40, 0.9, 2]], np.float32)  # in the rotated (200 wide, 320 tall) image
-    back = boxes_to_original(rows, to_original)
+    back = map_boxes(rows, to_original)
     # rotated clockwise: the rotated image's (x, y) is the frame's (y, 200 - x)
     assert np.allclose(back[0, :4], [20, 140, 40, 190]) and back[0, 4] == np.float32(0.9) and back[0, 5] == 2
 

@@ -147,3 +147,65 @@ def test_bad_secondary_models_are_config_errors(secondary: dict[str, object], er
 
     with pytest.raises(ConfigError, match=error):
         build_config({"streams": [{"id": "a", "source": "a.mp4"}], "secondary": [secondary]}, "c.yaml")
+
+
+class RecordingPlateDetector(PlateDetector):
+    """:class:`PlateDetector` that keeps what it was given (the picture after the stream's operations)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[np.ndarray] = []
+
+    def submit(self, inputs: list[Any], shapes: list[tuple[int, int]]) -> ReadyDetections:
+        self.seen.extend(inputs)
+        return super().submit(inputs, shapes)
+
+
+def test_a_sideways_camera_rotated_cropped_enhanced_gated_detected_classified_and_read(
+    classifier: Path, tmp_path: Path, endpoint: str
+) -> None:
+    """The whole preprocess-and-chain story in one config: a camera mounted sideways is rotated upright, cropped
+    and equalized, still frames skip the model, and the plates are read and the cars classified from the upright
+    picture; boxes come out in the sideways frame and every message fits the schema."""
+    upright = plate_frames(tmp_path / "upright")
+    sideways = tmp_path / "sideways"
+    sideways.mkdir()
+    held = 3  # each plate stays in view for three identical frames: two of them are still
+    for i in range(len(PLATES)):
+        frame = cv2.rotate(cv2.imread(str(upright / f"{i:03d}.png")), cv2.ROTATE_90_COUNTERCLOCKWISE)
+        for k in range(held):
+            cv2.imwrite(str(sideways / f"{i * held + k:03d}.png"), frame)
+    ops = [
+        {"op": "rotate", "degrees": 90},
+        {"op": "crop", "x": 0, "y": 0, "width": 480, "height": 240},
+        {"op": "clahe", "clip_limit": 2.0},
+    ]
+    stream = {"id": "gate", "source": str(sideways), "preprocess": ops, "motion": {"keepalive_s": 60}}
+    secondary = [
+        {"kind": "ocr", "classes": ["plate"]},
+        {"kind": "classify", "model": str(classifier), "classes": ["car"], "top_k": 2},
+    ]
+    config = config_for(endpoint, [stream], {"path": "plates"}, secondary=secondary, tracking={"enabled": False})
+    detector = RecordingPlateDetector()
+    got = run_and_collect(config, engine_factory=lambda _s, _n: detector)
+
+    from pipeline.imageops import build_ops
+
+    assert len(detector.seen) == len(PLATES), "only the first frame of each still stretch reaches the model"
+    chain = build_ops(config.streams[0].preprocess)
+    for i, given in enumerate(detector.seen):
+        want, _ = chain.apply(cv2.rotate(cv2.imread(str(upright / f"{i:03d}.png")), cv2.ROTATE_90_COUNTERCLOCKWISE))
+        assert given.shape == (240, 480, 3) and np.array_equal(given, want), "upright, cropped, equalized"
+    msgs = got.detections("gate")
+    assert len(msgs) == len(PLATES) * held
+    schema = json.loads(SCHEMA.read_text())
+    for n, msg in enumerate(msgs):
+        jsonschema.validate(msg.raw, schema)
+        assert (msg.width, msg.height) == (360, 640), "the sideways frame's size"
+        assert bool(msg.raw.get("reused")) == (n % held != 0)
+        plate = next(d for d in msg.raw["detections"] if d["label"] == "plate")
+        car = next(d for d in msg.raw["detections"] if d["label"] == "car")
+        # the upright plate (200, 150)-(440, 210) lands at (150, 640 - 440)-(210, 640 - 200) in the sideways frame
+        assert np.allclose(plate["box"], [150, 200, 210, 440], atol=1.0), plate["box"]
+        assert alnum(plate["text"]) == alnum(PLATES[n // held]), (plate["text"], PLATES[n // held])
+        assert len(car["classes"]) == 2 and "text" not in car
