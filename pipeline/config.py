@@ -171,6 +171,10 @@ class ZoneConfig(_Region):
     points: list[tuple[float, float]] = Field(min_length=3)
     loiter_s: float | None = Field(None, gt=0)
     """Raise a ``loiter`` event for an object inside longer than this (seconds of stream time)."""
+    continue_visits: bool = True
+    """A new track id that would enter where a lost visitor of its class was last seen, or on top of a visible
+    one, continues that visit instead of entering (the tracker lost an object in a crowd, or the detector saw it
+    twice). Turn off where objects really appear inside the zone next to one another (a doorway inside it)."""
 
 
 class TrackingConfig(_Strict):

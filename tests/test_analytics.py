@@ -116,6 +116,49 @@ def test_a_track_that_ends_inside_exits_at_its_last_frame() -> None:
     assert monitor.occupancy == {}
 
 
+def step(monitor: ZoneMonitor, track: int, frame: int, x: float, label: str = "person") -> list[tuple[str, int, int]]:
+    """One observation of a 10x20 box standing at ``(x, 50)``."""
+    seen = Observation(track, 0, label, 0.9, (x - 5, 30, x + 5, 50), frame, frame * 100.0, 1000.0 + frame / 10)
+    return [(e.kind, e.track_id, e.frame_index) for e in monitor.update(seen, np.array([x, 50.0]), SIZE)]
+
+
+def test_a_new_id_where_a_visitor_was_lost_continues_the_visit() -> None:
+    """The tracker loses walker 1 inside and calls it 2 a few frames later, a step on: one visit, not two."""
+    monitor = zone()
+    events = [e for f, x in enumerate([10, 30, 40, 45]) for e in step(monitor, 1, f, x)]
+    assert events == [("zone_enter", 1, 1)]
+    assert [e for f, x in enumerate([52, 55, 60, 85, 90], start=7) for e in step(monitor, 2, f, x)] == [
+        ("zone_exit", 2, 10)
+    ]
+    assert monitor.end_track(1, obs(1, 3)) == [], "the lost id's visit went on with its follower"
+    assert monitor.dwell_frames == {2: [9]}, "dwell from the first id's entry"
+    assert monitor.to_json()["entered"] == monitor.to_json()["exited"] == {"person": 1}
+
+
+def test_the_same_walker_detected_twice_enters_once_and_a_stranger_still_counts() -> None:
+    monitor = zone()
+    events = []
+    for f, x in enumerate([10, 30, 40, 50, 60]):
+        events += step(monitor, 1, f, x)
+        events += step(monitor, 2, f, x + 1)  # a second box on the same walker
+        if f >= 3:
+            events += step(monitor, 3, f, 25 + 4 * f)  # someone else, well apart, walks in
+    assert events == [("zone_enter", 1, 1), ("zone_enter", 3, 3)]
+    for f, x in enumerate([85, 90], start=5):
+        events += step(monitor, 1, f, x) + step(monitor, 2, f, x + 1)
+    assert events[-1] == ("zone_exit", 1, 5) and monitor.occupancy == {"person": 1}
+
+
+def test_continue_visits_off_counts_every_new_id() -> None:
+    config = ZoneConfig(
+        name="z", points=[(20, 20), (80, 20), (80, 80), (20, 80)], confirm_frames=1, continue_visits=False
+    )
+    monitor = ZoneMonitor(config, "cam", update_interval_s=0.5)
+    for f, x in enumerate([10, 30, 40, 45]):
+        step(monitor, 1, f, x)
+    assert step(monitor, 2, 7, 52) == [("zone_enter", 2, 7)]
+
+
 def test_loitering_opens_updates_and_ends() -> None:
     monitor = zone(loiter_s=1.0)  # frames are 100 ms apart
     got = feed(monitor, 1, [50] * 20 + [95])

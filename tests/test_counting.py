@@ -109,15 +109,15 @@ def test_line_counts_on_a_crowded_scene_are_within_tolerance(crowded: tuple[Coll
 
 
 def test_zone_counts_on_a_crowded_scene(crowded: tuple[Collected, Any]) -> None:
-    """Vehicles: within tolerance. People: every real visit is found, but walkers who cross each other in the
-    crowd lose their track id now and then, and a new id inside the zone enters again (README: figures)."""
+    """Every label within tolerance. Walkers who cross each other in the crowd lose their track id now and then;
+    the new id continues the visit instead of entering again (zones' continue_visits; without it, 23 people)."""
     got, (config, truth) = crowded
     want, _ = truth_analytics(truth, config.streams[0])
     ours = final_counts(got).zones["kerb"]
-    for label in ("car", "bicycle"):
-        assert within(ours["entered"].get(label, 0), want["zones"]["kerb"]["entered"].get(label, 0)), label
-    people, true_people = ours["entered"].get("person", 0), want["zones"]["kerb"]["entered"]["person"]
-    assert true_people <= people <= 2 * true_people
+    for label in ("car", "bicycle", "person"):
+        for way in ("entered", "exited"):
+            o, t = ours[way].get(label, 0), want["zones"]["kerb"][way].get(label, 0)
+            assert within(o, t), f"kerb {way} {label}: {o} counted, truth {t}"
     assert ours["entered"] == ours["exited"] and ours["occupancy"] == {}, "every visit closed at the end"
 
 

@@ -10,6 +10,22 @@ from pipeline.analytics.events import Event, Observation, OpenEvent, instant
 from pipeline.analytics.geometry import inside, to_pixels
 from pipeline.config import ZoneConfig
 
+DUPLICATE_IOU = 0.6
+"""A new track whose box overlaps a visitor's this much, in the same frame, is that visitor seen twice."""
+
+
+def _iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    if w <= 0 or h <= 0:
+        return 0.0
+    inter = w * h
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def _anchor(box: tuple[float, float, float, float]) -> np.ndarray:
+    return np.array([(box[0] + box[2]) / 2.0, box[3]])
+
 
 class ZoneMonitor:
     """One zone of one stream. An object is inside while its anchor (bottom-centre) is in the polygon.
@@ -18,6 +34,14 @@ class ZoneMonitor:
     dates from its first frame. A track first seen inside enters. It exits when
     its anchor leaves, or when its track ends while inside (at its last
     observation). Dwell runs from the entering observation to the exiting one.
+
+    A visit outlives the track id that began it. A track about to enter near
+    where a visitor of its class was last seen while that visitor is lost (the
+    tracker gave the object a new id after an occlusion), or on top of a
+    visible visitor (the detector saw it twice), follows that visitor instead
+    of entering. A follower takes the visit over once its visitor has
+    been missing for two frames in a row, or when its visitor's track ends
+    inside; followers of a visitor that leaves are done with the zone.
     """
 
     def __init__(self, config: ZoneConfig, stream_id: str, update_interval_s: float) -> None:
@@ -33,6 +57,11 @@ class ZoneMonitor:
         self.exited: Counter[str] = Counter()
         self.dwell_frames: dict[int, list[int]] = {}
         """Per track, the dwell (frames) of each completed visit."""
+        self._last: dict[int, Observation] = {}
+        self._followers: dict[int, int] = {}
+        """Follower track → the visitor whose visit it continues or duplicates."""
+        self._retired: set[int] = set()
+        """Tracks done with this zone (a visit they followed has ended, or was taken over from them)."""
 
     def _poly(self, width: int, height: int) -> np.ndarray:
         if self._polygon is None:
@@ -44,9 +73,15 @@ class ZoneMonitor:
         return Counter(obs.label for obs in self._entered_at.values())
 
     def update(self, obs: Observation, anchor: np.ndarray, size: tuple[int, int]) -> list[Event]:
-        if not self.config.wants(obs.label, obs.class_id, obs.score):
+        if not self.config.wants(obs.label, obs.class_id, obs.score) or obs.track_id in self._retired:
             return []
+        self._last[obs.track_id] = obs
         now_inside = inside(self._poly(*size), anchor)
+        leader = self._followers.get(obs.track_id)
+        if leader is not None:
+            if self._last[leader].frame_index >= obs.frame_index - 1:
+                return []  # the visitor is in view: its visit covers this track
+            self._take_over(leader, obs.track_id)
         entry = self._entered_at.get(obs.track_id)
         if now_inside == (entry is not None):
             self._streaks.pop(obs.track_id, None)
@@ -58,15 +93,64 @@ class ZoneMonitor:
             return self._loitering(obs, entry) if entry is not None else []
         self._streaks.pop(obs.track_id, None)
         if now_inside:  # entered at the first frame of the streak
+            leader = self._leader_for(obs) if self.config.continue_visits else None
+            if leader is not None:
+                self._followers[obs.track_id] = leader
+                return []
             self._entered_at[obs.track_id] = first
             self.entered[first.label] += 1
             return [instant("zone_enter", self.stream_id, first, zone=self.config.name)]
         return self._exit(obs.track_id, first)
 
     def end_track(self, track_id: int, last: Observation) -> list[Event]:
-        """The track is gone; if it was inside, it exits at its last observation."""
+        """The track is gone; if it was inside, its visit goes on with a follower seen since, or exits at its last
+        observation."""
         self._streaks.pop(track_id, None)
-        return self._exit(track_id, last) if track_id in self._entered_at else []
+        self._last.pop(track_id, None)
+        self._retired.discard(track_id)
+        if self._followers.pop(track_id, None) is not None or track_id not in self._entered_at:
+            return []
+        heirs = [
+            f
+            for f, leader in self._followers.items()
+            if leader == track_id and self._last[f].frame_index > last.frame_index
+        ]
+        if heirs:
+            self._take_over(track_id, max(heirs, key=lambda f: self._last[f].frame_index))
+            return []
+        return self._exit(track_id, last)
+
+    def _leader_for(self, obs: Observation) -> int | None:
+        """The visitor an entering track continues (a lost one, last seen within one box height of it) or
+        duplicates (a visible one it overlaps); ``None``: a new visit."""
+        best: tuple[float, int] | None = None
+        for visitor in self._entered_at:
+            last = self._last.get(visitor)
+            if visitor == obs.track_id or last is None or last.label != obs.label:
+                continue
+            if last.frame_index == obs.frame_index:
+                overlap = _iou(last.box, obs.box)
+                score = 1.0 - overlap if overlap >= DUPLICATE_IOU else None
+            else:
+                reach = max(obs.box[3] - obs.box[1], last.box[3] - last.box[1])
+                distance = float(np.hypot(*(_anchor(obs.box) - _anchor(last.box))))
+                score = distance / reach if distance <= reach else None
+            if score is not None and (best is None or score < best[0]):
+                best = (score, visitor)
+        return None if best is None else best[1]
+
+    def _take_over(self, visitor: int, follower: int) -> None:
+        """``follower`` carries on ``visitor``'s visit (same entry, same loiter event); the rest follow it."""
+        self._entered_at[follower] = self._entered_at.pop(visitor)
+        loiter = self._loiter.pop(visitor, None)
+        if loiter is not None:
+            self._loiter[follower] = loiter
+        self._streaks.pop(visitor, None)
+        del self._followers[follower]
+        for other, leader in list(self._followers.items()):
+            if leader == visitor:
+                self._followers[other] = follower
+        self._retired.add(visitor)
 
     def _loitering(self, obs: Observation, entry: Observation) -> list[Event]:
         limit = self.config.loiter_s
@@ -85,6 +169,9 @@ class ZoneMonitor:
 
     def _exit(self, track_id: int, obs: Observation) -> list[Event]:
         entry = self._entered_at.pop(track_id)
+        for follower in [f for f, leader in self._followers.items() if leader == track_id]:
+            del self._followers[follower]
+            self._retired.add(follower)
         self.exited[obs.label] += 1
         dwell_s = (obs.pts_ms - entry.pts_ms) / 1000.0
         frames = obs.frame_index - entry.frame_index

@@ -109,6 +109,9 @@ def truth_analytics(
 
     label_ids = {label: i for i, label in enumerate(LABELS)}
     names = dict(enumerate(LABELS))
+    # true ids never fragment: every zone entry counts
+    zones = [zone.model_copy(update={"continue_visits": False}) for zone in stream.zones]
+    stream = stream.model_copy(update={"zones": zones})
     analytics = StreamAnalytics(stream, TrackingConfig(), events or EventsConfig(objects=False), 0.25)
     out: list[Event] = []
     for record in truth:
