@@ -122,31 +122,64 @@ def step(monitor: ZoneMonitor, track: int, frame: int, x: float, label: str = "p
     return [(e.kind, e.track_id, e.frame_index) for e in monitor.update(seen, np.array([x, 50.0]), SIZE)]
 
 
+def frame(monitor: ZoneMonitor, index: int, walkers: dict[int, float]) -> list[tuple[str, int, int]]:
+    """One frame: which tracks are in view, then each one's observation, in the given order."""
+    monitor.begin_frame(set(walkers))
+    return [e for track, x in walkers.items() for e in step(monitor, track, index, x)]
+
+
 def test_a_new_id_where_a_visitor_was_lost_continues_the_visit() -> None:
     """The tracker loses walker 1 inside and calls it 2 a few frames later, a step on: one visit, not two."""
     monitor = zone()
-    events = [e for f, x in enumerate([10, 30, 40, 45]) for e in step(monitor, 1, f, x)]
+    events = [e for f, x in enumerate([10, 30, 40, 45]) for e in frame(monitor, f, {1: x})]
     assert events == [("zone_enter", 1, 1)]
-    assert [e for f, x in enumerate([52, 55, 60, 85, 90], start=7) for e in step(monitor, 2, f, x)] == [
+    for f in (4, 5, 6):
+        frame(monitor, f, {})
+    assert [e for f, x in enumerate([52, 55, 60, 85, 90], start=7) for e in frame(monitor, f, {2: x})] == [
         ("zone_exit", 2, 10)
     ]
     assert monitor.end_track(1, obs(1, 3)) == [], "the lost id's visit went on with its follower"
     assert monitor.dwell_frames == {2: [9]}, "dwell from the first id's entry"
     assert monitor.to_json()["entered"] == monitor.to_json()["exited"] == {"person": 1}
+    assert not monitor._retired and not monitor._followers and not monitor._missing, "nothing left behind"
+
+
+def test_a_follower_takes_over_when_the_lost_track_ends_and_the_exit_names_the_first_id() -> None:
+    monitor = zone()
+    for f, x in enumerate([10, 30, 40]):
+        frame(monitor, f, {1: x})
+    frame(monitor, 3, {2: 42})  # 1 missing for one frame only: 2 follows it, nothing is counted
+    assert monitor.end_track(1, obs(1, 2)) == [] and monitor.occupancy == {"person": 1}
+    events = monitor.update(
+        Observation(2, 0, "person", 0.9, (85, 30, 95, 50), 4, 400.0, 1000.4), np.array([90.0, 50.0]), SIZE
+    )
+    assert [(e.kind, e.track_id) for e in events] == [("zone_exit", 2)]
+    assert events[0].to_json()["entry_track_id"] == 1
+    assert not monitor._retired, "an ended id is not kept"
 
 
 def test_the_same_walker_detected_twice_enters_once_and_a_stranger_still_counts() -> None:
     monitor = zone()
     events = []
     for f, x in enumerate([10, 30, 40, 50, 60]):
-        events += step(monitor, 1, f, x)
-        events += step(monitor, 2, f, x + 1)  # a second box on the same walker
+        walkers = {2: x + 1, 1: x}  # a second box on the same walker, observed first
         if f >= 3:
-            events += step(monitor, 3, f, 25 + 4 * f)  # someone else, well apart, walks in
-    assert events == [("zone_enter", 1, 1), ("zone_enter", 3, 3)]
+            walkers = {3: 22 + f, **walkers}  # someone else, a body apart, walks in (observed before the others)
+        events += frame(monitor, f, walkers)
+    # whichever of the two boxes is seen first enters for the walker; the other follows it
+    assert sorted(events) == [("zone_enter", 2, 1), ("zone_enter", 3, 3)]
     for f, x in enumerate([85, 90], start=5):
-        events += step(monitor, 1, f, x) + step(monitor, 2, f, x + 1)
-    assert events[-1] == ("zone_exit", 1, 5) and monitor.occupancy == {"person": 1}
+        events += frame(monitor, f, {1: x, 2: x + 1, 3: 30})
+    assert events[-1] == ("zone_exit", 2, 5) and monitor.occupancy == {"person": 1}
+
+
+def test_frames_missing_from_the_stream_do_not_hand_a_visible_visit_over() -> None:
+    """Frame indexes jump (dropped or gated frames): what counts is being in view, frame by frame."""
+    monitor = zone()
+    events = [e for f, x in [(0, 10), (5, 30), (11, 40)] for e in frame(monitor, f, {1: x})]
+    events += frame(monitor, 20, {1: 41, 2: 42})  # a duplicate box while 1 is in view
+    events += frame(monitor, 40, {1: 43, 2: 44})
+    assert events == [("zone_enter", 1, 5)] and monitor._followers == {2: 1}
 
 
 def test_continue_visits_off_counts_every_new_id() -> None:

@@ -54,6 +54,9 @@ class StreamAnalytics:
         points = anchors(boxes)
         events: list[Event] = []
         labels = result.labels
+        visible = {int(t) for t in ids.tolist() if t >= 0}
+        for zone in self.zones:
+            zone.begin_frame(visible)
         for row, track_id, anchor in zip(boxes.tolist(), ids.tolist(), points, strict=True):
             if track_id < 0:
                 continue

@@ -10,7 +10,7 @@ from pipeline.analytics.events import Event, Observation, OpenEvent, instant
 from pipeline.analytics.geometry import inside, to_pixels
 from pipeline.config import ZoneConfig
 
-DUPLICATE_IOU = 0.6
+DUPLICATE_IOU = 0.4
 """A new track whose box overlaps a visitor's this much, in the same frame, is that visitor seen twice."""
 
 
@@ -41,7 +41,9 @@ class ZoneMonitor:
     visible visitor (the detector saw it twice), follows that visitor instead
     of entering. A follower takes the visit over once its visitor has
     been missing for two frames in a row, or when its visitor's track ends
-    inside; followers of a visitor that leaves are done with the zone.
+    inside; followers of a visitor that leaves are done with the zone. Which
+    visitors are in view comes from :meth:`begin_frame`, once per frame,
+    before its observations.
     """
 
     def __init__(self, config: ZoneConfig, stream_id: str, update_interval_s: float) -> None:
@@ -62,6 +64,13 @@ class ZoneMonitor:
         """Follower track → the visitor whose visit it continues or duplicates."""
         self._retired: set[int] = set()
         """Tracks done with this zone (a visit they followed has ended, or was taken over from them)."""
+        self._missing: dict[int, int] = {}
+        """Per visitor: frames in a row it has not been in view."""
+
+    def begin_frame(self, visible: set[int]) -> None:
+        """The track ids in view in the frame whose observations follow."""
+        for visitor in self._entered_at:
+            self._missing[visitor] = 0 if visitor in visible else self._missing.get(visitor, 0) + 1
 
     def _poly(self, width: int, height: int) -> np.ndarray:
         if self._polygon is None:
@@ -79,8 +88,8 @@ class ZoneMonitor:
         now_inside = inside(self._poly(*size), anchor)
         leader = self._followers.get(obs.track_id)
         if leader is not None:
-            if self._last[leader].frame_index >= obs.frame_index - 1:
-                return []  # the visitor is in view: its visit covers this track
+            if self._missing.get(leader, 0) < 2:
+                return []  # the visitor is (all but) in view: its visit covers this track
             self._take_over(leader, obs.track_id)
         entry = self._entered_at.get(obs.track_id)
         if now_inside == (entry is not None):
@@ -117,6 +126,7 @@ class ZoneMonitor:
         ]
         if heirs:
             self._take_over(track_id, max(heirs, key=lambda f: self._last[f].frame_index))
+            self._retired.discard(track_id)  # it is gone: nothing to keep out
             return []
         return self._exit(track_id, last)
 
@@ -128,7 +138,7 @@ class ZoneMonitor:
             last = self._last.get(visitor)
             if visitor == obs.track_id or last is None or last.label != obs.label:
                 continue
-            if last.frame_index == obs.frame_index:
+            if not self._missing.get(visitor, 0):  # in view (this frame's box, or last frame's if not yet seen)
                 overlap = _iou(last.box, obs.box)
                 score = 1.0 - overlap if overlap >= DUPLICATE_IOU else None
             else:
@@ -142,6 +152,8 @@ class ZoneMonitor:
     def _take_over(self, visitor: int, follower: int) -> None:
         """``follower`` carries on ``visitor``'s visit (same entry, same loiter event); the rest follow it."""
         self._entered_at[follower] = self._entered_at.pop(visitor)
+        self._missing[follower] = 0
+        self._missing.pop(visitor, None)
         loiter = self._loiter.pop(visitor, None)
         if loiter is not None:
             self._loiter[follower] = loiter
@@ -169,6 +181,7 @@ class ZoneMonitor:
 
     def _exit(self, track_id: int, obs: Observation) -> list[Event]:
         entry = self._entered_at.pop(track_id)
+        self._missing.pop(track_id, None)
         for follower in [f for f, leader in self._followers.items() if leader == track_id]:
             del self._followers[follower]
             self._retired.add(follower)
@@ -184,7 +197,9 @@ class ZoneMonitor:
                 zone=self.config.name,
                 dwell_s=dwell_s,
                 started_at=entry.at,
-                extra={"dwell_frames": frames},
+                extra={"dwell_frames": frames}
+                if entry.track_id == track_id
+                else {"dwell_frames": frames, "entry_track_id": entry.track_id},
             )
         ]
         loiter = self._loiter.pop(track_id, None)
