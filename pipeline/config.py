@@ -526,6 +526,10 @@ class SecondaryConfig(_Strict):
     """``embed``: match each face against the gallery (``identity``, ``distance``)."""
     embedding: bool = False
     """``embed``: publish the vector itself (``embedding``, unit length) on each detection."""
+    crops: Literal["operated", "frame"] = "operated"
+    """Where crops are cut from on a stream with ``preprocess`` operations: ``operated``, the picture the primary
+    model saw (a sideways camera turned upright, the region cropped); ``frame``, the camera's own frame (full
+    resolution and colour, for operations that shrink or gray the picture)."""
     imgsz: int = Field(224, ge=32, le=1024)
     top_k: int = Field(3, ge=1, le=20)
     whole_frame: bool = False
@@ -538,11 +542,18 @@ class SecondaryConfig(_Strict):
         return self.margin if self.margin is not None else (0.0 if self.kind == "embed" else 0.05)
 
     @model_validator(mode="after")
-    def _embed_says_something(self) -> SecondaryConfig:
-        if self.kind == "embed" and not (self.match or self.embedding):
-            raise ValueError("secondary embed: match, embedding or both must be on")
-        if self.kind == "embed" and self.whole_frame:
-            raise ValueError("secondary embed runs on detections (faces), not whole_frame")
+    def _fits_its_kind(self) -> SecondaryConfig:
+        if self.kind == "embed":
+            if not (self.match or self.embedding):
+                raise ValueError("secondary embed: match, embedding or both must be on")
+            if self.whole_frame:
+                raise ValueError("secondary embed runs on detections (faces), not whole_frame")
+            if not self.classes:
+                raise ValueError("secondary embed needs classes: the face detector's labels, e.g. [face]")
+            return self
+        embed_only = {"gallery", "threshold", "match", "embedding"} & self.model_fields_set
+        if embed_only:
+            raise ValueError(f"secondary {self.kind}: {', '.join(sorted(embed_only))} apply to kind embed only")
         return self
 
 

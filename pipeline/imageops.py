@@ -143,6 +143,9 @@ class LensCalibration:
         return cls(matrix.astype(np.float64), dist.reshape(-1).astype(np.float64))
 
 
+UNDISTORT_CRITERIA = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 50, 1e-6)
+
+
 class Undistorter:
     """Undistorts frames with a calibration (remap tables built once per frame size)."""
 
@@ -172,7 +175,10 @@ class Undistorter:
             return projected.reshape(-1, 2)
 
         def to_undistorted(points: np.ndarray) -> np.ndarray:
-            moved = cv2.undistortPoints(points.reshape(-1, 1, 2).astype(np.float64), k, d, P=k)
+            # iterated to convergence: the default few iterations drift near strongly distorted corners
+            moved = cv2.undistortPoints(
+                points.reshape(-1, 1, 2).astype(np.float64), k, d, None, None, k, UNDISTORT_CRITERIA
+            )
             return moved.reshape(-1, 2)
 
         return undistorted, Warp(to_distorted, to_undistorted)

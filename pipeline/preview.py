@@ -48,7 +48,8 @@ class PreviewServer:
         self.max_fps = max_fps
         self.views = dict(views or {})
         """Per stream: image operations the picture goes through before it is drawn on."""
-        self._views_lock = threading.Lock()  # an ImageOps keeps per-call state; viewers draw in their own threads
+        self._view_locks: dict[str, threading.Lock] = {sid: threading.Lock() for sid in self.views}
+        """An ImageOps keeps per-call state and viewers draw in their own threads: one at a time per stream."""
         self._latest: dict[str, tuple[int, FrameResult, np.ndarray | None]] = {}
         self._changed = threading.Condition()
         self._closed = False
@@ -73,8 +74,10 @@ class PreviewServer:
         """A stream added at run time: its lines and zones, and its operations when the preview shows them."""
         self.overlays.regions[stream.id] = (list(stream.lines), list(stream.zones))
         if processed and stream.preprocess:
-            with self._views_lock:
-                self.views[stream.id] = build_ops(stream.preprocess)
+            self._view_locks.setdefault(stream.id, threading.Lock())
+            self.views[stream.id] = build_ops(stream.preprocess)
+        else:
+            self.views.pop(stream.id, None)  # a stream added again without operations shows its frame
 
     def _count(self, sid: str) -> int:
         latest = self._latest.get(sid)
@@ -86,7 +89,7 @@ class PreviewServer:
         if view is None:
             image = annotate(result, track_ids, self.overlays)
         else:
-            with self._views_lock:
+            with self._view_locks[result.stream_id]:
                 image = annotate(result, track_ids, self.overlays, view)
         ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
         return data.tobytes() if ok else b""

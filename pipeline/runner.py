@@ -515,6 +515,7 @@ class Pipeline:
                     name="preprocess" if workers == 1 else f"preprocess-{w}",
                     image_ops=self.image_ops,
                     motion=self.motion_gates,
+                    keep_seen=bool(cfg.secondary),
                 )
             )
         faces = [self._faces] if self._faces is not None else []

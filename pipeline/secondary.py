@@ -189,36 +189,56 @@ class SecondaryStage(StageThread):
             self.out.put(item)
 
     def process(self, result: FrameResult) -> FrameResult:
-        boxes = result.boxes
-        labels = [result.labels.get(int(c), str(int(c))) for c in boxes[:, 5]]
-        sizes = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+        labels = [result.labels.get(int(c), str(int(c))) for c in result.boxes[:, 5]]
         attributes: list[dict[str, Any]] = [{} for _ in labels]
         frame_attributes: dict[str, Any] = {}
-        image: np.ndarray | None = None  # fetched (from the GPU, maybe) only when a model needs pixels
-        places = boxes[:, :4]
+        pictures = _Pictures(result)
         for config, model in self.models:
-            rows = [] if config.whole_frame else [k for k, size in enumerate(sizes) if _wanted(config, labels[k], size)]
-            if not rows and not config.whole_frame:
-                continue
-            if image is None:
-                image, places = _picture(result)
+            source = config.crops if result.seen is not None else "frame"
             if config.whole_frame:
-                frame_attributes.update(model.run([image])[0])
+                frame_attributes.update(model.run([pictures.image(source)])[0])
                 continue
+            places = pictures.places(source)
+            sizes = np.minimum(places[:, 2] - places[:, 0], places[:, 3] - places[:, 1])
+            rows = [k for k, size in enumerate(sizes) if _wanted(config, labels[k], size)]
+            if not rows:
+                continue
+            image = pictures.image(source)
             h, w = image.shape[:2]
             crops = [_crop(image, places[k], config.crop_margin, w, h) for k in rows]
             for k, attrs in zip(rows, model.run(crops), strict=True):
                 attributes[k].update(attrs)
-        return replace(result, attributes=tuple(attributes), frame_attributes=frame_attributes or None)
+        # the operated-on picture has served its purpose: published results do not keep it alive
+        return replace(result, attributes=tuple(attributes), frame_attributes=frame_attributes or None, seen=None)
 
 
-def _picture(result: FrameResult) -> tuple[np.ndarray, np.ndarray]:
-    """The picture crops are cut from and each box's place in it: what the model saw (after the stream's image
-    operations: upright, cropped, enhanced), else the frame."""
-    seen = result.seen
-    if seen is None:
-        return result.frame.host_image(), result.boxes[:, :4]
-    return seen.host_image(), map_boxes(result.boxes[:, :4].astype(np.float64), seen.to_view)
+class _Pictures:
+    """A result's pictures for crops, fetched (from the GPU, maybe) only when a model needs pixels:
+    ``operated`` (what the model saw, after the stream's image operations) or ``frame`` (the camera's own)."""
+
+    def __init__(self, result: FrameResult) -> None:
+        self.result = result
+        self._images: dict[str, np.ndarray] = {}
+        self._places: dict[str, np.ndarray] = {}
+
+    def image(self, source: str) -> np.ndarray:
+        if source not in self._images:
+            seen = self.result.seen
+            self._images[source] = (
+                seen.host_image() if source == "operated" and seen is not None else self.result.frame.host_image()
+            )
+        return self._images[source]
+
+    def places(self, source: str) -> np.ndarray:
+        """Each box in that picture's pixels."""
+        if source not in self._places:
+            boxes, seen = self.result.boxes[:, :4], self.result.seen
+            self._places[source] = (
+                map_boxes(boxes.astype(np.float64), seen.to_view)
+                if source == "operated" and seen is not None
+                else boxes
+            )
+        return self._places[source]
 
 
 def _wanted(config: SecondaryConfig, label: str, size: float) -> bool:

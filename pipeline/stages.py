@@ -194,8 +194,11 @@ class PreprocessStage(StageThread):
         name: str = "preprocess",
         image_ops: Mapping[str, ImageOps] | None = None,
         motion: Mapping[str, MotionGate] | None = None,
+        keep_seen: bool = False,
     ) -> None:
         super().__init__(name, stop, on_failure)
+        self.keep_seen = keep_seen
+        """Keep the operated-on picture with each frame (secondary models crop from it)."""
         self.motion = dict(motion or {})
         """Per stream: the motion gate that keeps still frames from the model."""
         self.image_ops = dict(image_ops or {})
@@ -236,7 +239,8 @@ class PreprocessStage(StageThread):
             image = upload(image, self._ops_device)  # the operations run on the GPU the model runs on
         image, warp = ops.run(image)
         shape = (int(image.shape[0]), int(image.shape[1]))
-        return PreparedFrame(frame, self.engine.prepare(image), shape, warp.back, seen=SeenImage(image, warp.forward))
+        seen = SeenImage(image, warp.forward) if self.keep_seen else None
+        return PreparedFrame(frame, self.engine.prepare(image), shape, warp.back, seen=seen)
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,6 +334,7 @@ class InferStage(StageThread):
                     self._still(eos)
                     continue
                 self.streams.end()
+                self._last.pop(eos.stream_id, None)  # a stream that ended keeps no frame alive
                 self.out.put(eos)
         if in_flight and not self.stop_event.is_set():
             self._finish(in_flight)

@@ -287,11 +287,19 @@ def test_host_frames_are_operated_on_where_the_model_runs(tmp_path: Path, endpoi
     stop = threading.Event()
     out: BoundedQueue[object] = BoundedQueue("prepared", 2, OverflowPolicy.BLOCK, stop)
     stage = PreprocessStage(
-        FanIn([], threading.Event()), engine, out, 1, stop, lambda *_: None, image_ops={"s": build_ops(specs)}
+        FanIn([], threading.Event()),
+        engine,
+        out,
+        1,
+        stop,
+        lambda *_: None,
+        image_ops={"s": build_ops(specs)},
+        keep_seen=True,
     )
     image = textured(360, 640)
     prepared = stage._prepare(Frame("s", 0, 0.0, 0.0, image))
-    tensor = prepared.model_input.tensor
+    assert prepared.seen is not None
+    tensor = prepared.seen.image  # what the operations made, before the engine's own upload
     assert tensor.is_cuda and tensor.shape == (360, 640, 3)
     host, _ = build_ops(specs).apply(image)
     torch.cuda.synchronize()

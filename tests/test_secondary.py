@@ -135,8 +135,10 @@ def test_whole_frame_classification(classifier: Path, tmp_path: Path, endpoint: 
 @pytest.mark.parametrize(
     ("secondary", "error"),
     [
-        ({"kind": "embed", "match": False}, "match, embedding or both"),
-        ({"kind": "embed", "whole_frame": True}, "not whole_frame"),
+        ({"kind": "embed", "match": False, "classes": ["face"]}, "match, embedding or both"),
+        ({"kind": "embed", "whole_frame": True, "classes": ["face"]}, "not whole_frame"),
+        ({"kind": "embed", "match": True}, "embed needs classes"),
+        ({"kind": "ocr", "gallery": "faces.db", "threshold": 0.5}, "gallery, threshold apply to kind embed only"),
         ({"kind": "classify", "margin": 2}, r"secondary\[0\]\.margin"),
         ({"kind": "segment"}, r"secondary\[0\]\.kind: .*embed"),
     ],
@@ -209,3 +211,39 @@ def test_a_sideways_camera_rotated_cropped_enhanced_gated_detected_classified_an
         assert np.allclose(plate["box"], [150, 200, 210, 440], atol=1.0), plate["box"]
         assert alnum(plate["text"]) == alnum(PLATES[n // held]), (plate["text"], PLATES[n // held])
         assert len(car["classes"]) == 2 and "text" not in car
+
+
+def test_crops_from_the_frame_when_asked(tmp_path: Path, endpoint: str) -> None:
+    """``crops: frame`` cuts from the camera's own frame, whatever the operations did to the model's picture (here a
+    quarter-size gray copy, where the plate is 15 px tall): the plate is read there. From the operated picture it
+    is under ``min_size_px`` (16), measured in that picture, and left alone."""
+    frames = plate_frames(tmp_path / "frames")
+    ops = [{"op": "resize", "width": 160}, {"op": "grayscale"}]
+    stream = {"id": "gate", "source": str(frames), "preprocess": ops}
+    box = np.array([[v / 4 for v in PLATE_BOX] + [0.9, 0]], np.float32)  # where the plate is in the model's picture
+
+    class Quartered(RecordingPlateDetector):
+        def submit(self, inputs: list[Any], shapes: list[tuple[int, int]]) -> ReadyDetections:
+            self.seen.extend(inputs)
+            return ReadyDetections([box.copy() for _ in inputs])
+
+    for crops in ("frame", "operated"):
+        detector = Quartered()
+        config = config_for(
+            endpoint,
+            [stream],
+            {"path": "plates"},
+            secondary=[{"kind": "ocr", "classes": ["plate"], "crops": crops}],
+            tracking={"enabled": False},
+        )
+        got = run_and_collect(config, engine_factory=lambda _s, _n, d=detector: d)
+        assert detector.seen and all(s.shape == (90, 160, 3) for s in detector.seen)
+        msgs = got.detections("gate")
+        assert len(msgs) == len(PLATES)
+        for msg, text in zip(msgs, PLATES, strict=True):
+            plate = msg.raw["detections"][0]
+            assert np.allclose(plate["box"], PLATE_BOX, atol=1.0), "boxes come back to the frame either way"
+            if crops == "frame":
+                assert alnum(plate["text"]) == alnum(text), (plate["text"], text)
+            else:
+                assert "text" not in plate
