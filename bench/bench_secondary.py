@@ -51,7 +51,8 @@ def main() -> None:
     plates = [plate(f"KX {1000 + i}") for i in range(args.crops)]
     faces = [rng.integers(0, 255, (120, 120, 3), dtype=np.uint8) for _ in range(args.crops)]
     classifier = CropClassifier(args.classifier, 224, 3, args.device)
-    embedder = CropEmbedder(SecondaryConfig(kind="embed", model="seeded:0", match=False, embedding=True), args.device)
+    embed = SecondaryConfig(kind="embed", model="seeded:0", classes=["face"], match=False, embedding=True)
+    embedder = CropEmbedder(embed, args.device)
     gpu = args.device == "auto" and torch.cuda.is_available()
     result = {
         "machine": {
