@@ -106,6 +106,7 @@ def bench_edgesight(args: argparse.Namespace, streams: int, live: bool = False) 
             "publish": {"endpoint": endpoint, "wait_for_subscriber": True, "subscriber_timeout_s": 30},
             # Detection throughput, as Ultralytics' predictor does it; bench/bench_tracking.py measures tracking.
             "tracking": {"enabled": args.tracking},
+            **({"preprocess_threads": args.preprocess_threads} if args.preprocess_threads else {}),
         },
         "bench",
     )
@@ -266,6 +267,8 @@ def run_child(args: argparse.Namespace, only: str, weights: Path, streams: int =
     cmd += ["--decoder", args.decoder]
     if args.tracking:
         cmd.append("--tracking")
+    if args.preprocess_threads:
+        cmd += ["--preprocess-threads", str(args.preprocess_threads)]
     if args.frames:
         cmd += ["--frames", str(args.frames)]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
@@ -300,6 +303,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="runs of each measurement; the best is kept")
     parser.add_argument("--skip-ultralytics", action="store_true", help="leave out the Ultralytics predictor")
     parser.add_argument("--tracking", action="store_true", help="track objects in the edgesight runs (off by default)")
+    parser.add_argument("--preprocess-threads", type=int, help="preprocess threads (default: the pipeline's choice)")
     parser.add_argument("--only", help=argparse.SUPPRESS)
     args = parser.parse_args()
     import logging
