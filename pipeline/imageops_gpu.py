@@ -9,6 +9,7 @@ synchronizes with the device: the work is queued on the current CUDA stream.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -19,21 +20,26 @@ import torch.nn.functional as F
 # OpenCV's sRGB (D65) matrices, as its Lab conversion uses them.
 _RGB_TO_XYZ = np.array([[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169], [0.019334, 0.119193, 0.950227]])
 _WHITE = np.array([0.950456, 1.0, 1.088754])
-_LAB_CONSTANTS: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
 
-def _lab_constants(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """RGB→XYZ and XYZ→RGB (white-scaled, transposed for ``pixels @ m``), uploaded once per device: a small copy
-    from pageable memory every frame would wait for the GPU each time."""
-    constants = _LAB_CONSTANTS.get(device)
-    if constants is None:
-        forward = (_RGB_TO_XYZ / _WHITE[:, None]).T
-        backward = (np.linalg.inv(_RGB_TO_XYZ) * _WHITE[None, :]).T
-        constants = _LAB_CONSTANTS[device] = (
-            torch.from_numpy(forward.astype(np.float32)).to(device),
-            torch.from_numpy(backward.astype(np.float32)).to(device),
-        )
-    return constants
+class OnDevice:
+    """A host array, copied once to each device that asks for it: a small copy from pageable memory every frame
+    would wait for the GPU each time."""
+
+    def __init__(self, array: np.ndarray) -> None:
+        self._host = torch.from_numpy(np.ascontiguousarray(array))
+        self._copies: dict[torch.device, torch.Tensor] = {}
+
+    def on(self, device: torch.device) -> torch.Tensor:
+        copy = self._copies.get(device)
+        if copy is None:
+            copy = self._copies[device] = self._host.to(device)
+        return copy
+
+
+# RGB→XYZ and XYZ→RGB, white-scaled and transposed for ``pixels @ m``
+_TO_XYZ = OnDevice((_RGB_TO_XYZ / _WHITE[:, None]).T.astype(np.float32))
+_FROM_XYZ = OnDevice((np.linalg.inv(_RGB_TO_XYZ) * _WHITE[None, :]).T.astype(np.float32))
 
 
 def _as_float(image: torch.Tensor) -> torch.Tensor:
@@ -60,6 +66,7 @@ def flip(image: torch.Tensor, axis: str) -> torch.Tensor:
     return torch.flip(image, dims=dims).contiguous()
 
 
+@functools.lru_cache(maxsize=32)
 def _area_weights(n_in: int, n_out: int, device: torch.device) -> torch.Tensor:
     """``(n_out, n_in)``: how much of each input pixel falls into each output pixel, rows summing to one."""
     scale = n_in / n_out
@@ -87,13 +94,10 @@ class Remapper:
     def __init__(self, map_x: np.ndarray, map_y: np.ndarray) -> None:
         h, w = map_x.shape
         grid = np.stack([map_x * 2.0 / (w - 1) - 1.0, map_y * 2.0 / (h - 1) - 1.0], axis=-1)
-        self._grid = torch.from_numpy(grid.astype(np.float32))[None]
-        self._on: dict[torch.device, torch.Tensor] = {}
+        self._grid = OnDevice(grid.astype(np.float32)[None])
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        grid = self._on.get(image.device)
-        if grid is None:
-            grid = self._on[image.device] = self._grid.to(image.device)
+        grid = self._grid.on(image.device)
         out = F.grid_sample(_as_float(image), grid, mode="bilinear", padding_mode="zeros", align_corners=True)
         return _to_uint8(out)
 
@@ -103,14 +107,10 @@ class Lut:
     """A 256-entry lookup table applied to every channel (``cv2.LUT``), uploaded once per device."""
 
     def __init__(self, table: np.ndarray) -> None:
-        self._table = torch.from_numpy(np.ascontiguousarray(table))
-        self._on: dict[torch.device, torch.Tensor] = {}
+        self._table = OnDevice(table)
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        table = self._on.get(image.device)
-        if table is None:
-            table = self._on[image.device] = self._table.to(image.device)
-        return table[image.long()]
+        return self._table.on(image.device)[image.long()]
 
 
 def grayscale(image: torch.Tensor) -> torch.Tensor:
@@ -124,7 +124,7 @@ def _bgr_to_lab(image: torch.Tensor) -> torch.Tensor:
     """Float ``H x W x 3`` Lab with OpenCV's 8-bit scaling: L in 0…255, a and b offset by 128."""
     rgb = image.flip(-1).float() / 255.0
     linear = torch.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
-    xyz = linear @ _lab_constants(image.device)[0]
+    xyz = linear @ _TO_XYZ.on(image.device)
     f = torch.where(xyz > 0.008856, xyz.clamp_min(0) ** (1.0 / 3.0), 7.787 * xyz + 16.0 / 116.0)
     y = xyz[..., 1]
     lightness = torch.where(y > 0.008856, 116.0 * f[..., 1] - 16.0, 903.3 * y)
@@ -141,7 +141,7 @@ def _lab_to_bgr(lab: torch.Tensor) -> torch.Tensor:
     f = torch.stack([fx, fy, fz], -1)
     xyz = torch.where(f > 0.206893, f**3, (f - 16.0 / 116.0) / 7.787)
     xyz[..., 1] = torch.where(lightness > 7.9996, xyz[..., 1], lightness / 903.3)
-    linear = (xyz @ _lab_constants(lab.device)[1]).clamp(0.0, 1.0)
+    linear = (xyz @ _FROM_XYZ.on(lab.device)).clamp(0.0, 1.0)
     rgb = torch.where(linear <= 0.0031308, 12.92 * linear, 1.055 * linear ** (1.0 / 2.4) - 0.055)
     return (rgb * 255.0).round().clamp(0, 255).to(torch.uint8).flip(-1).contiguous()
 

@@ -15,6 +15,11 @@ import numpy as np
 from engines.masks import InstanceMasks
 
 
+def on_host(image: Any) -> np.ndarray:
+    """A NumPy image as it is; a CUDA tensor copied to the host."""
+    return image if isinstance(image, np.ndarray) else image.cpu().numpy()
+
+
 @dataclass(frozen=True, slots=True)
 class Frame:
     """One decoded BGR frame from a source: a NumPy array, or a CUDA tensor when decoded on the GPU."""
@@ -40,8 +45,7 @@ class Frame:
 
     def host_image(self) -> np.ndarray:
         """The image as a NumPy array (copied from the GPU when it was decoded there)."""
-        img = self.image
-        return img if isinstance(img, np.ndarray) else img.cpu().numpy()
+        return on_host(self.image)
 
     @property
     def width(self) -> int:
@@ -62,8 +66,8 @@ class SeenImage:
     to_view: Callable[[np.ndarray], np.ndarray] = field(repr=False)
 
     def host_image(self) -> np.ndarray:
-        img = self.image
-        return img if isinstance(img, np.ndarray) else img.cpu().numpy()
+        """The picture as a NumPy array (copied from the GPU when the operations ran there)."""
+        return on_host(self.image)
 
 
 @dataclass(frozen=True, slots=True)

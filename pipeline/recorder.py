@@ -13,7 +13,7 @@ import numpy as np
 from pipeline.analytics.geometry import to_pixels
 from pipeline.config import LineConfig, StreamConfig, ZoneConfig
 from pipeline.errors import EdgesightError
-from pipeline.imageops import ImageOps, PointMap, map_boxes
+from pipeline.imageops import UNMOVED, ImageOps, PointMap, map_boxes
 from pipeline.messages import FrameResult
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ def annotate(
     """
     image = result.frame.host_image()
     h, w = image.shape[:2]
-    to_view: PointMap = _unmoved
+    to_view: PointMap = UNMOVED.forward
     if view is not None:
         image, to_view = view.view(image)
     image = image.copy()
@@ -114,10 +114,6 @@ def annotate(
         cv2.rectangle(image, (x1, max(0, y1 - th - 4)), (x1 + tw + 2, y1), colour, -1)
         cv2.putText(image, text, (x1 + 1, max(th, y1 - 3)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1)
     return image
-
-
-def _unmoved(points: np.ndarray) -> np.ndarray:
-    return points
 
 
 class VideoRecorder:

@@ -26,7 +26,7 @@ import numpy as np
 from pipeline.config import SecondaryConfig
 from pipeline.errors import ModelError
 from pipeline.imageops import map_boxes
-from pipeline.messages import EndOfStream, FrameResult
+from pipeline.messages import EndOfStream, FrameResult, SeenImage
 from pipeline.queues import BoundedQueue, StreamCount
 from pipeline.stages import GET_TIMEOUT_S, FailureHandler, StageThread
 
@@ -110,10 +110,11 @@ class CropEmbedder:
     ``None``; ``distance`` to the nearest) and, with ``embedding``, the unit vector itself."""
 
     def __init__(self, config: SecondaryConfig, device: str) -> None:
+        from engines.torch_backend import select_device
         from pipeline.faces.embedder import load_embedder
         from pipeline.faces.gallery import FaceGallery, Matcher, gallery_path
 
-        self._embedder = load_embedder(config.model or "vggface2", "cpu" if device == "cpu" else _torch_device())
+        self._embedder = load_embedder(config.model or "vggface2", str(select_device(device)))
         self.name = self._embedder.name
         self._vector = config.embedding
         self._matcher: Matcher | None = None
@@ -140,12 +141,6 @@ class CropEmbedder:
             for attrs, vector in zip(out, vectors, strict=True):
                 attrs["embedding"] = [round(float(v), 5) for v in vector]
         return out
-
-
-def _torch_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def load_crop_model(config: SecondaryConfig, device: str) -> CropModel:
@@ -194,7 +189,7 @@ class SecondaryStage(StageThread):
         frame_attributes: dict[str, Any] = {}
         pictures = _Pictures(result)
         for config, model in self.models:
-            source = config.crops if result.seen is not None else "frame"
+            source = config.crops
             if config.whole_frame:
                 frame_attributes.update(model.run([pictures.image(source)])[0])
                 continue
@@ -221,23 +216,20 @@ class _Pictures:
         self._images: dict[str, np.ndarray] = {}
         self._places: dict[str, np.ndarray] = {}
 
+    def _seen(self, source: str) -> SeenImage | None:
+        return self.result.seen if source == "operated" else None
+
     def image(self, source: str) -> np.ndarray:
         if source not in self._images:
-            seen = self.result.seen
-            self._images[source] = (
-                seen.host_image() if source == "operated" and seen is not None else self.result.frame.host_image()
-            )
+            seen = self._seen(source)
+            self._images[source] = self.result.frame.host_image() if seen is None else seen.host_image()
         return self._images[source]
 
     def places(self, source: str) -> np.ndarray:
         """Each box in that picture's pixels."""
         if source not in self._places:
-            boxes, seen = self.result.boxes[:, :4], self.result.seen
-            self._places[source] = (
-                map_boxes(boxes.astype(np.float64), seen.to_view)
-                if source == "operated" and seen is not None
-                else boxes
-            )
+            boxes, seen = self.result.boxes[:, :4], self._seen(source)
+            self._places[source] = boxes if seen is None else map_boxes(boxes.astype(np.float64), seen.to_view)
         return self._places[source]
 
 

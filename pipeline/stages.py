@@ -204,9 +204,10 @@ class PreprocessStage(StageThread):
         self.image_ops = dict(image_ops or {})
         """Per stream: image operations before the model (crop, rotate, enhance, …)."""
         info = getattr(engine, "info", None)
-        on_gpu = info is not None and info.backend in ("torch", "tensorrt") and info.device.startswith("cuda")
-        self._ops_device = info.device if on_gpu and info is not None else None
+        self._ops_device: str | None = None
         """Where host frames are uploaded before their image operations: the GPU the engine takes tensors on."""
+        if info is not None and info.backend in ("torch", "tensorrt") and info.device.startswith("cuda"):
+            self._ops_device = info.device
         self.inputs = inputs
         self.engine = engine
         self.out = out

@@ -10,6 +10,15 @@ import numpy as np
 Point = tuple[float, float]
 
 
+def iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """Intersection over union of two ``x1, y1, x2, y2`` boxes."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
 def anchors(boxes: np.ndarray) -> np.ndarray:
     """Bottom-centre points ``(N, 2)`` of ``(N, ≥4)`` ``x1, y1, x2, y2`` boxes: where an object meets the ground."""
     return np.stack(((boxes[:, 0] + boxes[:, 2]) / 2.0, boxes[:, 3]), axis=1) if len(boxes) else np.zeros((0, 2))

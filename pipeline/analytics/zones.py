@@ -7,24 +7,11 @@ from collections import Counter
 import numpy as np
 
 from pipeline.analytics.events import Event, Observation, OpenEvent, instant
-from pipeline.analytics.geometry import inside, to_pixels
+from pipeline.analytics.geometry import anchors, inside, iou, to_pixels
 from pipeline.config import ZoneConfig
 
 DUPLICATE_IOU = 0.4
 """A new track whose box overlaps a visitor's this much, in the same frame, is that visitor seen twice."""
-
-
-def _iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
-    w = min(a[2], b[2]) - max(a[0], b[0])
-    h = min(a[3], b[3]) - max(a[1], b[1])
-    if w <= 0 or h <= 0:
-        return 0.0
-    inter = w * h
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
-
-
-def _anchor(box: tuple[float, float, float, float]) -> np.ndarray:
-    return np.array([(box[0] + box[2]) / 2.0, box[3]])
 
 
 class ZoneMonitor:
@@ -91,6 +78,7 @@ class ZoneMonitor:
             if self._missing.get(leader, 0) < 2:
                 return []  # the visitor is (all but) in view: its visit covers this track
             self._take_over(leader, obs.track_id)
+            self._retired.add(leader)  # it may come back into view: the follower's visit is its own now
         entry = self._entered_at.get(obs.track_id)
         if now_inside == (entry is not None):
             self._streaks.pop(obs.track_id, None)
@@ -126,7 +114,6 @@ class ZoneMonitor:
         ]
         if heirs:
             self._take_over(track_id, max(heirs, key=lambda f: self._last[f].frame_index))
-            self._retired.discard(track_id)  # it is gone: nothing to keep out
             return []
         return self._exit(track_id, last)
 
@@ -139,11 +126,12 @@ class ZoneMonitor:
             if visitor == obs.track_id or last is None or last.label != obs.label:
                 continue
             if not self._missing.get(visitor, 0):  # in view (this frame's box, or last frame's if not yet seen)
-                overlap = _iou(last.box, obs.box)
+                overlap = iou(last.box, obs.box)
                 score = 1.0 - overlap if overlap >= DUPLICATE_IOU else None
             else:
                 reach = max(obs.box[3] - obs.box[1], last.box[3] - last.box[1])
-                distance = float(np.hypot(*(_anchor(obs.box) - _anchor(last.box))))
+                here, there = anchors(np.array([obs.box, last.box]))
+                distance = float(np.hypot(*(here - there)))
                 score = distance / reach if distance <= reach else None
             if score is not None and (best is None or score < best[0]):
                 best = (score, visitor)
@@ -162,7 +150,6 @@ class ZoneMonitor:
         for other, leader in list(self._followers.items()):
             if leader == visitor:
                 self._followers[other] = follower
-        self._retired.add(visitor)
 
     def _loitering(self, obs: Observation, entry: Observation) -> list[Event]:
         limit = self.config.loiter_s

@@ -6,19 +6,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pipeline.analytics.geometry import iou
 from pipeline.synth.scene import LABELS, MIN_VISIBLE_FRACTION
 
 if TYPE_CHECKING:
     from pipeline.analytics.events import Event
     from pipeline.config import EventsConfig, StreamConfig
-
-
-def iou(a: Sequence[float], b: Sequence[float]) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 @dataclass(frozen=True)
