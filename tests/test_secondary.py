@@ -10,7 +10,7 @@ import cv2
 import jsonschema
 import numpy as np
 import pytest
-from helpers import config_for, run_and_collect
+from helpers import Collected, config_for, run_and_collect
 
 from engines.base import EngineInfo, ReadyDetections
 
@@ -60,6 +60,12 @@ class PlateDetector:
         pass
 
 
+def run_gate(endpoint: str, stream: dict[str, Any], secondary: list[dict[str, Any]], detector: Any) -> Collected:
+    """One stream through a scripted primary detector and the secondary models, tracking off."""
+    config = config_for(endpoint, [stream], {"path": "plates"}, secondary=secondary, tracking={"enabled": False})
+    return run_and_collect(config, engine_factory=lambda _s, _n: detector)
+
+
 @pytest.fixture(scope="module")
 def classifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A classification architecture with its initial weights (the compute of yolo11n-cls, offline)."""
@@ -78,14 +84,7 @@ def test_plates_are_read_and_cars_classified(classifier: Path, tmp_path: Path, e
         {"kind": "ocr", "classes": ["plate"]},
         {"kind": "classify", "model": str(classifier), "classes": ["car"], "top_k": 2},
     ]
-    config = config_for(
-        endpoint,
-        [{"id": "gate", "source": str(frames)}],
-        {"path": "plates"},
-        secondary=secondary,
-        tracking={"enabled": False},
-    )
-    got = run_and_collect(config, engine_factory=lambda _s, _n: PlateDetector())
+    got = run_gate(endpoint, {"id": "gate", "source": str(frames)}, secondary, PlateDetector())
     msgs = got.detections("gate")
     assert len(msgs) == len(PLATES)
     schema = json.loads(SCHEMA.read_text())
@@ -113,14 +112,7 @@ def test_whole_frame_classification(classifier: Path, tmp_path: Path, endpoint: 
 
     frames = plate_frames(tmp_path / "frames")
     secondary = [{"kind": "classify", "model": str(classifier), "whole_frame": True, "top_k": 1}]
-    config = config_for(
-        endpoint,
-        [{"id": "gate", "source": str(frames)}],
-        {"path": "plates"},
-        secondary=secondary,
-        tracking={"enabled": False},
-    )
-    got = run_and_collect(config, engine_factory=lambda _s, _n: PlateDetector())
+    got = run_gate(endpoint, {"id": "gate", "source": str(frames)}, secondary, PlateDetector())
     reference = YOLO(str(classifier))
     for i, msg in enumerate(got.detections("gate")):
         jsonschema.validate(msg.raw, json.loads(SCHEMA.read_text()))
@@ -187,14 +179,14 @@ def test_a_sideways_camera_rotated_cropped_enhanced_gated_detected_classified_an
         {"kind": "ocr", "classes": ["plate"]},
         {"kind": "classify", "model": str(classifier), "classes": ["car"], "top_k": 2},
     ]
-    config = config_for(endpoint, [stream], {"path": "plates"}, secondary=secondary, tracking={"enabled": False})
     detector = RecordingPlateDetector()
-    got = run_and_collect(config, engine_factory=lambda _s, _n: detector)
+    got = run_gate(endpoint, stream, secondary, detector)
 
+    from pipeline.config import StreamConfig
     from pipeline.imageops import build_ops
 
     assert len(detector.seen) == len(PLATES), "only the first frame of each still stretch reaches the model"
-    chain = build_ops(config.streams[0].preprocess)
+    chain = build_ops(StreamConfig.model_validate(stream).preprocess)
     for i, given in enumerate(detector.seen):
         want, _ = chain.apply(cv2.rotate(cv2.imread(str(upright / f"{i:03d}.png")), cv2.ROTATE_90_COUNTERCLOCKWISE))
         assert given.shape == (240, 480, 3) and np.array_equal(given, want), "upright, cropped, equalized"
@@ -229,14 +221,7 @@ def test_crops_from_the_frame_when_asked(tmp_path: Path, endpoint: str) -> None:
 
     for crops in ("frame", "operated"):
         detector = Quartered()
-        config = config_for(
-            endpoint,
-            [stream],
-            {"path": "plates"},
-            secondary=[{"kind": "ocr", "classes": ["plate"], "crops": crops}],
-            tracking={"enabled": False},
-        )
-        got = run_and_collect(config, engine_factory=lambda _s, _n, d=detector: d)
+        got = run_gate(endpoint, stream, [{"kind": "ocr", "classes": ["plate"], "crops": crops}], detector)
         assert detector.seen and all(s.shape == (90, 160, 3) for s in detector.seen)
         msgs = got.detections("gate")
         assert len(msgs) == len(PLATES)
