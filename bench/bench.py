@@ -237,7 +237,7 @@ def _model_only(engine: Any, batches: list[int], imgsz: int, iterations: int = 1
 
 
 def bench_decode(args: argparse.Namespace, streams: int) -> dict[str, Any]:
-    """Decoding alone (OpenCV, or NVDEC with ``--decoder nvdec``), one thread per stream: the pipeline's ceiling."""
+    """Decoding alone (OpenCV, PyAV or NVDEC, as ``--decoder`` says), one thread per stream: the pipeline's ceiling."""
     from pipeline.config import FileSourceConfig
     from pipeline.sources import make_source
 
@@ -260,11 +260,13 @@ def bench_decode(args: argparse.Namespace, streams: int) -> dict[str, Any]:
     return {"streams": streams, "frames": sum(counts), "fps": round(sum(counts) / elapsed, 2)}
 
 
-def run_child(args: argparse.Namespace, only: str, weights: Path, streams: int = 1) -> dict[str, Any]:
-    """One measurement in a fresh process."""
+def run_child(
+    args: argparse.Namespace, only: str, weights: Path, streams: int = 1, decoder: str | None = None
+) -> dict[str, Any]:
+    """One measurement in a fresh process (``decoder`` overrides ``--decoder``)."""
     cmd = [sys.executable, __file__, "--video", str(args.video), "--model", str(weights), "--imgsz", str(args.imgsz)]
     cmd += ["--device", args.device, "--engine", args.engine, "--only", only, "--streams", str(streams)]
-    cmd += ["--decoder", args.decoder]
+    cmd += ["--decoder", decoder or args.decoder]
     if args.tracking:
         cmd.append("--tracking")
     if args.preprocess_threads:
@@ -279,8 +281,10 @@ def run_child(args: argparse.Namespace, only: str, weights: Path, streams: int =
     return result
 
 
-def best_of(args: argparse.Namespace, only: str, weights: Path, streams: int = 1) -> dict[str, Any]:
-    runs = [run_child(args, only, weights, streams) for _ in range(args.repeat)]
+def best_of(
+    args: argparse.Namespace, only: str, weights: Path, streams: int = 1, decoder: str | None = None
+) -> dict[str, Any]:
+    runs = [run_child(args, only, weights, streams, decoder) for _ in range(args.repeat)]
     return max(runs, key=lambda r: float(r["fps"]))
 
 
@@ -296,7 +300,9 @@ def main() -> None:
     parser.add_argument("--imgsz", type=int, default=640)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--engine", default="auto", choices=["auto", "tensorrt", "torch", "onnxruntime"])
-    parser.add_argument("--decoder", default="cpu", choices=["auto", "cpu", "nvdec"], help="how files are decoded")
+    parser.add_argument(
+        "--decoder", default="cpu", choices=["auto", "cpu", "pyav", "nvdec"], help="how files are decoded"
+    )
     parser.add_argument("--streams", default="1", help="comma-separated stream counts for edgesight, e.g. 1,8")
     parser.add_argument("--live", action="store_true", help="also run one stream paced at the video's frame rate")
     parser.add_argument("--frames", type=int, help="limit frames per stream")
@@ -335,6 +341,8 @@ def main() -> None:
             runs["ultralytics"] = best_of(args, "ultralytics", weights)
         for n in counts:
             runs[f"decode_x{n}"] = best_of(args, "decode", weights, n)
+            if args.decoder != "cpu":  # OpenCV's decoding too: the ceiling of the default decoder
+                runs[f"decode_opencv_x{n}"] = best_of(args, "decode", weights, n, decoder="cpu")
             runs[f"edgesight_x{n}"] = best_of(args, "edgesight", weights, n)
         if args.live:
             runs["live"] = run_child(args, "live", weights)
@@ -357,6 +365,9 @@ def main() -> None:
     for n in counts:
         e, d = runs[f"edgesight_x{n}"], runs[f"decode_x{n}"]
         summary[f"streams_{n}"] = {"fps": e["fps"], "decode_fps": d["fps"], "vs_decode": ratio(e["fps"], d["fps"])}
+        if f"decode_opencv_x{n}" in runs:
+            cv = runs[f"decode_opencv_x{n}"]["fps"]
+            summary[f"streams_{n}"].update(opencv_decode_fps=cv, vs_opencv_decode=ratio(e["fps"], cv))
     if "live" in runs:
         summary["live_latency_ms"] = runs["live"].get("latency_ms")
         summary["live_p99_in_frame_intervals"] = runs["live"].get("p99_in_frame_intervals")

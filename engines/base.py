@@ -10,6 +10,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from engines.masks import InstanceMasks
+from engines.yuv import PixelLayout
 
 DeviceName = Literal["auto", "cpu", "cuda"]
 Precision = Literal["auto", "fp32", "fp16", "int8"]
@@ -123,6 +124,7 @@ class DetectionEngine(Protocol):
     """A loaded detector.
 
     ``prepare`` runs in the preprocess stage (letterbox, layout, normalization)
+    on a BGR frame, or a planar I420 one (``layout``, see :mod:`engines.yuv`),
     and returns an opaque model input; ``infer`` runs a batch of such inputs and
     returns, per image, an ``(N, 6)`` float array of ``x1, y1, x2, y2, confidence,
     class_id`` in the source image's pixels. ``submit`` is ``infer`` in two
@@ -133,7 +135,7 @@ class DetectionEngine(Protocol):
 
     info: EngineInfo
 
-    def prepare(self, image: np.ndarray) -> Any: ...
+    def prepare(self, image: np.ndarray, layout: PixelLayout = "bgr") -> Any: ...
 
     def infer(self, inputs: Sequence[Any], source_shapes: Sequence[tuple[int, int]]) -> list[np.ndarray]: ...
 

@@ -25,6 +25,7 @@ from engines.letterbox import CpuLetterbox, TorchLetterbox, geometry
 from engines.masks import InstanceMasks, assemble
 from engines.postprocess import NmsSettings, batched_nms, nms_candidates, scale_to_sources, top_candidates
 from engines.weights import LoadedModel
+from engines.yuv import PixelLayout, i420_size, i420_to_bgr_torch, to_bgr
 
 PINNED_SLOTS = 4
 """Pinned staging buffers per preprocess thread (a slot is reused once its copy has finished)."""
@@ -52,7 +53,8 @@ class ModelRunner(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class GpuInput:
-    """A frame uploaded to the GPU (uint8 ``(H, W, 3)`` BGR) and the event after which it is there."""
+    """A frame uploaded to the GPU (uint8 ``(H, W, 3)`` BGR, or ``(H * 3 / 2, W)`` I420) and the event after which
+    it is there."""
 
     tensor: torch.Tensor
     ready: torch.cuda.Event
@@ -98,6 +100,13 @@ class _Part:
     copied: torch.cuda.Event | None = None
     proto: torch.Tensor | None = None
     """Segmentation models: the batch's mask prototypes (on the host once ``copied`` has fired)."""
+
+
+def frame_size(frames: torch.Tensor) -> tuple[int, int]:
+    """Height and width of a batch of frames: ``(B, H, W, 3)`` BGR, or ``(B, H * 3 / 2, W)`` I420."""
+    if frames.ndim == 3:
+        return i420_size(int(frames.shape[1]), int(frames.shape[2]))
+    return int(frames.shape[1]), int(frames.shape[2])
 
 
 def _to_pinned(tensor: torch.Tensor) -> torch.Tensor:
@@ -249,25 +258,26 @@ class YoloDetector:
             fuse = getattr(runner, "fuse", None)
             self._fused = fuse is not None and not end2end
             if fuse is not None and not end2end:
-                fuse(self._gpu_letterbox, self._top)
+                fuse(self._model_input, self._top)
         else:
             self._cpu_letterbox = CpuLetterbox(spec.imgsz, stride, auto=auto)
 
     # -- preprocess stage ----------------------------------------------------------------------
-    def prepare(self, image: np.ndarray | torch.Tensor) -> np.ndarray | GpuInput:
-        """On the host, letterbox one BGR frame to a uint8 ``(3, h, w)`` RGB array; on a GPU, upload it.
+    def prepare(self, image: np.ndarray | torch.Tensor, layout: PixelLayout = "bgr") -> np.ndarray | GpuInput:
+        """On the host, letterbox one frame to a uint8 ``(3, h, w)`` RGB array; on a GPU, upload it.
 
         On a GPU the letterbox runs later, in ``infer``, over the whole batch at
-        once: the preprocess threads only copy bytes, outside the GIL.
+        once: the preprocess threads only copy bytes, outside the GIL. An I420
+        frame is uploaded as it is (half the bytes of BGR) and converted there,
+        in the same CUDA graph as the letterbox.
         """
+        if not self.runner.on_gpu:
+            bgr = to_bgr(image, layout)
+            return self._cpu_letterbox(bgr if isinstance(bgr, np.ndarray) else bgr.cpu().numpy())
         if not isinstance(image, np.ndarray):  # decoded on the GPU (NVDEC)
-            if not self.runner.on_gpu:
-                return self._cpu_letterbox(image.cpu().numpy())
             ready = torch.cuda.Event()
             ready.record(torch.cuda.current_stream())
             return GpuInput(image, ready)
-        if not self.runner.on_gpu:
-            return self._cpu_letterbox(image)
         up = self._uploader
         pinned, copied = up.stage(image)
         with torch.cuda.stream(up.stream):
@@ -309,12 +319,13 @@ class YoloDetector:
                 item.tensor.record_stream(stream)
             tensors = [item.tensor for item in items]
             frames = tensors[0][None] if len(tensors) == 1 else torch.stack(tensors)
-            g = geometry(int(frames.shape[1]), int(frames.shape[2]), self.spec.imgsz, self._stride, self._auto)
+            height, width = frame_size(frames)
+            g = geometry(height, width, self.spec.imgsz, self._stride, self._auto)
             hw = (g.out_h, g.out_w)
             if self._fused:  # letterbox, model and candidate selection replayed as one CUDA graph
                 cands, *rest = self.runner.run_frames(frames)  # type: ignore[attr-defined]
             else:
-                preds, *rest = self.runner.forward(self._gpu_letterbox(frames))
+                preds, *rest = self.runner.forward(self._model_input(frames))
                 if self._end2end:
                     rows = batched_nms(preds, self._nms, self._nc, end2end=True)
                     return _Part(members, hw, rows=rows, proto=rest[0].float().cpu() if rest else None)
@@ -327,6 +338,10 @@ class YoloDetector:
             copied = torch.cuda.Event()
             copied.record(stream)
         return _Part(members, hw, host=host, copied=copied, proto=proto)
+
+    def _model_input(self, frames: torch.Tensor) -> torch.Tensor:
+        """A batch of uint8 frames on the GPU (see :func:`frame_size`) letterboxed into the model's input."""
+        return self._gpu_letterbox(i420_to_bgr_torch(frames) if frames.ndim == 3 else frames)
 
     def _top(self, preds: torch.Tensor) -> torch.Tensor:
         return top_candidates(preds, self._nc, self._candidates)

@@ -34,8 +34,10 @@ class FileSourceConfig(_Strict):
     realtime: bool = False
     loop: bool = False
     """Play the file again from the start each time it ends (never ends by itself)."""
-    decoder: Literal["auto", "cpu", "nvdec"] = "cpu"
-    """``nvdec`` decodes on the GPU (PyNvVideoCodec) and keeps frames there; ``auto`` uses it when it can."""
+    decoder: Literal["auto", "cpu", "pyav", "nvdec"] = "cpu"
+    """``cpu``: OpenCV, BGR frames. ``pyav``: PyAV on the CPU, frames kept as the decoder's I420 planes (converted on
+    the GPU). ``nvdec``: on the GPU (PyNvVideoCodec), frames stay there. ``auto``: NVDEC where it can run, else
+    PyAV where it is installed, else OpenCV."""
 
     @property
     def live(self) -> bool:

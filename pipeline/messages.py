@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from engines.masks import InstanceMasks
+from engines.yuv import PixelLayout, check_i420, i420_size, to_bgr
 
 
 def on_host(image: Any) -> np.ndarray:
@@ -22,30 +23,34 @@ def on_host(image: Any) -> np.ndarray:
 
 @dataclass(frozen=True, slots=True)
 class Frame:
-    """One decoded BGR frame from a source: a NumPy array, or a CUDA tensor when decoded on the GPU."""
+    """One decoded frame from a source: BGR (a NumPy array, or a CUDA tensor when decoded on the GPU), or planar
+    I420 straight from a CPU decoder (``layout``; see :mod:`engines.yuv`)."""
 
     stream_id: str
     frame_index: int
     pts_ms: float
     captured_at: float
     image: np.ndarray = field(repr=False)
+    layout: PixelLayout = "bgr"
 
     def __post_init__(self) -> None:
         img = self.image
+        where = f"frame {self.frame_index} of '{self.stream_id}'"
         if isinstance(img, np.ndarray):
             if img.dtype != np.uint8:
-                raise TypeError(f"frame {self.frame_index} of '{self.stream_id}': image must be a uint8 array")
+                raise TypeError(f"{where}: image must be a uint8 array")
         elif str(getattr(img, "dtype", "")) != "torch.uint8":  # a CUDA frame from the GPU decoder
-            raise TypeError(f"frame {self.frame_index} of '{self.stream_id}': image must be a uint8 array or tensor")
-        if img.ndim != 3 or img.shape[2] != 3 or img.shape[0] < 1 or img.shape[1] < 1:
-            raise ValueError(
-                f"frame {self.frame_index} of '{self.stream_id}': expected an HxWx3 BGR image, got shape "
-                f"{tuple(img.shape)}"
-            )
+            raise TypeError(f"{where}: image must be a uint8 array or tensor")
+        if self.layout == "i420":
+            problem = check_i420(tuple(img.shape))
+            if problem:
+                raise ValueError(f"{where}: {problem}")
+        elif img.ndim != 3 or img.shape[2] != 3 or img.shape[0] < 1 or img.shape[1] < 1:
+            raise ValueError(f"{where}: expected an HxWx3 BGR image, got shape {tuple(img.shape)}")
 
     def host_image(self) -> np.ndarray:
-        """The image as a NumPy array (copied from the GPU when it was decoded there)."""
-        return on_host(self.image)
+        """The picture as a BGR NumPy array (copied from the GPU, or converted from I420, when need be)."""
+        return on_host(to_bgr(self.image, self.layout))
 
     @property
     def width(self) -> int:
@@ -53,7 +58,8 @@ class Frame:
 
     @property
     def height(self) -> int:
-        return int(self.image.shape[0])
+        rows = int(self.image.shape[0])
+        return i420_size(rows, self.width)[0] if self.layout == "i420" else rows
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ import numpy as np
 
 from engines.base import DetectionEngine, PendingDetections
 from engines.masks import InstanceMasks
+from engines.yuv import to_bgr
 from pipeline.analytics.events import Event
 from pipeline.analytics.stream import StreamAnalytics
 from pipeline.analytics.thumbnails import thumbnail
@@ -151,7 +152,7 @@ class CaptureStage(StageThread):
                 self.clock.add(time.perf_counter() - started)
                 if raw is None:
                     break
-                frame = Frame(self.stream_id, self.frames, raw.pts_ms, time.time(), raw.image)
+                frame = Frame(self.stream_id, self.frames, raw.pts_ms, time.time(), raw.image, raw.layout)
                 if not self.out.put(frame):
                     break
                 self.frames += 1
@@ -230,15 +231,15 @@ class PreprocessStage(StageThread):
 
     def _prepare(self, frame: Frame) -> PreparedFrame:
         gate = self.motion.get(frame.stream_id)
-        if gate is not None and not gate.moving(frame.image, frame.pts_ms):
+        if gate is not None and not gate.moving(to_bgr(frame.image, frame.layout), frame.pts_ms):
             return PreparedFrame(frame, None, gated=gate.config.on_still)
         ops = self.image_ops.get(frame.stream_id)
         if ops is None:
-            return PreparedFrame(frame, self.engine.prepare(frame.image))
+            return PreparedFrame(frame, self.engine.prepare(frame.image, frame.layout))
         image = frame.image
         if isinstance(image, np.ndarray) and self._ops_device is not None:
             image = upload(image, self._ops_device)  # the operations run on the GPU the model runs on
-        image, warp = ops.run(image)
+        image, warp = ops.run(to_bgr(image, frame.layout))
         shape = (int(image.shape[0]), int(image.shape[1]))
         seen = SeenImage(image, warp.forward) if self.keep_seen else None
         return PreparedFrame(frame, self.engine.prepare(image), shape, warp.back, seen=seen)

@@ -17,7 +17,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from pipeline.config import ReconnectConfig
@@ -147,7 +147,7 @@ class SupervisedSource:
             self._offset_ms += self._last_ms - pts + 1.0
             pts = self._last_ms + 1.0
         self._last_ms = pts
-        return RawFrame(frame.image, pts)
+        return replace(frame, pts_ms=pts)
 
     def _connect(self) -> bool:
         source = self._factory()

@@ -111,7 +111,7 @@ class PersonBoxes:
         self._faces = faces
         self._next = 0
 
-    def prepare(self, image: np.ndarray) -> np.ndarray:
+    def prepare(self, image: np.ndarray, layout: str = "bgr") -> np.ndarray:
         return image
 
     def submit(self, inputs: list[np.ndarray], shapes: list[tuple[int, int]]) -> Any:

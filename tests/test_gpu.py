@@ -155,17 +155,22 @@ def test_nvdec_decodes_the_file_as_opencv_does(people1: Path) -> None:
     assert n == 686
 
 
-def test_pipeline_on_nvdec_frames_matches_cpu_decoding(arch_weights: Path, people1: Path, endpoint: str) -> None:
-    _needs_nvdec()
+def assert_decoders_agree(arch_weights: Path, people1: Path, endpoint: str, decoder: str) -> None:
+    """The pipeline on ``decoder``'s frames publishes every frame, with detections close to OpenCV-decoded ones."""
     results = {}
-    for decoder in ("nvdec", "cpu"):
-        stream = {"id": "s", "source": {"type": "file", "path": str(people1), "decoder": decoder}, "max_frames": 200}
+    for name in (decoder, "cpu"):
+        stream = {"id": "s", "source": {"type": "file", "path": str(people1), "decoder": name}, "max_frames": 200}
         got = run_and_collect(config_for(endpoint, [stream], {"path": str(arch_weights)}))
-        results[decoder] = got.detections("s")
-    assert [m.seq for m in results["nvdec"]] == list(range(200))
-    counts = [(len(a.detections), len(b.detections)) for a, b in zip(results["nvdec"], results["cpu"], strict=True)]
+        results[name] = got.detections("s")
+    assert [m.seq for m in results[decoder]] == list(range(200))
+    counts = [(len(a.detections), len(b.detections)) for a, b in zip(results[decoder], results["cpu"], strict=True)]
     close = sum(abs(a - b) <= max(2, b // 5) for a, b in counts)
     assert close >= 190, counts[:20]
+
+
+def test_pipeline_on_nvdec_frames_matches_cpu_decoding(arch_weights: Path, people1: Path, endpoint: str) -> None:
+    _needs_nvdec()
+    assert_decoders_agree(arch_weights, people1, endpoint, "nvdec")
 
 
 def test_segmentation_masks_on_cuda_match_ultralytics(endpoint: str, tmp_path: Path) -> None:
@@ -308,3 +313,31 @@ def test_host_frames_are_operated_on_where_the_model_runs(tmp_path: Path, endpoi
 
     score = sideways_score(tmp_path, endpoint, {"path": "edgesight-det", "device": "cuda"}, extra)
     assert score.true_positives >= 85 and score.recall >= 0.98 and score.precision >= 0.9
+
+
+def test_i420_frames_are_converted_in_the_cuda_graph_as_opencv_converts_them(arch_weights: Path, people1: Path) -> None:
+    """The same boxes, bit for bit, from uploaded I420 planes as from the BGR frame OpenCV converts them to."""
+    import numpy as np
+
+    from engines.base import ModelSpec
+    from engines.registry import load_engine
+    from engines.yuv import i420_to_bgr
+
+    av = pytest.importorskip("av", reason="PyAV is not installed")
+    with av.open(str(people1)) as container:
+        planes = [f.to_ndarray(format="yuv420p") for _, f in zip(range(8), container.decode(video=0), strict=False)]
+    engine = load_engine(ModelSpec(str(arch_weights), device="cuda"), "torch")
+    shapes = [(360, 640)] * len(planes)
+    planar = engine.infer([engine.prepare(p, "i420") for p in planes], shapes)
+    converted = engine.infer([engine.prepare(i420_to_bgr(p)) for p in planes], shapes)
+    engine.close()
+    assert sum(len(r) for r in planar) > 0
+    for a, b in zip(planar, converted, strict=True):
+        assert np.array_equal(a, b)
+
+
+def test_pipeline_on_pyav_frames_on_cuda_matches_opencv_decoding(
+    arch_weights: Path, people1: Path, endpoint: str
+) -> None:
+    pytest.importorskip("av", reason="PyAV is not installed")
+    assert_decoders_agree(arch_weights, people1, endpoint, "pyav")

@@ -46,7 +46,7 @@ class PlateDetector:
     def __init__(self) -> None:
         self.info = EngineInfo("scripted", "cpu", "fp32", "plates", "detect", 0, {0: "plate", 1: "car"})
 
-    def prepare(self, image: np.ndarray) -> np.ndarray:
+    def prepare(self, image: np.ndarray, layout: str = "bgr") -> np.ndarray:
         return image
 
     def submit(self, inputs: list[Any], shapes: list[tuple[int, int]]) -> ReadyDetections:

@@ -144,7 +144,7 @@ class FakeEngine:
         self.info = EngineInfo("fake", "cpu", "fp32", "fake.pt", "detect", 64, {0: "person"})
         self.closed = False
 
-    def prepare(self, image: np.ndarray) -> np.ndarray:
+    def prepare(self, image: np.ndarray, layout: str = "bgr") -> np.ndarray:
         return image
 
     def infer(self, inputs: list[np.ndarray], shapes: list[tuple[int, int]]) -> list[np.ndarray]:
@@ -288,11 +288,14 @@ def test_decoder_choice_for_files(people1: Path) -> None:
     from pipeline.config import FileSourceConfig
     from pipeline.sources import make_source
     from pipeline.sources.nvdec import FallbackSource, NvdecFileSource, nvdec_available
+    from pipeline.sources.pyav import PyAvFileSource, pyav_available
 
     cpu = make_source(FileSourceConfig(path=people1, decoder="cpu"))
     assert isinstance(cpu, VideoFileSource)
+    assert isinstance(make_source(FileSourceConfig(path=people1, decoder="pyav")), PyAvFileSource)
     auto = make_source(FileSourceConfig(path=people1, decoder="auto"))
-    assert isinstance(auto, FallbackSource if nvdec_available() else VideoFileSource)
+    best_cpu = PyAvFileSource if pyav_available() else VideoFileSource
+    assert isinstance(auto, FallbackSource if nvdec_available() else best_cpu)
     nvdec = make_source(FileSourceConfig(path=people1, decoder="nvdec"))
     assert isinstance(nvdec, NvdecFileSource)
     if not nvdec_available():

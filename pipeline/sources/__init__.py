@@ -15,6 +15,7 @@ from pipeline.sources.images import ImageFolderSource
 from pipeline.sources.looping import LoopingSource
 from pipeline.sources.nvdec import FallbackSource, NvdecFileSource, nvdec_available
 from pipeline.sources.paced import PacedSource
+from pipeline.sources.pyav import PyAvFileSource, pyav_available
 from pipeline.sources.synthetic import SyntheticSource
 from pipeline.sources.video import StreamUrlSource, VideoFileSource, WebcamSource
 
@@ -22,12 +23,15 @@ __all__ = ["RawFrame", "Source", "make_source"]
 
 
 def _file_source(config: FileSourceConfig) -> Source:
-    """OpenCV decoding, or NVDEC (``decoder: nvdec``, or ``auto`` where PyNvVideoCodec and a GPU are present)."""
+    """The decoder ``config.decoder`` names; ``auto``: NVDEC, else PyAV, else OpenCV, by what is installed."""
     if config.decoder == "nvdec":
         return NvdecFileSource(config.path)
+    cpu: Source = VideoFileSource(config.path)
+    if config.decoder == "pyav" or (config.decoder == "auto" and pyav_available()):
+        cpu = PyAvFileSource(config.path)
     if config.decoder == "auto" and nvdec_available():
-        return FallbackSource(NvdecFileSource(config.path), VideoFileSource(config.path))
-    return VideoFileSource(config.path)
+        return FallbackSource(NvdecFileSource(config.path), cpu)
+    return cpu
 
 
 def make_source(config: SourceConfig) -> Source:

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
+from engines.yuv import PixelLayout
+from pipeline.errors import SourceError
+
 
 @dataclass(frozen=True, slots=True)
 class RawFrame:
-    """What a source hands back for one read: the BGR image and its timestamp in the source."""
+    """What a source hands back for one read: the image and its timestamp in the source."""
 
     image: np.ndarray
     pts_ms: float
+    layout: PixelLayout = "bgr"
+    """``i420`` when a CPU decoder hands on its own planes (see :mod:`engines.yuv`)."""
 
 
 class Source(Protocol):
@@ -34,3 +40,49 @@ class Source(Protocol):
     def release(self) -> None: ...
 
     def interrupt(self) -> None: ...
+
+
+class DecoderSource:
+    """What the decoding sources share: the first frame is decoded at ``open`` (a file that opens but cannot be
+    decoded fails there, with its name) and handed on by the first ``read``; timestamps the container does not give
+    are counted from the frame rate; ``interrupt`` makes the next ``read`` return ``None``."""
+
+    description = "decoder"
+    live = False
+    total_frames: int | None = None
+    """Frames in the file, when the container says (progress bars); ``None`` for live sources."""
+
+    def __init__(self) -> None:
+        self._interrupted = threading.Event()
+        self._pending: RawFrame | None = None
+        self._fps = 0.0
+        self._count = 0
+
+    def _decode(self) -> RawFrame | None:
+        """The next frame, or ``None`` at the end."""
+        raise NotImplementedError
+
+    def release(self) -> None:
+        raise NotImplementedError
+
+    def _prime(self) -> None:
+        first = self._decode()
+        if first is None:
+            self.release()
+            raise SourceError(f"{self.description}: opened, but no frame could be decoded (corrupt or empty video?)")
+        self._pending = first
+
+    def _timestamp(self, reported_ms: float) -> float:
+        """``reported_ms``, or (when the container gives none after the first frame) the frame count over the rate."""
+        pts = reported_ms
+        if pts <= 0.0 and self._count > 0 and self._fps > 0:
+            pts = self._count * 1000.0 / self._fps
+        self._count += 1
+        return pts
+
+    def _take_pending(self) -> RawFrame | None:
+        pending, self._pending = self._pending, None
+        return pending
+
+    def interrupt(self) -> None:
+        self._interrupted.set()

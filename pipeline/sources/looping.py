@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from pipeline.sources.base import RawFrame, Source
 
@@ -36,7 +37,7 @@ class LoopingSource:
         if frame is None:
             return None
         self._last_ms = frame.pts_ms + self._offset_ms
-        return RawFrame(frame.image, self._last_ms)
+        return replace(frame, pts_ms=self._last_ms)
 
     def release(self) -> None:
         self._source.release()

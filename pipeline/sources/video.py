@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -13,7 +12,7 @@ import cv2
 import numpy as np
 
 from pipeline.errors import PermanentSourceError, SourceError
-from pipeline.sources.base import RawFrame
+from pipeline.sources.base import DecoderSource, RawFrame
 
 log = logging.getLogger(__name__)
 
@@ -37,56 +36,51 @@ def to_bgr(image: np.ndarray, where: str) -> np.ndarray:
     raise SourceError(f"{where}: unsupported frame shape {image.shape}")
 
 
-class _CaptureSource:
+def check_video_file(path: Path) -> None:
+    """Fail with a one-line reason when ``path`` is missing, not a file, or empty."""
+    if not path.exists():
+        raise SourceError(f"video file not found: '{path}'")
+    if not path.is_file():
+        raise SourceError(f"not a file: '{path}'")
+    if path.stat().st_size == 0:
+        raise SourceError(f"video file is empty (0 bytes): '{path}'")
+
+
+class _CaptureSource(DecoderSource):
     """Common read loop over a ``cv2.VideoCapture``."""
 
     description = "capture"
-    live = False
 
     def __init__(self) -> None:
+        super().__init__()
         self._cap: cv2.VideoCapture | None = None
-        self._interrupted = threading.Event()
-        self._pending: RawFrame | None = None
-        self._fps = 0.0
-        self._count = 0
 
     def _open_capture(self) -> cv2.VideoCapture:
         raise NotImplementedError
-
-    total_frames: int | None = None
-    """Frames in the file, when the container says (progress bars); ``None`` for live sources."""
 
     def open(self) -> None:
         self._cap = self._open_capture()
         self._fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
         count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         self.total_frames = count if count > 0 and not self.live else None
-        first = self._grab()
-        if first is None:
-            self.release()
-            raise SourceError(f"{self.description}: opened, but no frame could be decoded (corrupt or empty video?)")
-        self._pending = first
+        self._prime()
 
-    def _grab(self) -> RawFrame | None:
+    def _decode(self) -> RawFrame | None:
         assert self._cap is not None
         ok, image = self._cap.read()
         if not ok or image is None:
             return None
-        pts = float(self._cap.get(cv2.CAP_PROP_POS_MSEC) or 0.0)
-        if pts <= 0.0 and self._count > 0 and self._fps > 0:
-            pts = self._count * 1000.0 / self._fps
-        self._count += 1
+        pts = self._timestamp(float(self._cap.get(cv2.CAP_PROP_POS_MSEC) or 0.0))
         return RawFrame(to_bgr(image, self.description), pts)
 
     def read(self) -> RawFrame | None:
         if self._interrupted.is_set():
             return None
         if self._pending is not None:
-            pending, self._pending = self._pending, None
-            return pending
+            return self._take_pending()
         if self._cap is None:
             raise SourceError(f"{self.description}: read before open")
-        frame = self._grab()
+        frame = self._decode()
         if frame is None and self.live and not self._interrupted.is_set():
             raise SourceError(f"{self.description}: stream stopped delivering frames")
         return frame
@@ -95,9 +89,6 @@ class _CaptureSource:
         cap, self._cap = self._cap, None
         if cap is not None:
             cap.release()
-
-    def interrupt(self) -> None:
-        self._interrupted.set()
 
 
 class VideoFileSource(_CaptureSource):
@@ -111,12 +102,7 @@ class VideoFileSource(_CaptureSource):
         self.description = f"video file '{self.path}'"
 
     def _open_capture(self) -> cv2.VideoCapture:
-        if not self.path.exists():
-            raise SourceError(f"video file not found: '{self.path}'")
-        if not self.path.is_file():
-            raise SourceError(f"not a file: '{self.path}'")
-        if self.path.stat().st_size == 0:
-            raise SourceError(f"video file is empty (0 bytes): '{self.path}'")
+        check_video_file(self.path)
         cap = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
         if not cap.isOpened():
             cap.release()

@@ -1,0 +1,98 @@
+"""Video files decoded by FFmpeg through PyAV, handed on as the decoder's own I420 planes.
+
+OpenCV's capture converts every frame to BGR on the CPU before Python sees it;
+at 1080p that conversion is about a fifth of the decoding work, and BGR is
+twice the bytes to copy and upload. This source hands on the decoder's planar
+YUV 4:2:0 instead (:mod:`engines.yuv`): the GPU engines convert it on the
+device, inside the CUDA graph that letterboxes the batch, and anything else
+that needs the pixels converts it as OpenCV would. Frames in another pixel
+format (full-range "JPEG" YUV, 4:2:2, 4:4:4, 10-bit, odd sizes) are converted
+to BGR by FFmpeg. Decoding runs outside the GIL. PyAV is optional
+(``pip install av``); ``decoder: auto`` uses it when it is installed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from engines.yuv import check_i420
+from pipeline.errors import SourceError
+from pipeline.sources.base import DecoderSource, RawFrame
+from pipeline.sources.video import check_video_file
+
+JPEG_RANGE = 2
+"""FFmpeg's ``AVCOL_RANGE_JPEG``: full-range YUV, which the BT.601 limited-range conversion would get wrong."""
+
+
+def pyav_available() -> bool:
+    """PyAV is installed."""
+    return importlib.util.find_spec("av") is not None
+
+
+class PyAvFileSource(DecoderSource):
+    """A video file decoded on the CPU by PyAV; ``read`` returns I420 arrays (BGR for other pixel formats)."""
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.description = f"video file '{self.path}'"
+        self._container: Any = None
+        self._frames: Iterator[Any] | None = None
+
+    def open(self) -> None:
+        check_video_file(self.path)
+        try:
+            import av
+        except ImportError as exc:
+            raise SourceError(f"{self.description}: PyAV is not installed (pip install av): {exc}") from exc
+        try:
+            self._container = av.open(str(self.path))
+            stream = self._container.streams.video[0]
+        except (av.FFmpegError, IndexError) as exc:
+            self.release()
+            reason = "no video stream" if isinstance(exc, IndexError) else exc
+            why = f"not a video or an unsupported format ({reason})"
+            raise SourceError(f"cannot open {self.description}: {why}") from exc
+        stream.thread_type = "AUTO"  # frame and slice threads, as OpenCV's capture uses
+        self._fps = float(stream.average_rate or 0.0)
+        self.total_frames = int(stream.frames) or None
+        self._frames = self._container.decode(stream)
+        self._prime()
+
+    def _decode(self) -> RawFrame | None:
+        import av
+
+        assert self._frames is not None
+        try:
+            frame = next(self._frames)
+        except StopIteration:
+            return None
+        except av.FFmpegError as exc:
+            raise SourceError(f"{self.description}: decoding failed at frame {self._count} ({exc})") from exc
+        pts = self._timestamp(frame.time * 1000.0 if frame.time is not None else 0.0)
+        planar = (
+            frame.format.name == "yuv420p"
+            and frame.color_range != JPEG_RANGE
+            and check_i420((frame.height * 3 // 2, frame.width)) is None
+        )
+        if planar:
+            return RawFrame(frame.to_ndarray(format="yuv420p"), pts, "i420")
+        return RawFrame(frame.to_ndarray(format="bgr24"), pts)
+
+    def read(self) -> RawFrame | None:
+        if self._interrupted.is_set():
+            return None
+        if self._pending is not None:
+            return self._take_pending()
+        if self._frames is None:
+            raise SourceError(f"{self.description}: read before open")
+        return self._decode()
+
+    def release(self) -> None:
+        container, self._container = self._container, None
+        self._frames = None
+        if container is not None:
+            container.close()
