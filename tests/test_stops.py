@@ -30,7 +30,10 @@ def _stop_within(proc: subprocess.Popen[str], seconds: float) -> float:
 
 def test_sigterm_while_the_model_loads(endpoint: str) -> None:
     proc = _run("--source", "synthetic://?frames=50", "--model", "edgesight-det", "--publish", endpoint)
-    time.sleep(1.0)  # the interpreter is up; the model is loading or warming up
+    assert proc.stderr is not None
+    deadline = time.monotonic() + 60
+    while "opened synthetic scene" not in proc.stderr.readline():  # the stream is open: the model loads next
+        assert proc.poll() is None and time.monotonic() < deadline, "the pipeline never opened its stream"
     _stop_within(proc, 5.0)
 
 
