@@ -3,10 +3,11 @@
 A backend only supplies a :class:`ModelRunner` (a forward pass over a batch).
 On the CPU, ``prepare`` letterboxes with NumPy and ``infer`` stacks uint8
 arrays. On a GPU, ``prepare`` (in the preprocess threads) copies the frame
-through a pinned buffer to the device once, letterboxes it there on its own
-CUDA stream and hands on a :class:`GpuInput`; ``infer`` waits on those
-streams, stacks, runs the model on the infer stream and reads back only the
-kept boxes.
+through a pinned buffer to the device once, on its own CUDA stream, and hands
+on a :class:`GpuInput` once the copy is done; ``infer`` stacks the batch,
+letterboxes and runs the model on the infer stream (one CUDA graph) and reads
+back only the best candidates. The infer thread is the one serial stage, so
+it makes as few calls per frame as it can.
 """
 
 from __future__ import annotations
@@ -23,12 +24,17 @@ from engines.base import EngineInfo, ModelSpec
 from engines.engine_cache import CachedArtifact
 from engines.letterbox import CpuLetterbox, TorchLetterbox, geometry
 from engines.masks import InstanceMasks, assemble
-from engines.postprocess import NmsSettings, batched_nms, nms_candidates, scale_to_sources, top_candidates
+from engines.postprocess import (
+    NmsSettings,
+    batched_nms,
+    greedy_keep,
+    kept_candidates,
+    scale_to_sources,
+    top_candidates,
+)
 from engines.weights import LoadedModel
 from engines.yuv import PixelLayout, i420_size, i420_to_bgr_torch, to_bgr
 
-PINNED_SLOTS = 4
-"""Pinned staging buffers per preprocess thread (a slot is reused once its copy has finished)."""
 CANDIDATES = 1024
 """On a GPU, at most this many best-scoring anchors per image (or ``max_det`` if larger) enter NMS."""
 
@@ -53,11 +59,10 @@ class ModelRunner(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class GpuInput:
-    """A frame uploaded to the GPU (uint8 ``(H, W, 3)`` BGR, or ``(H * 3 / 2, W)`` I420) and the event after which
-    it is there."""
+    """A frame on the GPU (uint8 ``(H, W, 3)`` BGR, or ``(H * 3 / 2, W)`` I420), already there: its upload (or its
+    image operations) finished in the preprocess thread, so the infer thread waits on nothing per frame."""
 
     tensor: torch.Tensor
-    ready: torch.cuda.Event
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -65,28 +70,30 @@ class GpuInput:
 
 
 class _Uploader(threading.local):
-    """Per preprocess thread: a CUDA stream and a ring of pinned staging buffers."""
+    """Per preprocess thread: a CUDA stream and a pinned staging buffer, with its views per frame shape."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
         self.stream = torch.cuda.Stream(device)
-        self.slots: list[tuple[torch.Tensor, torch.cuda.Event] | None] = [None] * PINNED_SLOTS
-        self.next = 0
+        self.pinned: torch.Tensor | None = None
+        self.views: dict[tuple[int, ...], tuple[np.ndarray, torch.Tensor]] = {}
 
-    def stage(self, image: np.ndarray) -> tuple[torch.Tensor, torch.cuda.Event]:
-        i = self.next
-        self.next = (i + 1) % PINNED_SLOTS
-        slot = self.slots[i]
-        if slot is None or slot[0].numel() < image.nbytes:
-            slot = (torch.empty(image.nbytes, dtype=torch.uint8, pin_memory=True), torch.cuda.Event())
-            self.slots[i] = slot
-        else:
-            slot[1].synchronize()  # the copy out of this slot, four frames ago, is done
-        pinned = slot[0][: image.nbytes].view(image.shape)
+    def upload(self, image: np.ndarray) -> torch.Tensor:
+        """``image`` on the device, the copy finished."""
+        views = self.views.get(image.shape)
+        if views is None:
+            if self.pinned is None or self.pinned.numel() < image.nbytes:
+                self.pinned = torch.empty(image.nbytes, dtype=torch.uint8, pin_memory=True)
+                self.views.clear()
+            staged = self.pinned[: image.nbytes].view(image.shape)
+            views = self.views[image.shape] = (staged.numpy(), staged)
         # NumPy's copy: single-threaded and outside the GIL. torch's would start an OpenMP team in
         # every preprocess thread, and those teams fight the decoders for the cores.
-        np.copyto(pinned.numpy(), image)
-        return pinned, slot[1]
+        np.copyto(views[0], image)
+        with torch.cuda.stream(self.stream):
+            frame = views[1].to(self.device, non_blocking=True)
+        self.stream.synchronize()  # on the device before it is handed on, and the buffer is free again
+        return frame
 
 
 @dataclass(slots=True)
@@ -97,6 +104,8 @@ class _Part:
     hw: tuple[int, int]
     rows: list[np.ndarray] | None = None
     host: torch.Tensor | None = None
+    keep: torch.Tensor | None = None
+    """:func:`~engines.postprocess.greedy_keep`'s flags for ``host``'s candidates (on the host once copied)."""
     copied: torch.cuda.Event | None = None
     proto: torch.Tensor | None = None
     """Segmentation models: the batch's mask prototypes (on the host once ``copied`` has fired)."""
@@ -142,9 +151,9 @@ class PendingBatch:
         for part in self._parts:
             rows = part.rows
             if rows is None:
-                assert part.host is not None and part.copied is not None
+                assert part.host is not None and part.keep is not None and part.copied is not None
                 part.copied.synchronize()
-                rows = nms_candidates(part.host.numpy(), self._nms)
+                rows = kept_candidates(part.host.numpy(), part.keep.numpy(), self._nms)
             if part.proto is not None:
                 rows = self._with_masks(part, rows)
             if self._kpt_shape is not None:
@@ -255,6 +264,7 @@ class YoloDetector:
             self._uploader = _Uploader(self._device)
             self._stream = torch.cuda.Stream(self._device)
             self._candidates = max(CANDIDATES, spec.max_det)
+            self._classes = None if spec.classes is None else torch.tensor(spec.classes, device=self._device).float()
             fuse = getattr(runner, "fuse", None)
             self._fused = fuse is not None and not end2end
             if fuse is not None and not end2end:
@@ -274,16 +284,10 @@ class YoloDetector:
         if not self.runner.on_gpu:
             bgr = to_bgr(image, layout)
             return self._cpu_letterbox(bgr if isinstance(bgr, np.ndarray) else bgr.cpu().numpy())
-        if not isinstance(image, np.ndarray):  # decoded on the GPU (NVDEC)
-            ready = torch.cuda.Event()
-            ready.record(torch.cuda.current_stream())
-            return GpuInput(image, ready)
-        up = self._uploader
-        pinned, copied = up.stage(image)
-        with torch.cuda.stream(up.stream):
-            frame = pinned.to(self._device, non_blocking=True)
-            copied.record(up.stream)
-        return GpuInput(frame, copied)
+        if not isinstance(image, np.ndarray):  # decoded on the GPU (NVDEC), or operated on there
+            torch.cuda.current_stream().synchronize()
+            return GpuInput(image)
+        return GpuInput(self._uploader.upload(image))
 
     # -- infer stage ---------------------------------------------------------------------------
     def infer(self, inputs: Sequence[Any], source_shapes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
@@ -314,37 +318,37 @@ class YoloDetector:
             return _Part(members, hw, rows=rows, proto=outs[1] if len(outs) > 1 else None)
         stream = self._stream
         with torch.cuda.stream(stream):
-            for item in items:
-                stream.wait_event(item.ready)
-                item.tensor.record_stream(stream)
+            # The inputs are on the device already (see GpuInput), and the in-flight batch holds them until its
+            # result() has waited for this stream: no per-frame event waits or record_stream calls here.
             tensors = [item.tensor for item in items]
             frames = tensors[0][None] if len(tensors) == 1 else torch.stack(tensors)
             height, width = frame_size(frames)
             g = geometry(height, width, self.spec.imgsz, self._stride, self._auto)
             hw = (g.out_h, g.out_w)
-            if self._fused:  # letterbox, model and candidate selection replayed as one CUDA graph
-                cands, *rest = self.runner.run_frames(frames)  # type: ignore[attr-defined]
+            if self._fused:  # letterbox, model, candidate selection and NMS replayed as one CUDA graph
+                cands, keep, *rest = self.runner.run_frames(frames)  # type: ignore[attr-defined]
             else:
                 preds, *rest = self.runner.forward(self._model_input(frames))
                 if self._end2end:
                     rows = batched_nms(preds, self._nms, self._nc, end2end=True)
                     return _Part(members, hw, rows=rows, proto=rest[0].float().cpu() if rest else None)
-                cands = self._top(preds)
-            # One device-to-host copy per batch, queued behind the forward pass on the same stream (so a
-            # CUDA graph's output is read before the next replay overwrites it). NMS over a few hundred
-            # rows is quicker on the host.
-            host = _to_pinned(cands)
+                cands, keep = self._top(preds)
+            # Device-to-host copies, queued behind the forward pass on the same stream (so a CUDA graph's
+            # outputs are read before the next replay overwrites them); the host only picks the kept rows.
+            host, kept = _to_pinned(cands), _to_pinned(keep)
             proto = _to_pinned(rest[0]) if rest else None
             copied = torch.cuda.Event()
             copied.record(stream)
-        return _Part(members, hw, host=host, copied=copied, proto=proto)
+        return _Part(members, hw, host=host, keep=kept, copied=copied, proto=proto)
 
     def _model_input(self, frames: torch.Tensor) -> torch.Tensor:
         """A batch of uint8 frames on the GPU (see :func:`frame_size`) letterboxed into the model's input."""
         return self._gpu_letterbox(i420_to_bgr_torch(frames) if frames.ndim == 3 else frames)
 
-    def _top(self, preds: torch.Tensor) -> torch.Tensor:
-        return top_candidates(preds, self._nc, self._candidates)
+    def _top(self, preds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The best candidates of each image and which of them greedy NMS keeps, without leaving the device."""
+        cands = top_candidates(preds, self._nc, self._candidates)
+        return cands, greedy_keep(cands, self._nms, self._classes)
 
     def warmup(self) -> None:
         """Run blank 16:9 frames at batch 1, 2, 4… up to the largest batch, so no real frame waits on a first call.

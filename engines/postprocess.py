@@ -5,8 +5,10 @@ anchor, ``score > conf``, class filter, ``max_nms`` candidates, class-aware
 IoU suppression, ``max_det`` per image) and the rescaling is its
 ``scale_boxes``. The difference is the shape of the work: candidates are picked
 for the whole batch in one pass on the model's device and copied to the host
-once, so a GPU batch costs a handful of kernel launches whatever its size;
-suppression (torchvision's NMS kernel) then runs image by image on the host.
+once, so a GPU batch costs a handful of kernel launches whatever its size.
+On a GPU, greedy suppression runs there too, in the same CUDA graph
+(:func:`greedy_keep`), and the host only picks the kept rows; elsewhere it is
+torchvision's NMS kernel, image by image on the host.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ def top_candidates(preds: torch.Tensor, nc: int, k: int) -> torch.Tensor:
     """The ``k`` best-scoring anchors of each image as ``(B, k, 6 + extra)`` rows ``x1, y1, x2, y2, score, class, …``.
 
     Fixed shapes and no host synchronisation, so it can run inside a CUDA
-    graph right after the model; :func:`nms_candidates` finishes on the host.
+    graph right after the model; :func:`greedy_keep` (or :func:`nms_candidates`, on the host) suppresses.
     """
     x = preds.transpose(1, 2)
     score, label = x[..., 4 : 4 + nc].max(2)
@@ -80,6 +82,55 @@ def top_candidates(preds: torch.Tensor, nc: int, k: int) -> torch.Tensor:
 def nms_candidates(cands: np.ndarray, settings: NmsSettings) -> list[np.ndarray]:
     """NMS on the host over :func:`top_candidates`' rows; same rules as :func:`batched_nms`."""
     return [_suppress(rows, settings) for rows in cands]
+
+
+GREEDY_ROUNDS = 12
+"""Rounds of :func:`greedy_keep`; an image whose keep flags still changed in the last round is left to the host."""
+
+
+def greedy_keep(
+    cands: torch.Tensor, settings: NmsSettings, classes: torch.Tensor | None = None, rounds: int = GREEDY_ROUNDS
+) -> torch.Tensor:
+    """Greedy NMS over :func:`top_candidates`' rows (best first) on the device, in fixed shapes and without host
+    synchronisation, so it runs in the CUDA graph after the model.
+
+    Returns ``(B, K + 1)`` uint8: a 1 for each kept candidate, then a 1 when that image's answer is exact. Greedy
+    NMS keeps a candidate when no kept, better candidate overlaps it more than ``iou``; its answer is the one fixed
+    point of that rule, so the rule is applied to every candidate at once, round after round, and an image whose
+    flags no longer change has exactly greedy NMS's answer (the same boxes, IoU arithmetic and order as
+    :func:`_suppress`). Ones still changing (long suppression chains, rare) are done on the host. ``classes``:
+    the wanted class ids on the device, when filtered.
+    """
+    score, label = cands[..., 4], cands[..., 5]
+    valid = score > settings.conf
+    if classes is not None:
+        valid &= torch.isin(label, classes)
+    boxes = cands[..., :4] if settings.agnostic else cands[..., :4] + label[..., None] * MAX_WH
+    x1, y1, x2, y2 = boxes.unbind(-1)
+    area = (x2 - x1) * (y2 - y1)
+    w = (torch.minimum(x2[:, :, None], x2[:, None, :]) - torch.maximum(x1[:, :, None], x1[:, None, :])).clamp_(min=0)
+    h = (torch.minimum(y2[:, :, None], y2[:, None, :]) - torch.maximum(y1[:, :, None], y1[:, None, :])).clamp_(min=0)
+    inter = w * h
+    iou = inter / (area[:, :, None] + area[:, None, :] - inter)
+    k = int(cands.shape[1])
+    better = torch.ones(k, k, dtype=torch.bool, device=cands.device).triu_(1)  # [i, j]: i ranks before j
+    suppresses = (iou > settings.iou) & better & valid[:, :, None]
+    keep = previous = valid
+    for _ in range(rounds):
+        previous, keep = keep, valid & ~(suppresses & keep[:, :, None]).any(1)
+    exact = (keep == previous).all(1, keepdim=True)
+    return torch.cat([keep, exact], 1).to(torch.uint8)
+
+
+def kept_candidates(cands: np.ndarray, keep: np.ndarray, settings: NmsSettings) -> list[np.ndarray]:
+    """Per image, the rows :func:`greedy_keep` kept (at most ``max_det``); NMS on the host where it was not exact."""
+    out = []
+    for rows, flags in zip(cands, keep, strict=True):
+        if flags[-1]:
+            out.append(np.ascontiguousarray(rows[flags[:-1].view(np.bool_)][: settings.max_det]))
+        else:
+            out.append(_suppress(rows, settings))
+    return out
 
 
 def _filtered(rows: np.ndarray, settings: NmsSettings) -> np.ndarray:

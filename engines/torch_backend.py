@@ -30,6 +30,7 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 MAX_GRAPHS = 32
 Forward = Callable[[torch.Tensor], torch.Tensor]
 Outputs = tuple[torch.Tensor, ...]
+Post = Callable[[torch.Tensor], Outputs]
 
 
 def select_device(requested: str) -> torch.device:
@@ -83,19 +84,19 @@ class TorchRunner:
         self._graphs: dict[tuple[Any, ...], _Graph] = {}
         self._pool = torch.cuda.graph_pool_handle() if self.cuda_graphs else None
         self._pre: Forward | None = None
-        self._post: Forward | None = None
+        self._post: Post | None = None
 
-    def fuse(self, pre: Forward, post: Forward) -> None:
-        """Run ``pre`` (frames → model input) and ``post`` (predictions → candidates) around the model."""
+    def fuse(self, pre: Forward, post: Post) -> None:
+        """Run ``pre`` (frames → model input) and ``post`` (predictions → candidates, keep flags) around the model."""
         self._pre, self._post = pre, post
 
     def _fused(self, frames: torch.Tensor) -> Outputs:
         assert self._pre is not None and self._post is not None
         preds, *rest = model_outputs(self.model(self._pre(frames)))
-        return (self._post(preds), *rest)
+        return (*self._post(preds), *rest)
 
     def run_frames(self, frames: torch.Tensor) -> Outputs:
-        """Candidates (and prototypes) for a ``(B, H, W, 3)`` uint8 batch of frames on the GPU (see :meth:`fuse`)."""
+        """Candidates, keep flags (and prototypes) for a batch of uint8 frames on the GPU (see :meth:`fuse`)."""
         if not self.cuda_graphs:
             return self._fused(frames)
         return self._replay(("frames", *frames.shape[1:]), frames, self._fused)

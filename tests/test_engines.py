@@ -267,10 +267,11 @@ def test_nothing_left_on_the_ladder_is_one_clear_error(scripted: None, monkeypat
 
 @pytest.mark.parametrize("settings", [NmsSettings(0.25, 0.7, 300), NmsSettings(0.1, 0.45, 50, classes=(1, 3))])
 def test_gpu_candidate_path_equals_ultralytics_nms(settings: NmsSettings) -> None:
-    """top_candidates (fixed shapes, inside the CUDA graph) + host NMS: the same boxes as Ultralytics' NMS."""
+    """top_candidates and greedy_keep (fixed shapes, inside the CUDA graph), or host NMS after top_candidates: the
+    same boxes as Ultralytics' NMS."""
     from ultralytics.utils import nms
 
-    from engines.postprocess import nms_candidates, top_candidates
+    from engines.postprocess import greedy_keep, kept_candidates, nms_candidates, top_candidates
 
     gen = torch.Generator().manual_seed(11)
     batch, nc, anchors = 4, 6, 3000
@@ -280,6 +281,11 @@ def test_gpu_candidate_path_equals_ultralytics_nms(settings: NmsSettings) -> Non
     cands = top_candidates(preds, nc, 1024)
     assert cands.shape == (batch, 1024, 6)
     ours = nms_candidates(cands.numpy(), settings)
+    classes = None if settings.classes is None else torch.tensor(settings.classes).float()
+    keep = greedy_keep(cands, settings, classes).numpy()
+    assert keep[:, -1].all(), "every image reached greedy NMS's answer on the device"
+    for on_device, on_host in zip(kept_candidates(cands.numpy(), keep, settings), ours, strict=True):
+        assert np.array_equal(on_device, on_host)  # same rows, same order, bit for bit
     ref = nms.non_max_suppression(
         preds.clone(),
         settings.conf,
@@ -301,3 +307,25 @@ def test_mtcnn_runs_through_torch_only() -> None:
 
     with pytest.raises(ModelError, match="model 'mtcnn' runs through torch only, not engine 'onnxruntime'"):
         load_engine(ModelSpec("mtcnn", device="cpu"), "onnxruntime")
+
+
+def test_images_greedy_keep_has_not_settled_go_to_host_nms() -> None:
+    """Overlapping chains: with too few rounds the device answer is marked inexact, and the host's NMS is used."""
+    from engines.postprocess import greedy_keep, kept_candidates, nms_candidates
+
+    settings = NmsSettings(0.25, 0.5, 300)
+    # A row of boxes, each overlapping the next (IoU 0.71) but not the one after (IoU 0.5): greedy keeps every
+    # other one, and each answer hangs on the one before, a chain.
+    x = torch.arange(8, dtype=torch.float32) * 5
+    rows = torch.stack([x, torch.zeros(8), x + 30, torch.full((8,), 30.0), 0.9 - x / 1000, torch.zeros(8)], 1)
+    cands = rows[None].repeat(2, 1, 1)
+    cands[1, :, 0:3:2] += 1000  # the second image: the same chain elsewhere
+    host = nms_candidates(cands.numpy(), settings)
+    assert [len(h) for h in host] == [4, 4]
+    short = greedy_keep(cands, settings, rounds=2).numpy()
+    assert not short[:, -1].any(), "two rounds cannot settle a chain of eight"
+    settled = greedy_keep(cands, settings).numpy()
+    assert settled[:, -1].all()
+    for flags in (short, settled):
+        for got, want in zip(kept_candidates(cands.numpy(), flags, settings), host, strict=True):
+            assert np.array_equal(got, want)
