@@ -118,11 +118,24 @@ def frame_size(frames: torch.Tensor) -> tuple[int, int]:
     return int(frames.shape[1]), int(frames.shape[2])
 
 
-def _to_pinned(tensor: torch.Tensor) -> torch.Tensor:
-    """Start copying ``tensor`` into new pinned host memory on the current stream."""
-    host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
-    host.copy_(tensor, non_blocking=True)
-    return host
+class _PinnedPool:
+    """Pinned host buffers for the infer thread's device-to-host copies, handed back once their batch's result has
+    been read (only the infer thread uses it), so a batch allocates none."""
+
+    def __init__(self) -> None:
+        self._free: dict[tuple[tuple[int, ...], torch.dtype], list[torch.Tensor]] = {}
+
+    def copy(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Start copying ``tensor`` into a pinned host buffer on the current stream."""
+        free = self._free.get((tuple(tensor.shape), tensor.dtype))
+        host = free.pop() if free else torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+        host.copy_(tensor, non_blocking=True)
+        return host
+
+    def give_back(self, *buffers: torch.Tensor | None) -> None:
+        for host in buffers:
+            if host is not None:
+                self._free.setdefault((tuple(host.shape), host.dtype), []).append(host)
 
 
 class PendingBatch:
@@ -138,7 +151,9 @@ class PendingBatch:
         source_shapes: list[tuple[int, int]],
         nms: NmsSettings,
         kpt_shape: tuple[int, int] | None = None,
+        pool: _PinnedPool | None = None,
     ) -> None:
+        self._pool = pool
         self._parts = parts
         self._shapes = source_shapes
         self._nms = nms
@@ -158,6 +173,8 @@ class PendingBatch:
                 rows = self._with_masks(part, rows)
             if self._kpt_shape is not None:
                 self._keypoints(part, rows)
+            if self._pool is not None:  # everything read from the host buffers has been copied out of them
+                self._pool.give_back(part.host, part.keep, part.proto)
             scaled = scale_to_sources(rows, part.hw, [self._shapes[i] for i in part.members])
             for i, r in zip(part.members, scaled, strict=True):
                 out[i] = r[:, :6]
@@ -256,6 +273,7 @@ class YoloDetector:
         self._nc = nc
         self._end2end = end2end
         self._nms = NmsSettings(spec.conf, spec.iou, spec.max_det, spec.classes, spec.agnostic_nms)
+        self._pinned = _PinnedPool()
         auto = not fixed_shape
         self._stride, self._auto = stride, auto
         if runner.on_gpu:
@@ -306,7 +324,7 @@ class YoloDetector:
             for members in groups.values()
             for start in range(0, len(members), step)
         ]
-        return PendingBatch(parts, list(source_shapes), self._nms, self._kpt_shape)
+        return PendingBatch(parts, list(source_shapes), self._nms, self._kpt_shape, self._pinned)
 
     def _launch(self, items: Sequence[Any], members: list[int]) -> _Part:
         """Forward same-shaped inputs; on a GPU, start copying their candidates to pinned host memory."""
@@ -335,8 +353,8 @@ class YoloDetector:
                 cands, keep = self._top(preds)
             # Device-to-host copies, queued behind the forward pass on the same stream (so a CUDA graph's
             # outputs are read before the next replay overwrites them); the host only picks the kept rows.
-            host, kept = _to_pinned(cands), _to_pinned(keep)
-            proto = _to_pinned(rest[0]) if rest else None
+            host, kept = self._pinned.copy(cands), self._pinned.copy(keep)
+            proto = self._pinned.copy(rest[0]) if rest else None
             copied = torch.cuda.Event()
             copied.record(stream)
         return _Part(members, hw, host=host, keep=kept, copied=copied, proto=proto)

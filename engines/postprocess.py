@@ -123,13 +123,14 @@ def greedy_keep(
 
 
 def kept_candidates(cands: np.ndarray, keep: np.ndarray, settings: NmsSettings) -> list[np.ndarray]:
-    """Per image, the rows :func:`greedy_keep` kept (at most ``max_det``); NMS on the host where it was not exact."""
-    out = []
-    for rows, flags in zip(cands, keep, strict=True):
-        if flags[-1]:
-            out.append(np.ascontiguousarray(rows[flags[:-1].view(np.bool_)][: settings.max_det]))
-        else:
-            out.append(_suppress(rows, settings))
+    """Per image, the rows :func:`greedy_keep` kept (at most ``max_det``, best first), picked for the whole batch at
+    once (copies, not views of ``cands``); NMS on the host for an image whose flags were not exact."""
+    flags = keep[:, :-1].astype(bool)
+    flags &= np.cumsum(flags, axis=1) <= settings.max_det
+    picked = cands[flags]
+    out = np.split(picked, np.cumsum(flags.sum(1))[:-1])
+    for i in np.flatnonzero(keep[:, -1] == 0):
+        out[i] = _suppress(cands[i], settings)
     return out
 
 
