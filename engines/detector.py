@@ -150,8 +150,8 @@ class PendingBatch:
         parts: list[_Part],
         source_shapes: list[tuple[int, int]],
         nms: NmsSettings,
+        pool: _PinnedPool,
         kpt_shape: tuple[int, int] | None = None,
-        pool: _PinnedPool | None = None,
     ) -> None:
         self._pool = pool
         self._parts = parts
@@ -173,7 +173,7 @@ class PendingBatch:
                 rows = self._with_masks(part, rows)
             if self._kpt_shape is not None:
                 self._keypoints(part, rows)
-            if self._pool is not None:  # everything read from the host buffers has been copied out of them
+            if part.host is not None:  # the pool's buffers: everything read from them has been copied out
                 self._pool.give_back(part.host, part.keep, part.proto)
             scaled = scale_to_sources(rows, part.hw, [self._shapes[i] for i in part.members])
             for i, r in zip(part.members, scaled, strict=True):
@@ -324,7 +324,7 @@ class YoloDetector:
             for members in groups.values()
             for start in range(0, len(members), step)
         ]
-        return PendingBatch(parts, list(source_shapes), self._nms, self._kpt_shape, self._pinned)
+        return PendingBatch(parts, list(source_shapes), self._nms, self._pinned, self._kpt_shape)
 
     def _launch(self, items: Sequence[Any], members: list[int]) -> _Part:
         """Forward same-shaped inputs; on a GPU, start copying their candidates to pinned host memory."""

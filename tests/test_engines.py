@@ -329,3 +329,18 @@ def test_images_greedy_keep_has_not_settled_go_to_host_nms() -> None:
     for flags in (short, settled):
         for got, want in zip(kept_candidates(cands.numpy(), flags, settings), host, strict=True):
             assert np.array_equal(got, want)
+
+
+def test_host_results_keep_no_buffers_in_the_gpu_result_pool(tmp_path: Path) -> None:
+    """Only the GPU path's pinned copies go back to the pool; a CPU segmentation model's prototypes never pile up."""
+    from engines.architecture import save_architecture_weights
+
+    weights = save_architecture_weights(tmp_path / "seg.pt", "yolo11n-seg.yaml")
+    engine = load_engine(ModelSpec(str(weights), device="cpu", imgsz=160), "torch")
+    frame = np.full((90, 160, 3), 127, np.uint8)
+    for _ in range(3):
+        pending = engine.submit([engine.prepare(frame)], [frame.shape[:2]])
+        pending.result()
+        assert pending.masks is not None
+    assert engine._pinned._free == {}  # type: ignore[attr-defined]
+    engine.close()
