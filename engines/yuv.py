@@ -4,9 +4,9 @@ A decoder's own output is I420: a full-size luma plane, then quarter-size U and
 V planes, 1.5 bytes a pixel against BGR's 3. An ``(H, W)`` frame travels as one
 ``uint8`` array of ``(H * 3 / 2, W)`` rows (OpenCV's layout for
 ``COLOR_YUV2BGR_I420``): ``H`` rows of Y, then U, then V, each chroma plane
-packed ``W / 2`` samples a row, straight on from the plane before. Conversion is BT.601,
-limited range, chroma shared by each 2 x 2 block: what OpenCV's decoder and
-``cv2.cvtColor`` produce.
+packed ``W / 2`` samples a row, straight on from the plane before. Conversion
+is BT.601, limited range, chroma shared by each 2 x 2 block: what OpenCV's
+decoder and ``cv2.cvtColor`` produce.
 """
 
 from __future__ import annotations

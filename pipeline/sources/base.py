@@ -45,7 +45,8 @@ class Source(Protocol):
 class DecoderSource:
     """What the decoding sources share: the first frame is decoded at ``open`` (a file that opens but cannot be
     decoded fails there, with its name) and handed on by the first ``read``; timestamps the container does not give
-    are counted from the frame rate; ``interrupt`` makes the next ``read`` return ``None``."""
+    are counted from the frame rate; ``interrupt`` makes the next ``read`` return ``None``. Subclasses supply
+    ``open``, ``_decode``, ``_is_open`` and ``release``."""
 
     description = "decoder"
     live = False
@@ -80,9 +81,18 @@ class DecoderSource:
         self._count += 1
         return pts
 
-    def _take_pending(self) -> RawFrame | None:
-        pending, self._pending = self._pending, None
-        return pending
+    def _is_open(self) -> bool:
+        raise NotImplementedError
+
+    def read(self) -> RawFrame | None:
+        if self._interrupted.is_set():
+            return None
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            return pending
+        if not self._is_open():
+            raise SourceError(f"{self.description}: read before open")
+        return self._decode()
 
     def interrupt(self) -> None:
         self._interrupted.set()

@@ -82,14 +82,8 @@ class PyAvFileSource(DecoderSource):
             return RawFrame(frame.to_ndarray(format="yuv420p"), pts, "i420")
         return RawFrame(frame.to_ndarray(format="bgr24"), pts)
 
-    def read(self) -> RawFrame | None:
-        if self._interrupted.is_set():
-            return None
-        if self._pending is not None:
-            return self._take_pending()
-        if self._frames is None:
-            raise SourceError(f"{self.description}: read before open")
-        return self._decode()
+    def _is_open(self) -> bool:
+        return self._frames is not None
 
     def release(self) -> None:
         container, self._container = self._container, None

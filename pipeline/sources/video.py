@@ -73,14 +73,11 @@ class _CaptureSource(DecoderSource):
         pts = self._timestamp(float(self._cap.get(cv2.CAP_PROP_POS_MSEC) or 0.0))
         return RawFrame(to_bgr(image, self.description), pts)
 
+    def _is_open(self) -> bool:
+        return self._cap is not None
+
     def read(self) -> RawFrame | None:
-        if self._interrupted.is_set():
-            return None
-        if self._pending is not None:
-            return self._take_pending()
-        if self._cap is None:
-            raise SourceError(f"{self.description}: read before open")
-        frame = self._decode()
+        frame = super().read()
         if frame is None and self.live and not self._interrupted.is_set():
             raise SourceError(f"{self.description}: stream stopped delivering frames")
         return frame
