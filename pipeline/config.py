@@ -38,6 +38,15 @@ class FileSourceConfig(_Strict):
     """``cpu``: OpenCV, BGR frames. ``pyav``: PyAV on the CPU, frames kept as the decoder's I420 planes (converted on
     the GPU). ``nvdec``: on the GPU (PyNvVideoCodec), frames stay there. ``auto``: NVDEC where it can run, else
     PyAV where it is installed, else OpenCV."""
+    decode_process: bool = False
+    """Decode in a child process (CPU decoders only; see :mod:`pipeline.sources.process`): faster with many streams on
+    a many-core box, where decoding threads would compete with the pipeline's stages for the interpreter."""
+
+    @model_validator(mode="after")
+    def _cpu_decoder_in_process(self) -> FileSourceConfig:
+        if self.decode_process and self.decoder == "nvdec":
+            raise ValueError("decode_process needs a CPU decoder (cpu, pyav or auto): NVDEC frames stay on the GPU")
+        return self
 
     @property
     def live(self) -> bool:
@@ -49,6 +58,8 @@ class WebcamSourceConfig(_Strict):
 
     type: Literal["webcam"] = "webcam"
     device: int | str = 0
+    decode_process: bool = False
+    """Decode in a child process (see the file source's ``decode_process``)."""
 
     @property
     def live(self) -> bool:
@@ -62,6 +73,8 @@ class UrlSourceConfig(_Strict):
     url: str = Field(pattern=r"^(rtsps?|https?)://")
     open_timeout_s: float = Field(10.0, gt=0, le=300)
     read_timeout_s: float = Field(10.0, gt=0, le=300)
+    decode_process: bool = False
+    """Decode in a child process (see the file source's ``decode_process``)."""
 
     @property
     def live(self) -> bool:

@@ -15,6 +15,7 @@ from pipeline.sources.images import ImageFolderSource
 from pipeline.sources.looping import LoopingSource
 from pipeline.sources.nvdec import FallbackSource, NvdecFileSource, nvdec_available
 from pipeline.sources.paced import PacedSource
+from pipeline.sources.process import ProcessSource
 from pipeline.sources.pyav import PyAvFileSource, pyav_available
 from pipeline.sources.synthetic import SyntheticSource
 from pipeline.sources.video import StreamUrlSource, VideoFileSource, WebcamSource
@@ -34,9 +35,19 @@ def _file_source(config: FileSourceConfig) -> Source:
     return cpu
 
 
+def _in_child(config: FileSourceConfig | WebcamSourceConfig | UrlSourceConfig) -> SourceConfig:
+    """What a decoding process runs: the same source, in its own thread there (``auto`` never picks NVDEC)."""
+    update: dict[str, object] = {"decode_process": False}
+    if isinstance(config, FileSourceConfig) and config.decoder == "auto":
+        update["decoder"] = "pyav" if pyav_available() else "cpu"
+    return config.model_copy(update=update)
+
+
 def make_source(config: SourceConfig) -> Source:
     """Build (but do not open) the source a config describes."""
     source: Source
+    if isinstance(config, (FileSourceConfig, WebcamSourceConfig, UrlSourceConfig)) and config.decode_process:
+        return ProcessSource(_in_child(config))
     if isinstance(config, FileSourceConfig):
         source = LoopingSource(lambda: _file_source(config)) if config.loop else _file_source(config)
         return PacedSource(source) if config.realtime else source

@@ -1,0 +1,198 @@
+"""Sources decoded in a child process: the same frames as in a thread, the same errors, and a clean stop."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from conftest import free_port
+from helpers import config_for, run_and_collect
+from test_supervision import RtspServer, rtsp_server  # noqa: F401 - the fixture
+
+from pipeline.config import FileSourceConfig, WebcamSourceConfig, build_config
+from pipeline.errors import ConfigError, SourceError
+from pipeline.runner import Pipeline
+from pipeline.schema import DetectionsMessage, StatusMessage
+from pipeline.sources import make_source
+from pipeline.sources.base import RawFrame, Source
+from pipeline.sources.process import ProcessSource, _ring_dir
+from pipeline.subscriber import Subscriber
+
+HAS_PYAV = importlib.util.find_spec("av") is not None
+DECODERS = ["cpu", pytest.param("pyav", marks=pytest.mark.skipif(not HAS_PYAV, reason="PyAV is not installed"))]
+
+
+def read_all(source: Source) -> list[RawFrame]:
+    source.open()
+    try:
+        frames = []
+        while (frame := source.read()) is not None:
+            frames.append(frame)
+        return frames
+    finally:
+        source.release()
+
+
+def ring_files() -> set[str]:
+    folder = Path(_ring_dir() or tempfile.gettempdir())
+    return {p.name for p in folder.glob("edgesight-ring-*")}
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_frames_are_those_decoded_in_a_thread(tiny_video: Path, decoder: str) -> None:
+    before = ring_files()
+    in_thread = read_all(make_source(FileSourceConfig(path=tiny_video, decoder=decoder)))
+    source = make_source(FileSourceConfig(path=tiny_video, decoder=decoder, decode_process=True))
+    assert isinstance(source, ProcessSource)
+    in_child = read_all(source)
+    assert len(in_child) == len(in_thread) == 40
+    for a, b in zip(in_child, in_thread, strict=True):
+        assert (a.layout, a.pts_ms, a.image.shape) == (b.layout, b.pts_ms, b.image.shape)
+        assert np.array_equal(a.image, b.image)
+    assert source.description == f"video file '{tiny_video}'"
+    assert source.total_frames == 40
+    assert ring_files() == before  # the ring's file is gone
+
+
+def test_frames_stay_valid_after_the_ring_moves_on(tiny_video: Path) -> None:
+    """Each frame is the parent's own copy: the child reuses its slot at once."""
+    source = make_source(FileSourceConfig(path=tiny_video, decode_process=True))
+    frames = read_all(source)
+    again = read_all(make_source(FileSourceConfig(path=tiny_video)))
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(frames, again, strict=True))
+    assert len({id(f.image) for f in frames}) == len(frames)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, r"^video file not found: '.*clip\.mp4'$"),
+        (b"not a video at all\n" * 50, r"^cannot open video file '.*clip\.mp4': not a video"),
+    ],
+    ids=["missing", "not-a-video"],
+)
+def test_open_errors_are_the_sources_own_one_line_messages(tmp_path: Path, content: bytes | None, message: str) -> None:
+    path = tmp_path / "clip.mp4"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(SourceError, match=message) as info:
+        make_source(FileSourceConfig(path=path, decode_process=True)).open()
+    assert "\n" not in str(info.value)
+
+
+def test_a_missing_webcam_fails_in_the_child_with_its_name() -> None:
+    source = make_source(WebcamSourceConfig(device="/dev/no-such-camera", decode_process=True))
+    assert isinstance(source, ProcessSource)
+    with pytest.raises(SourceError, match=r"^webcam device not found: '/dev/no-such-camera'$"):
+        source.open()
+    assert source.pid is None
+
+
+def test_a_decoder_that_dies_is_a_clear_error_not_a_hang(tiny_video: Path) -> None:
+    before = ring_files()
+    source = make_source(FileSourceConfig(path=tiny_video, decode_process=True))
+    assert isinstance(source, ProcessSource)
+    source.open()
+    assert source.read() is not None
+    pid = source.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    start = time.monotonic()
+    with pytest.raises(SourceError, match=r"tiny\.mp4'?: decoding process ended \(exit code -9\)") as info:
+        for _ in range(100):  # frames already in the pipe may come first
+            source.read()
+    assert time.monotonic() - start < 5
+    assert "\n" not in str(info.value)
+    source.release()
+    assert ring_files() == before
+
+
+def test_interrupt_and_release_stop_the_child(people1: Path) -> None:
+    source = make_source(FileSourceConfig(path=people1, decode_process=True))
+    assert isinstance(source, ProcessSource)
+    source.open()
+    assert source.read() is not None
+    pid = source.pid
+    assert pid is not None and alive(pid)
+    source.interrupt()
+    assert source.read() is None
+    start = time.monotonic()
+    source.release()
+    assert time.monotonic() - start < 3
+    assert not alive(pid)
+
+
+def test_nvdec_cannot_decode_in_a_process(tmp_path: Path) -> None:
+    stream = {
+        "id": "s",
+        "source": {"type": "file", "path": str(tmp_path / "a.mp4"), "decoder": "nvdec", "decode_process": True},
+    }
+    with pytest.raises(ConfigError, match="decode_process needs a CPU decoder"):
+        build_config({"streams": [stream]}, "test")
+
+
+def test_pipeline_results_match_decoding_in_a_thread(arch_weights: Path, tiny_video: Path, endpoint: str) -> None:
+    boxes = {}
+    for process in (True, False):
+        source = {"type": "file", "path": str(tiny_video), "decode_process": process}
+        got = run_and_collect(
+            config_for(endpoint, [{"id": "s", "source": source}], {"path": str(arch_weights), "device": "cpu"})
+        )
+        assert got.error is None
+        boxes[process] = [[d.box for d in m.detections] for m in got.detections("s")]
+    assert len(boxes[True]) == 40
+    assert boxes[True] == boxes[False]
+
+
+def test_a_camera_decoded_in_a_process_reconnects_after_an_outage(rtsp_server: RtspServer) -> None:  # noqa: F811
+    from test_sources import FakeEngine
+
+    source = {"type": "url", "url": rtsp_server.url, "decode_process": True}
+    stream = {"id": "cam", "source": source, "reconnect": {"base_s": 0.2, "cap_s": 1.0, "jitter": 0.1}}
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    config = config_for(endpoint, [stream], {"path": "unused"}, publish={"wait_for_subscriber": False})
+    pipeline = Pipeline(config, engine_factory=lambda _s, _n: FakeEngine())
+    runner = threading.Thread(target=pipeline.run, daemon=True)
+    events: list[str] = []
+    with Subscriber(endpoint) as sub:
+        runner.start()
+
+        def wait_for(pred: Any, timeout: float) -> None:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                msg = sub.recv(0.1)
+                if isinstance(msg, StatusMessage) and msg.stream_id == "cam":
+                    events.append(msg.event)
+                if msg is not None and pred(msg):
+                    return
+            raise AssertionError(f"timed out after {timeout} s; states so far {events}")
+
+        def frame(m: Any) -> bool:
+            return isinstance(m, DetectionsMessage) and m.stream_id == "cam"
+
+        wait_for(frame, 30)
+        rtsp_server.kill()
+        wait_for(lambda m: isinstance(m, StatusMessage) and m.event == "reconnecting", 20)
+        rtsp_server.start()
+        wait_for(lambda m: isinstance(m, StatusMessage) and m.event == "online", 20)
+        wait_for(frame, 10)
+        pipeline.stop_event.set()
+        runner.join(10)
+    assert not runner.is_alive()
+    assert events.count("reconnecting") >= 1
