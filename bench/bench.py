@@ -7,7 +7,8 @@ video and weights:
 - ``ultralytics``: ``YOLO(weights).predict(video, stream=True)``, one stream;
 - ``engine``: the backend edgesight picks, alone, on frames decoded beforehand
   (prepare + infer; batch 1, and larger batches on a GPU);
-- ``decode``: OpenCV decoding alone, one thread per stream (the ceiling);
+- ``decode``: decoding alone (``--decoder``), one thread per stream, or one process per stream with
+  ``--decode-process`` (the ceiling); with ``--decode-process`` also in threads, for comparison;
 - ``edgesight``: the whole pipeline with N streams of the video, every message
   delivered to a subscriber in another process; frames/s, per-stage ms,
   capture→publish latency percentiles, mean batch, queue peaks, GPU memory;
@@ -94,6 +95,7 @@ def bench_edgesight(args: argparse.Namespace, streams: int, live: bool = False) 
 
     endpoint = _endpoint()
     source: dict[str, Any] = {"type": "file", "path": str(args.video), "realtime": live, "decoder": args.decoder}
+    source["decode_process"] = args.decode_process
     stream_list = [{"id": f"cam{i}", "source": source} for i in range(streams)]
     if args.frames:
         stream_list = [{**s, "max_frames": args.frames} for s in stream_list]
@@ -237,18 +239,21 @@ def _model_only(engine: Any, batches: list[int], imgsz: int, iterations: int = 1
 
 
 def bench_decode(args: argparse.Namespace, streams: int) -> dict[str, Any]:
-    """Decoding alone (OpenCV, PyAV or NVDEC, as ``--decoder`` says), one thread per stream: the pipeline's ceiling."""
+    """Decoding alone (OpenCV, PyAV or NVDEC, as ``--decoder`` says), one thread per stream (each reading from its
+    own decoding process with ``--decode-process``): the pipeline's ceiling."""
     from pipeline.config import FileSourceConfig
     from pipeline.sources import make_source
 
     counts = [0] * streams
+    config = FileSourceConfig(path=args.video, decoder=args.decoder, decode_process=args.decode_process)
+    sources = [make_source(config) for _ in range(streams)]
+    for source in sources:  # opened before the clock starts, as the pipeline opens its sources
+        source.open()
 
     def decode(i: int) -> None:
-        source = make_source(FileSourceConfig(path=args.video, decoder=args.decoder))
-        source.open()
-        while (args.frames is None or counts[i] < args.frames) and source.read() is not None:
+        while (args.frames is None or counts[i] < args.frames) and sources[i].read() is not None:
             counts[i] += 1
-        source.release()
+        sources[i].release()
 
     threads = [threading.Thread(target=decode, args=(i,)) for i in range(streams)]
     t0 = time.perf_counter()
@@ -261,12 +266,19 @@ def bench_decode(args: argparse.Namespace, streams: int) -> dict[str, Any]:
 
 
 def run_child(
-    args: argparse.Namespace, only: str, weights: Path, streams: int = 1, decoder: str | None = None
+    args: argparse.Namespace,
+    only: str,
+    weights: Path,
+    streams: int = 1,
+    decoder: str | None = None,
+    process: bool | None = None,
 ) -> dict[str, Any]:
-    """One measurement in a fresh process (``decoder`` overrides ``--decoder``)."""
+    """One measurement in a fresh process (``decoder`` and ``process`` override ``--decoder``, ``--decode-process``)."""
     cmd = [sys.executable, __file__, "--video", str(args.video), "--model", str(weights), "--imgsz", str(args.imgsz)]
     cmd += ["--device", args.device, "--engine", args.engine, "--only", only, "--streams", str(streams)]
     cmd += ["--decoder", decoder or args.decoder]
+    if args.decode_process if process is None else process:
+        cmd.append("--decode-process")
     if args.tracking:
         cmd.append("--tracking")
     if args.preprocess_threads:
@@ -281,10 +293,9 @@ def run_child(
     return result
 
 
-def best_of(
-    args: argparse.Namespace, only: str, weights: Path, streams: int = 1, decoder: str | None = None
-) -> dict[str, Any]:
-    runs = [run_child(args, only, weights, streams, decoder) for _ in range(args.repeat)]
+def best_of(args: argparse.Namespace, only: str, weights: Path, streams: int = 1, **override: Any) -> dict[str, Any]:
+    """The fastest of ``--repeat`` runs of :func:`run_child`."""
+    runs = [run_child(args, only, weights, streams, **override) for _ in range(args.repeat)]
     return max(runs, key=lambda r: float(r["fps"]))
 
 
@@ -302,6 +313,9 @@ def main() -> None:
     parser.add_argument("--engine", default="auto", choices=["auto", "tensorrt", "torch", "onnxruntime"])
     parser.add_argument(
         "--decoder", default="cpu", choices=["auto", "cpu", "pyav", "nvdec"], help="how files are decoded"
+    )
+    parser.add_argument(
+        "--decode-process", action="store_true", help="decode each stream in its own process (decode_process)"
     )
     parser.add_argument("--streams", default="1", help="comma-separated stream counts for edgesight, e.g. 1,8")
     parser.add_argument("--live", action="store_true", help="also run one stream paced at the video's frame rate")
@@ -341,8 +355,10 @@ def main() -> None:
             runs["ultralytics"] = best_of(args, "ultralytics", weights)
         for n in counts:
             runs[f"decode_x{n}"] = best_of(args, "decode", weights, n)
+            if args.decode_process:  # the same decoder in threads, as without --decode-process
+                runs[f"decode_threads_x{n}"] = best_of(args, "decode", weights, n, process=False)
             if args.decoder != "cpu":  # OpenCV's decoding too: the ceiling of the default decoder
-                runs[f"decode_opencv_x{n}"] = best_of(args, "decode", weights, n, decoder="cpu")
+                runs[f"decode_opencv_x{n}"] = best_of(args, "decode", weights, n, decoder="cpu", process=False)
             runs[f"edgesight_x{n}"] = best_of(args, "edgesight", weights, n)
         if args.live:
             runs["live"] = run_child(args, "live", weights)
@@ -353,6 +369,7 @@ def main() -> None:
         "device": args.device,
         "engine": runs["engine"]["engine"],
         "decoder": args.decoder,
+        "decode_process": args.decode_process,
     }
     one = runs.get("edgesight_x1")
     if one:
@@ -365,6 +382,9 @@ def main() -> None:
     for n in counts:
         e, d = runs[f"edgesight_x{n}"], runs[f"decode_x{n}"]
         summary[f"streams_{n}"] = {"fps": e["fps"], "decode_fps": d["fps"], "vs_decode": ratio(e["fps"], d["fps"])}
+        if f"decode_threads_x{n}" in runs:
+            threads = runs[f"decode_threads_x{n}"]["fps"]
+            summary[f"streams_{n}"].update(threads_decode_fps=threads, vs_threads_decode=ratio(e["fps"], threads))
         if f"decode_opencv_x{n}" in runs:
             cv = runs[f"decode_opencv_x{n}"]["fps"]
             summary[f"streams_{n}"].update(opencv_decode_fps=cv, vs_opencv_decode=ratio(e["fps"], cv))
