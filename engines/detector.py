@@ -33,7 +33,7 @@ from engines.postprocess import (
     top_candidates,
 )
 from engines.weights import LoadedModel
-from engines.yuv import PixelLayout, i420_size, i420_to_bgr_torch, to_bgr
+from engines.yuv import PixelLayout, i420_size, i420_to_bgr_torch, on_host, to_bgr
 
 CANDIDATES = 1024
 """On a GPU, at most this many best-scoring anchors per image (or ``max_det`` if larger) enter NMS."""
@@ -300,8 +300,7 @@ class YoloDetector:
         in the same CUDA graph as the letterbox.
         """
         if not self.runner.on_gpu:
-            bgr = to_bgr(image, layout)
-            return self._cpu_letterbox(bgr if isinstance(bgr, np.ndarray) else bgr.cpu().numpy())
+            return self._cpu_letterbox(on_host(to_bgr(image, layout)))
         if not isinstance(image, np.ndarray):  # decoded on the GPU (NVDEC), or operated on there
             torch.cuda.current_stream().synchronize()
             return GpuInput(image)

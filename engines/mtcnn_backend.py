@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from engines.base import EngineInfo, ModelSpec, ReadyDetections
-from engines.yuv import PixelLayout
+from engines.yuv import PixelLayout, on_host
 from pipeline.errors import BackendUnavailable
 
 MODEL_NAME = "mtcnn"
@@ -35,8 +35,7 @@ class MtcnnDetector:
 
     def prepare(self, image: np.ndarray, layout: PixelLayout = "bgr") -> np.ndarray:
         """BGR (or I420) frame → RGB, as facenet-pytorch expects."""
-        host = image if isinstance(image, np.ndarray) else image.cpu().numpy()
-        return cv2.cvtColor(host, cv2.COLOR_YUV2RGB_I420 if layout == "i420" else cv2.COLOR_BGR2RGB)
+        return cv2.cvtColor(on_host(image), cv2.COLOR_YUV2RGB_I420 if layout == "i420" else cv2.COLOR_BGR2RGB)
 
     def infer(self, inputs: Sequence[Any], source_shapes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
         """Per image, ``(N, 16)`` rows: ``x1, y1, x2, y2, probability, 0`` and five landmarks ``x, y``."""

@@ -76,6 +76,11 @@ def i420_to_bgr_torch(frames: torch.Tensor) -> torch.Tensor:
     return torch.stack(out, -1).to(torch.uint8)
 
 
+def on_host(image: Any) -> np.ndarray:
+    """A NumPy image as it is; a torch tensor (a frame on the GPU) copied to the host."""
+    return image if isinstance(image, np.ndarray) else image.cpu().numpy()
+
+
 def to_bgr(image: Any, layout: PixelLayout) -> Any:
     """``image`` as BGR on the device it is on (a NumPy array, or a torch tensor)."""
     if layout == "bgr":

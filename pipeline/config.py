@@ -39,8 +39,8 @@ class FileSourceConfig(_Strict):
     the GPU). ``nvdec``: on the GPU (PyNvVideoCodec), frames stay there. ``auto``: NVDEC where it can run, else
     PyAV where it is installed, else OpenCV."""
     decode_process: bool = False
-    """Decode in a child process (CPU decoders only; see :mod:`pipeline.sources.process`): faster with many streams on
-    a many-core box, where decoding threads would compete with the pipeline's stages for the interpreter."""
+    """Decode in a child process (CPU decoders only; see :mod:`pipeline.sources.process`): a decoder that crashes takes
+    only its child down, and its per-frame Python stays off the pipeline's interpreter lock."""
 
     @model_validator(mode="after")
     def _cpu_decoder_in_process(self) -> FileSourceConfig:

@@ -13,12 +13,7 @@ from typing import Any
 import numpy as np
 
 from engines.masks import InstanceMasks
-from engines.yuv import PixelLayout, check_i420, i420_size, to_bgr
-
-
-def on_host(image: Any) -> np.ndarray:
-    """A NumPy image as it is; a CUDA tensor copied to the host."""
-    return image if isinstance(image, np.ndarray) else image.cpu().numpy()
+from engines.yuv import PixelLayout, check_i420, i420_size, on_host, to_bgr
 
 
 @dataclass(frozen=True, slots=True)

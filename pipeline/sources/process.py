@@ -1,9 +1,9 @@
 """A source decoded in a child process, its frames handed over through a shared-memory ring.
 
-Decoding threads share the interpreter's lock with the pipeline's own stages:
-on a many-core box with many streams, eight decoders' per-frame Python (and
-their wake-ups) delay the infer thread more than decoding itself costs. Here
-the decoder runs in its own process (started from a fork server, so a process
+A decoder that crashes inside FFmpeg takes only its child down (the stream
+ends, or reconnects, with a one-line error), and its per-frame Python no
+longer shares the interpreter's lock with the pipeline's stages. The decoder
+runs in its own process (started from a fork server, so a process
 that already holds a CUDA context is never forked) and writes each frame into
 one of a few slots of a shared ring; the capture thread copies it out (NumPy's
 copy runs outside the lock) and frees the slot. Only a short message per frame
