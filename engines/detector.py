@@ -28,9 +28,10 @@ from engines.postprocess import (
     NmsSettings,
     batched_nms,
     greedy_keep,
-    kept_candidates,
+    pack_kept,
     scale_to_sources,
     top_candidates,
+    unpack_kept,
 )
 from engines.weights import LoadedModel
 from engines.yuv import PixelLayout, i420_size, i420_to_bgr_torch, on_host, to_bgr
@@ -63,23 +64,51 @@ class GpuInput:
     image operations) finished in the preprocess thread, so the infer thread waits on nothing per frame."""
 
     tensor: torch.Tensor
+    pooled: bool = False
+    """The tensor is one of the detector's upload buffers, handed back to them once its batch has run."""
 
     @property
     def shape(self) -> tuple[int, ...]:
         return tuple(self.tensor.shape)
 
 
+class _DeviceFrames:
+    """Device buffers for uploaded frames, taken by the preprocess threads and handed back by the infer thread once
+    their batch has run on the device. So uploads allocate nothing, and the infer thread frees no tensors: each free
+    gives up the GIL, and in the one serial stage every wait to take it back counts."""
+
+    PER_SHAPE = 64
+    """At most this many spare buffers of one frame shape are kept."""
+
+    def __init__(self) -> None:
+        self._free: dict[tuple[int, ...], list[torch.Tensor]] = {}
+
+    def take(self, shape: tuple[int, ...]) -> torch.Tensor | None:
+        free = self._free.get(shape)
+        try:
+            return free.pop() if free else None
+        except IndexError:  # another preprocess thread took the last one
+            return None
+
+    def give_back(self, tensors: Sequence[torch.Tensor]) -> None:
+        for tensor in tensors:
+            free = self._free.setdefault(tuple(tensor.shape), [])
+            if len(free) < self.PER_SHAPE:
+                free.append(tensor)
+
+
 class _Uploader(threading.local):
     """Per preprocess thread: a CUDA stream and a pinned staging buffer, with its views per frame shape."""
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, buffers: _DeviceFrames) -> None:
         self.device = device
+        self.buffers = buffers
         self.stream = torch.cuda.Stream(device)
         self.pinned: torch.Tensor | None = None
         self.views: dict[tuple[int, ...], tuple[np.ndarray, torch.Tensor]] = {}
 
     def upload(self, image: np.ndarray) -> torch.Tensor:
-        """``image`` on the device, the copy finished."""
+        """``image`` on the device, the copy finished (in one of ``buffers`` when a spare one has its shape)."""
         views = self.views.get(image.shape)
         if views is None:
             if self.pinned is None or self.pinned.numel() < image.nbytes:
@@ -90,8 +119,12 @@ class _Uploader(threading.local):
         # NumPy's copy: single-threaded and outside the GIL. torch's would start an OpenMP team in
         # every preprocess thread, and those teams fight the decoders for the cores.
         np.copyto(views[0], image)
+        frame = self.buffers.take(image.shape)
         with torch.cuda.stream(self.stream):
-            frame = views[1].to(self.device, non_blocking=True)
+            if frame is None:
+                frame = views[1].to(self.device, non_blocking=True)
+            else:
+                frame.copy_(views[1], non_blocking=True)
         self.stream.synchronize()  # on the device before it is handed on, and the buffer is free again
         return frame
 
@@ -104,26 +137,41 @@ class _Part:
     hw: tuple[int, int]
     rows: list[np.ndarray] | None = None
     host: torch.Tensor | None = None
-    keep: torch.Tensor | None = None
-    """:func:`~engines.postprocess.greedy_keep`'s flags for ``host``'s candidates (on the host once copied)."""
+    """:func:`~engines.postprocess.pack_kept`'s rows (on the host once ``copied`` has fired)."""
+    scaled: bool = False
+    """``host``'s boxes are in source pixels already (scaled on the device)."""
     copied: torch.cuda.Event | None = None
     proto: torch.Tensor | None = None
     """Segmentation models: the batch's mask prototypes (on the host once ``copied`` has fired)."""
+    inputs: list[torch.Tensor] | None = None
+    """Upload buffers the batch read, handed back once it has run."""
 
 
-def frame_size(frames: torch.Tensor) -> tuple[int, int]:
-    """Height and width of a batch of frames: ``(B, H, W, 3)`` BGR, or ``(B, H * 3 / 2, W)`` I420."""
-    if frames.ndim == 3:
-        return i420_size(int(frames.shape[1]), int(frames.shape[2]))
-    return int(frames.shape[1]), int(frames.shape[2])
+def frame_size(shape: Sequence[int]) -> tuple[int, int]:
+    """Height and width of a frame of ``shape``: ``(H, W, 3)`` BGR, or ``(H * 3 / 2, W)`` I420."""
+    if len(shape) == 2:
+        return i420_size(int(shape[0]), int(shape[1]))
+    return int(shape[0]), int(shape[1])
 
 
 class _PinnedPool:
-    """Pinned host buffers for the infer thread's device-to-host copies, handed back once their batch's result has
-    been read (only the infer thread uses it), so a batch allocates none."""
+    """Pinned host buffers for the infer thread's device-to-host copies, and the events that mark them copied,
+    handed back once their batch's result has been read (only the infer thread uses it), so a batch allocates none."""
 
-    def __init__(self) -> None:
+    def __init__(self, frames: _DeviceFrames | None = None) -> None:
         self._free: dict[tuple[tuple[int, ...], torch.dtype], list[torch.Tensor]] = {}
+        self._events: list[torch.cuda.Event] = []
+        self.frames = frames or _DeviceFrames()
+        """Where the batches' upload buffers go back to."""
+
+    def record(self, stream: torch.cuda.Stream) -> torch.cuda.Event:
+        """An event recorded on ``stream`` now."""
+        event = self._events.pop() if self._events else torch.cuda.Event()
+        event.record(stream)
+        return event
+
+    def reuse(self, event: torch.cuda.Event) -> None:
+        self._events.append(event)
 
     def copy(self, tensor: torch.Tensor) -> torch.Tensor:
         """Start copying ``tensor`` into a pinned host buffer on the current stream."""
@@ -165,18 +213,23 @@ class PendingBatch:
         out = [np.zeros((0, 6), np.float32)] * len(self._shapes)
         for part in self._parts:
             rows = part.rows
+            shapes = [self._shapes[i] for i in part.members]
             if rows is None:
-                assert part.host is not None and part.keep is not None and part.copied is not None
+                assert part.host is not None and part.copied is not None
                 part.copied.synchronize()
-                rows = kept_candidates(part.host.numpy(), part.keep.numpy(), self._nms)
+                self._pool.reuse(part.copied)
+                rows = unpack_kept(part.host.numpy(), self._nms, part.hw, shapes, part.scaled)
+            if part.inputs:  # the batch has run: its upload buffers can take new frames
+                self._pool.frames.give_back(part.inputs)
             if part.proto is not None:
                 rows = self._with_masks(part, rows)
             if self._kpt_shape is not None:
                 self._keypoints(part, rows)
             if part.host is not None:  # the pool's buffers: everything read from them has been copied out
-                self._pool.give_back(part.host, part.keep, part.proto)
-            scaled = scale_to_sources(rows, part.hw, [self._shapes[i] for i in part.members])
-            for i, r in zip(part.members, scaled, strict=True):
+                self._pool.give_back(part.host, part.proto)
+            if not part.scaled:
+                rows = scale_to_sources(rows, part.hw, shapes)
+            for i, r in zip(part.members, rows, strict=True):
                 out[i] = r[:, :6]
         return out
 
@@ -273,13 +326,14 @@ class YoloDetector:
         self._nc = nc
         self._end2end = end2end
         self._nms = NmsSettings(spec.conf, spec.iou, spec.max_det, spec.classes, spec.agnostic_nms)
-        self._pinned = _PinnedPool()
+        self._frames = _DeviceFrames()
+        self._pinned = _PinnedPool(self._frames)
         auto = not fixed_shape
         self._stride, self._auto = stride, auto
         if runner.on_gpu:
             self._device = torch.device("cuda", torch.cuda.current_device())
             self._gpu_letterbox = TorchLetterbox(spec.imgsz, stride, runner.input_dtype, auto=auto)
-            self._uploader = _Uploader(self._device)
+            self._uploader = _Uploader(self._device, self._frames)
             self._stream = torch.cuda.Stream(self._device)
             self._candidates = max(CANDIDATES, spec.max_det)
             self._classes = None if spec.classes is None else torch.tensor(spec.classes, device=self._device).float()
@@ -304,7 +358,7 @@ class YoloDetector:
         if not isinstance(image, np.ndarray):  # decoded on the GPU (NVDEC), or operated on there
             torch.cuda.current_stream().synchronize()
             return GpuInput(image)
-        return GpuInput(self._uploader.upload(image))
+        return GpuInput(self._uploader.upload(image), pooled=True)
 
     # -- infer stage ---------------------------------------------------------------------------
     def infer(self, inputs: Sequence[Any], source_shapes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
@@ -318,15 +372,12 @@ class YoloDetector:
         for i, item in enumerate(inputs):  # frames of different sizes letterbox to different shapes
             groups.setdefault(tuple(item.shape), []).append(i)
         step = max(1, self.runner.max_batch)
-        parts = [
-            self._launch([inputs[i] for i in members[start : start + step]], members[start : start + step])
-            for members in groups.values()
-            for start in range(0, len(members), step)
-        ]
+        chunks = [group[start : start + step] for group in groups.values() for start in range(0, len(group), step)]
+        parts = [self._launch([inputs[i] for i in chunk], chunk, [source_shapes[i] for i in chunk]) for chunk in chunks]
         return PendingBatch(parts, list(source_shapes), self._nms, self._pinned, self._kpt_shape)
 
-    def _launch(self, items: Sequence[Any], members: list[int]) -> _Part:
-        """Forward same-shaped inputs; on a GPU, start copying their candidates to pinned host memory."""
+    def _launch(self, items: Sequence[Any], members: list[int], shapes: Sequence[tuple[int, int]]) -> _Part:
+        """Forward same-shaped inputs; on a GPU, start copying their kept candidates to pinned host memory."""
         if not self.runner.on_gpu:
             batch = items[0][None] if len(items) == 1 else np.stack(items)
             hw = (int(batch.shape[2]), int(batch.shape[3]))
@@ -336,36 +387,45 @@ class YoloDetector:
         stream = self._stream
         with torch.cuda.stream(stream):
             # The inputs are on the device already (see GpuInput), and the in-flight batch holds them until its
-            # result() has waited for this stream: no per-frame event waits or record_stream calls here.
+            # result() has waited for this stream: no per-frame event waits or record_stream calls here. Each
+            # torch call below gives up the GIL and queues to take it back, so there are few of them.
             tensors = [item.tensor for item in items]
-            frames = tensors[0][None] if len(tensors) == 1 else torch.stack(tensors)
-            height, width = frame_size(frames)
-            g = geometry(height, width, self.spec.imgsz, self._stride, self._auto)
+            pooled = [item.tensor for item in items if item.pooled]
+            source = frame_size(tensors[0].shape)
+            g = geometry(*source, self.spec.imgsz, self._stride, self._auto)
             hw = (g.out_h, g.out_w)
-            if self._fused:  # letterbox, model, candidate selection and NMS replayed as one CUDA graph
-                cands, keep, *rest = self.runner.run_frames(frames)  # type: ignore[attr-defined]
+            if self._fused:  # stacking, letterbox, model, candidate selection and NMS replayed as one CUDA graph
+                packed, *rest = self.runner.run_frames(tensors)  # type: ignore[attr-defined]
             else:
+                frames = tensors[0][None] if len(tensors) == 1 else torch.stack(tensors)
                 preds, *rest = self.runner.forward(self._model_input(frames))
                 if self._end2end:
                     rows = batched_nms(preds, self._nms, self._nc, end2end=True)
-                    return _Part(members, hw, rows=rows, proto=rest[0].float().cpu() if rest else None)
-                cands, keep = self._top(preds)
+                    proto = rest[0].float().cpu() if rest else None
+                    return _Part(members, hw, rows=rows, proto=proto, inputs=pooled)
+                (packed,) = self._top(preds, tensors[0].shape)
             # Device-to-host copies, queued behind the forward pass on the same stream (so a CUDA graph's
-            # outputs are read before the next replay overwrites them); the host only picks the kept rows.
-            host, kept = self._pinned.copy(cands), self._pinned.copy(keep)
+            # outputs are read before the next replay overwrites them); the host only slices the kept rows.
+            host = self._pinned.copy(packed)
             proto = self._pinned.copy(rest[0]) if rest else None
-            copied = torch.cuda.Event()
-            copied.record(stream)
-        return _Part(members, hw, host=host, keep=kept, copied=copied, proto=proto)
+            copied = self._pinned.record(stream)
+        # Boxes come scaled to the frame's pixels unless masks or keypoints still need them as the model saw them.
+        scaled = not rest and self._kpt_shape is None and all(tuple(shape) == source for shape in shapes)
+        return _Part(members, hw, host=host, scaled=scaled, copied=copied, proto=proto, inputs=pooled)
 
     def _model_input(self, frames: torch.Tensor) -> torch.Tensor:
-        """A batch of uint8 frames on the GPU (see :func:`frame_size`) letterboxed into the model's input."""
+        """A batch of uint8 frames on the GPU (each as :func:`frame_size` describes) letterboxed into the model's
+        input."""
         return self._gpu_letterbox(i420_to_bgr_torch(frames) if frames.ndim == 3 else frames)
 
-    def _top(self, preds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The best candidates of each image and which of them greedy NMS keeps, without leaving the device."""
+    def _top(self, preds: torch.Tensor, frame_shape: Sequence[int]) -> tuple[torch.Tensor]:
+        """The best candidates of frames of ``frame_shape`` and the ones greedy NMS keeps, ready for the host (see
+        :func:`~engines.postprocess.pack_kept`), without leaving the device."""
         cands = top_candidates(preds, self._nc, self._candidates)
-        return cands, greedy_keep(cands, self._nms, self._classes)
+        keep = greedy_keep(cands, self._nms, self._classes)
+        source = frame_size(frame_shape)
+        g = geometry(*source, self.spec.imgsz, self._stride, self._auto)
+        return (pack_kept(cands, keep, self._nms.max_det, (g.out_h, g.out_w), source),)
 
     def warmup(self) -> None:
         """Run blank 16:9 frames at batch 1, 2, 4… up to the largest batch, so no real frame waits on a first call.

@@ -122,15 +122,63 @@ def greedy_keep(
     return torch.cat([keep, exact], 1).to(torch.uint8)
 
 
-def kept_candidates(cands: np.ndarray, keep: np.ndarray, settings: NmsSettings) -> list[np.ndarray]:
-    """Per image, the rows :func:`greedy_keep` kept (at most ``max_det``, best first), picked for the whole batch at
-    once (copies, not views of ``cands``); NMS on the host for an image whose flags were not exact."""
-    flags = keep[:, :-1].astype(bool)
-    flags &= np.cumsum(flags, axis=1) <= settings.max_det
-    picked = cands[flags]
-    out = np.split(picked, np.cumsum(flags.sum(1))[:-1])
-    for i in np.flatnonzero(keep[:, -1] == 0):
-        out[i] = _suppress(cands[i], settings)
+def pack_kept(
+    cands: torch.Tensor,
+    keep: torch.Tensor,
+    max_det: int,
+    input_hw: tuple[int, int],
+    source_hw: tuple[int, int],
+) -> torch.Tensor:
+    """:func:`greedy_keep`'s answer made ready for the host, on the device (inside the CUDA graph), as one ``(B, K +
+    1, C + 5)`` float32 tensor, so a batch reaches the host in one copy and the host only slices it.
+
+    Row by row, each image's kept candidates (at most ``max_det``, best first), then the others. Each row holds the
+    candidate's ``C`` columns with its box in ``source_hw`` pixels (Ultralytics' ``scale_boxes`` from ``input_hw``),
+    then its box as the model saw it, then its rank among the candidates. The last row holds the count of kept rows
+    and whether greedy NMS settled for that image (see :func:`unpack_kept`).
+    """
+    from ultralytics.utils import ops
+
+    b, k, c = (int(n) for n in cands.shape)
+    kept = keep[:, :k].bool()
+    kept &= kept.cumsum(1) <= max_det
+    count = kept.sum(1, keepdim=True)
+    # Kept rows first, the rest after them, each in rank order: where each candidate goes, then who goes where.
+    place = torch.where(kept, kept.cumsum(1) - 1, count + (~kept).cumsum(1) - 1)
+    rank = torch.arange(k, device=cands.device).expand(b, k)
+    order = torch.empty_like(place).scatter_(1, place, rank)
+    rows = cands.gather(1, order[..., None].expand(-1, -1, c))
+    boxes = rows[..., :4].clone()
+    ops.scale_boxes(input_hw, boxes, source_hw)  # in place
+    body = torch.cat([boxes, rows[..., 4:], rows[..., :4], order[..., None].to(rows.dtype)], 2)
+    tail = torch.cat([count.to(rows.dtype), keep[:, k:].to(rows.dtype), body.new_zeros(b, c + 3)], 1)
+    return torch.cat([body, tail[:, None]], 1)
+
+
+def unpack_kept(
+    packed: np.ndarray,
+    settings: NmsSettings,
+    input_hw: tuple[int, int],
+    source_shapes: Sequence[tuple[int, int]],
+    scaled: bool = True,
+) -> list[np.ndarray]:
+    """Per image, the rows :func:`pack_kept` kept (copies): in source pixels when ``scaled``, else as the model saw
+    them. An image whose greedy NMS had not settled gets the host's NMS over all its candidates instead."""
+    k, c = packed.shape[1] - 1, packed.shape[2] - 5
+    out = []
+    for i, (count, exact) in enumerate(packed[:, k, :2].tolist()):
+        body = packed[i, :k]
+        if exact and scaled:  # the common case: a slice
+            out.append(body[: int(count), :c].copy())
+            continue
+        if exact:
+            rows = np.concatenate([body[: int(count), c : c + 4], body[: int(count), 4:c]], 1)
+        else:
+            ranked = body[np.argsort(body[:, -1])]  # as top_candidates ordered them
+            rows = _suppress(np.concatenate([ranked[:, c : c + 4], ranked[:, 4:c]], 1), settings)
+            if scaled:
+                scale_to_sources([rows], input_hw, [source_shapes[i]])
+        out.append(rows)
     return out
 
 
@@ -165,7 +213,14 @@ def scale_to_sources(
     """Ultralytics' ``scale_boxes`` (undo letterbox, clip) for each image's rows, in place."""
     from ultralytics.utils import ops
 
+    same: dict[tuple[int, int], list[np.ndarray]] = {}
     for rows, shape in zip(per_image, source_shapes, strict=True):
         if len(rows):
-            rows[:, :4] = ops.scale_boxes(input_hw, rows[:, :4], shape)
+            same.setdefault((int(shape[0]), int(shape[1])), []).append(rows)
+    for shape, group in same.items():  # row by row, so one call per source size does a whole batch of streams
+        boxes = ops.scale_boxes(input_hw, np.concatenate([rows[:, :4] for rows in group]), shape)
+        start = 0
+        for rows in group:
+            rows[:, :4] = boxes[start : start + len(rows)]
+            start += len(rows)
     return list(per_image)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -30,7 +30,7 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 MAX_GRAPHS = 32
 Forward = Callable[[torch.Tensor], torch.Tensor]
 Outputs = tuple[torch.Tensor, ...]
-Post = Callable[[torch.Tensor], Outputs]
+Post = Callable[[torch.Tensor, tuple[int, ...]], Outputs]
 
 
 def select_device(requested: str) -> torch.device:
@@ -64,6 +64,14 @@ class _Graph:
     static_out: Outputs
     keep_alive: tuple[Any, ...]
     """Tensors the model cached for this shape (anchors, strides) that the graph reads."""
+    views: dict[int, tuple[torch.Tensor, Outputs]] = field(default_factory=dict)
+    """Per batch size ``n``: the first ``n`` rows of the input and of each output, made once."""
+
+    def rows(self, n: int) -> tuple[torch.Tensor, Outputs]:
+        views = self.views.get(n)
+        if views is None:
+            views = self.views[n] = (self.static_in[:n], tuple(t[:n] for t in self.static_out))
+        return views
 
 
 class TorchRunner:
@@ -87,19 +95,22 @@ class TorchRunner:
         self._post: Post | None = None
 
     def fuse(self, pre: Forward, post: Post) -> None:
-        """Run ``pre`` (frames → model input) and ``post`` (predictions → candidates, keep flags) around the model."""
+        """Run ``pre`` (frames → model input) and ``post`` (predictions and one frame's shape → what the host reads)
+        around the model."""
         self._pre, self._post = pre, post
 
     def _fused(self, frames: torch.Tensor) -> Outputs:
         assert self._pre is not None and self._post is not None
         preds, *rest = model_outputs(self.model(self._pre(frames)))
-        return (*self._post(preds), *rest)
+        return (*self._post(preds, tuple(frames.shape[1:])), *rest)
 
-    def run_frames(self, frames: torch.Tensor) -> Outputs:
-        """Candidates, keep flags (and prototypes) for a batch of uint8 frames on the GPU (see :meth:`fuse`)."""
+    def run_frames(self, frames: Sequence[torch.Tensor]) -> Outputs:
+        """``post``'s outputs (and prototypes) for same-shaped uint8 frames on the GPU (see :meth:`fuse`), stacked
+        straight into the graph's input."""
         if not self.cuda_graphs:
-            return self._fused(frames)
-        return self._replay(("frames", *frames.shape[1:]), frames, self._fused)
+            return self._fused(torch.stack(list(frames)))
+        first = frames[0]
+        return self._replay(("frames", *first.shape), len(frames), first.dtype, frames, self._fused)
 
     def forward(self, batch: Any) -> Outputs:
         if not self.on_gpu:
@@ -107,16 +118,28 @@ class TorchRunner:
             return model_outputs(self.model(x))
         if not self.cuda_graphs:
             return model_outputs(self.model(batch))
-        return self._replay(("input", *batch.shape[1:]), batch, lambda x: model_outputs(self.model(x)))
+        kind = ("input", *batch.shape[1:])
+        return self._replay(kind, int(batch.shape[0]), batch.dtype, batch, lambda x: model_outputs(self.model(x)))
 
-    def _replay(self, kind: tuple[Any, ...], batch: torch.Tensor, fn: Callable[[torch.Tensor], Outputs]) -> Outputs:
-        n = int(batch.shape[0])
+    def _replay(
+        self,
+        kind: tuple[Any, ...],
+        n: int,
+        dtype: torch.dtype,
+        batch: torch.Tensor | Sequence[torch.Tensor],
+        fn: Callable[[torch.Tensor], Outputs],
+    ) -> Outputs:
+        """Replay ``fn``'s graph for ``n`` items of ``kind``'s shape: ``batch`` is one tensor, or the items."""
         bucket = next((b for b in BATCH_BUCKETS if b >= n), n)
         key = (*kind, bucket)
-        graph = self._graphs.get(key) or self._capture(key, (bucket, *batch.shape[1:]), batch.dtype, fn)
-        graph.static_in[:n].copy_(batch)
+        graph = self._graphs.get(key) or self._capture(key, (bucket, *kind[1:]), dtype, fn)
+        static_in, outputs = graph.rows(n)
+        if isinstance(batch, torch.Tensor):
+            static_in.copy_(batch)
+        else:
+            torch.stack(list(batch), out=static_in)
         graph.graph.replay()
-        return tuple(t[:n] for t in graph.static_out)
+        return outputs
 
     def _capture(
         self,

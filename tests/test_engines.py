@@ -271,7 +271,14 @@ def test_gpu_candidate_path_equals_ultralytics_nms(settings: NmsSettings) -> Non
     same boxes as Ultralytics' NMS."""
     from ultralytics.utils import nms
 
-    from engines.postprocess import greedy_keep, kept_candidates, nms_candidates, top_candidates
+    from engines.postprocess import (
+        greedy_keep,
+        nms_candidates,
+        pack_kept,
+        scale_to_sources,
+        top_candidates,
+        unpack_kept,
+    )
 
     gen = torch.Generator().manual_seed(11)
     batch, nc, anchors = 4, 6, 3000
@@ -282,10 +289,15 @@ def test_gpu_candidate_path_equals_ultralytics_nms(settings: NmsSettings) -> Non
     assert cands.shape == (batch, 1024, 6)
     ours = nms_candidates(cands.numpy(), settings)
     classes = None if settings.classes is None else torch.tensor(settings.classes).float()
-    keep = greedy_keep(cands, settings, classes).numpy()
+    keep = greedy_keep(cands, settings, classes)
     assert keep[:, -1].all(), "every image reached greedy NMS's answer on the device"
-    for on_device, on_host in zip(kept_candidates(cands.numpy(), keep, settings), ours, strict=True):
+    input_hw, sources = (640, 640), [(1080, 1440)] * batch
+    packed = pack_kept(cands, keep, settings.max_det, input_hw, sources[0]).numpy()  # what the GPU hands over
+    for on_device, on_host in zip(unpack_kept(packed, settings, input_hw, sources, False), ours, strict=True):
         assert np.array_equal(on_device, on_host)  # same rows, same order, bit for bit
+    want = scale_to_sources([o.copy() for o in ours], input_hw, sources)
+    for on_device, on_host in zip(unpack_kept(packed, settings, input_hw, sources), want, strict=True):
+        np.testing.assert_allclose(on_device, on_host, rtol=1e-6)  # Ultralytics' scale_boxes, in torch then NumPy
     ref = nms.non_max_suppression(
         preds.clone(),
         settings.conf,
@@ -311,7 +323,7 @@ def test_mtcnn_runs_through_torch_only() -> None:
 
 def test_images_greedy_keep_has_not_settled_go_to_host_nms() -> None:
     """Overlapping chains: with too few rounds the device answer is marked inexact, and the host's NMS is used."""
-    from engines.postprocess import greedy_keep, kept_candidates, nms_candidates
+    from engines.postprocess import greedy_keep, nms_candidates, pack_kept, unpack_kept
 
     settings = NmsSettings(0.25, 0.5, 300)
     # A row of boxes, each overlapping the next (IoU 0.71) but not the one after (IoU 0.5): greedy keeps every
@@ -322,13 +334,48 @@ def test_images_greedy_keep_has_not_settled_go_to_host_nms() -> None:
     cands[1, :, 0:3:2] += 1000  # the second image: the same chain elsewhere
     host = nms_candidates(cands.numpy(), settings)
     assert [len(h) for h in host] == [4, 4]
-    short = greedy_keep(cands, settings, rounds=2).numpy()
+    short = greedy_keep(cands, settings, rounds=2)
     assert not short[:, -1].any(), "two rounds cannot settle a chain of eight"
-    settled = greedy_keep(cands, settings).numpy()
+    settled = greedy_keep(cands, settings)
     assert settled[:, -1].all()
     for flags in (short, settled):
-        for got, want in zip(kept_candidates(cands.numpy(), flags, settings), host, strict=True):
+        packed = pack_kept(cands, flags, settings.max_det, (40, 1100), (40, 1100)).numpy()
+        for got, want in zip(unpack_kept(packed, settings, (40, 1100), [(40, 1100)] * 2, False), host, strict=True):
             assert np.array_equal(got, want)
+
+
+def test_at_most_max_det_rows_are_kept_on_the_device() -> None:
+    from engines.postprocess import greedy_keep, nms_candidates, pack_kept, top_candidates, unpack_kept
+
+    gen = torch.Generator().manual_seed(3)
+    xy, wh = torch.rand(2, 2, 2000, generator=gen) * 600, torch.rand(2, 2, 2000, generator=gen) * 20 + 4
+    preds = torch.cat((xy, wh, torch.rand(2, 3, 2000, generator=gen)), 1)
+    settings = NmsSettings(0.25, 0.7, 5)
+    cands = top_candidates(preds, 3, 1024)
+    packed = pack_kept(cands, greedy_keep(cands, settings), settings.max_det, (640, 640), (640, 640)).numpy()
+    got = unpack_kept(packed, settings, (640, 640), [(640, 640)] * 2, False)
+    want = nms_candidates(cands.numpy(), settings)
+    assert [len(g) for g in got] == [5, 5]
+    for g, w in zip(got, want, strict=True):
+        assert np.array_equal(g, w)
+
+
+def test_boxes_scaled_a_batch_at_a_time_equal_ultralytics_image_by_image() -> None:
+    from ultralytics.utils import ops
+
+    from engines.postprocess import scale_to_sources
+
+    gen = np.random.default_rng(5)
+    shapes = [(1080, 1920), (360, 640), (1080, 1920), (720, 1280), (1080, 1920)]
+    rows = [(gen.random((n, 6)) * [700, 420, 700, 420, 1, 5]).astype(np.float32) for n in (7, 0, 3, 12, 1)]
+    want = [r.copy() for r in rows]
+    for r, shape in zip(want, shapes, strict=True):
+        if len(r):
+            r[:, :4] = ops.scale_boxes((384, 640), r[:, :4], shape)
+    got = scale_to_sources([r.copy() for r in rows], (384, 640), shapes)
+    for g, w, r in zip(got, want, rows, strict=True):
+        assert np.array_equal(g, w)
+        assert not len(r) or not np.array_equal(g[:, :4], r[:, :4])
 
 
 def test_host_results_keep_no_buffers_in_the_gpu_result_pool(tmp_path: Path) -> None:
