@@ -392,13 +392,16 @@ class InferStage(StageThread):
         keypoints: Sequence[np.ndarray | None] = [None] * len(job.batch)
         if job.pending.keypoints is not None:
             keypoints = job.pending.keypoints
+        # Usually every row of the batch is finite and no class is filtered here: one check for the whole batch.
+        clean = self.keep_classes is None and _all_finite(outputs)
         for prepared, rows, frame_masks, kpts in zip(job.batch, outputs, masks, keypoints, strict=True):
             if prepared.to_original is not None:
                 rows, frame_masks, kpts = to_frame(prepared, rows, frame_masks, kpts)
             result = FrameResult.from_rows(prepared.frame, rows, self._names, per_frame_ms, frame_masks, kpts)
             if prepared.seen is not None:
                 result = replace(result, seen=prepared.seen)
-            result = self._filtered(result)
+            if not clean or prepared.to_original is not None:
+                result = self._filtered(result)
             self._last[prepared.stream_id] = result
             self.out.put(result)
 
@@ -409,6 +412,11 @@ class InferStage(StageThread):
         if self.keep_classes is not None:
             keep &= np.isin(boxes[:, 5].astype(np.int64), list(self.keep_classes))
         return result if keep.all() else result.subset(keep)
+
+
+def _all_finite(outputs: Sequence[np.ndarray]) -> bool:
+    """Every number in every image's rows is finite."""
+    return not outputs or bool(np.isfinite(np.concatenate([np.ravel(rows) for rows in outputs])).all())
 
 
 @dataclass(frozen=True, slots=True)

@@ -116,3 +116,29 @@ def test_the_next_batch_is_submitted_before_the_last_one_is_read(endpoint: str) 
         n for i, (kind, n) in enumerate(engine.log) if kind == "result" and ("submit", n + 1) in engine.log[:i]
     ]
     assert overlapped, f"no batch was read after its successor was submitted: {engine.log}"
+
+
+class NanEngine(BatchRecordingEngine):
+    """Two boxes per frame; in every third batch, the second box of its first frame is NaN (a broken model)."""
+
+    def infer(self, inputs: list[np.ndarray], shapes: list[tuple[int, int]]) -> list[np.ndarray]:
+        self.batches.append(len(inputs))
+        out = [np.array([[1, 2, 10, 20, 0.9, 0], [30, 30, 40, 50, 0.8, 0]], np.float32) for _ in inputs]
+        if len(self.batches) % 3 == 0:
+            out[0][1, 2] = np.nan
+        return out
+
+
+def test_non_finite_rows_never_reach_the_wire_and_the_rest_of_the_batch_is_kept(endpoint: str) -> None:
+    engine = NanEngine(max_batch=2)
+    streams = [
+        {"id": f"s{i}", "source": {"type": "synthetic", "seed": i, "frames": 12, "width": 96, "height": 64}}
+        for i in range(2)
+    ]
+    got = run_and_collect(config_for(endpoint, streams, {"batch_size": 2}), engine_factory=lambda _s, _n: engine)
+    counts = [len(m.detections) for i in range(2) for m in got.detections(f"s{i}")]
+    assert len(counts) == 24
+    assert counts.count(1) >= 3, "the frames with a NaN row lose that row only"
+    assert counts.count(1) + counts.count(2) == 24
+    boxes = [d.box for i in range(2) for m in got.detections(f"s{i}") for d in m.detections]
+    assert all(np.isfinite(b).all() for b in boxes)
