@@ -38,7 +38,7 @@ def test_keypoints_equal_the_ultralytics_predictor(
     compared = 0
     for msg, frame in zip(got.detections("p"), frames, strict=True):
         jsonschema.validate(msg.raw, json.loads(SCHEMA.read_text()))
-        ref = model.predict(frame, imgsz=640, conf=0.25, verbose=False)[0]
+        ref = model.predict(frame, imgsz=640, conf=0.25, device="cpu", verbose=False)[0]
         ref_boxes = ref.boxes.xyxy.numpy()
         ref_kpts = ref.keypoints.data.numpy() if ref.keypoints is not None else np.zeros((0, 17, 3))
         for det in msg.detections:

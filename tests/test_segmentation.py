@@ -111,7 +111,7 @@ def test_masks_equal_the_ultralytics_predictor(seg_run: SegRun) -> None:
     for msg in seg_run.messages:
         ok, image = cap.read()
         assert ok
-        ref = model.predict(image, conf=0.25, iou=0.7, imgsz=640, verbose=False)[0]
+        ref = model.predict(image, conf=0.25, iou=0.7, imgsz=640, device="cpu", verbose=False)[0]
         if ref.masks is None:
             assert not msg.detections
             continue
