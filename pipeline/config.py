@@ -38,9 +38,10 @@ class FileSourceConfig(_Strict):
     """``cpu``: OpenCV, BGR frames. ``pyav``: PyAV on the CPU, frames kept as the decoder's I420 planes (converted on
     the GPU). ``nvdec``: on the GPU (PyNvVideoCodec), frames stay there. ``auto``: NVDEC where it can run, else
     PyAV where it is installed, else OpenCV."""
-    decode_process: bool = False
+    decode_process: bool | Literal["gpu"] = False
     """Decode in a child process (CPU decoders only; see :mod:`pipeline.sources.process`): a decoder that crashes takes
-    only its child down, and its per-frame Python stays off the pipeline's interpreter lock."""
+    only its child down, and its per-frame Python stays off the pipeline's interpreter lock. ``gpu``: the child also
+    copies each frame to the GPU, and the pipeline gets it there (as NVDEC's frames); one CUDA context per stream."""
 
     @model_validator(mode="after")
     def _cpu_decoder_in_process(self) -> FileSourceConfig:
@@ -58,7 +59,7 @@ class WebcamSourceConfig(_Strict):
 
     type: Literal["webcam"] = "webcam"
     device: int | str = 0
-    decode_process: bool = False
+    decode_process: bool | Literal["gpu"] = False
     """Decode in a child process (see the file source's ``decode_process``)."""
 
     @property
@@ -73,7 +74,7 @@ class UrlSourceConfig(_Strict):
     url: str = Field(pattern=r"^(rtsps?|https?)://")
     open_timeout_s: float = Field(10.0, gt=0, le=300)
     read_timeout_s: float = Field(10.0, gt=0, le=300)
-    decode_process: bool = False
+    decode_process: bool | Literal["gpu"] = False
     """Decode in a child process (see the file source's ``decode_process``)."""
 
     @property

@@ -145,6 +145,12 @@ def test_nvdec_cannot_decode_in_a_process(tmp_path: Path) -> None:
     }
     with pytest.raises(ConfigError, match="decode_process needs a CPU decoder"):
         build_config({"streams": [stream]}, "test")
+    stream["source"]["decode_process"] = "gpu"  # type: ignore[index]
+    with pytest.raises(ConfigError, match="decode_process needs a CPU decoder"):
+        build_config({"streams": [stream]}, "test")
+    stream["source"]["decode_process"] = "gpus"  # type: ignore[index]
+    with pytest.raises(ConfigError, match="decode_process"):
+        build_config({"streams": [stream]}, "test")
 
 
 def test_pipeline_results_match_decoding_in_a_thread(arch_weights: Path, tiny_video: Path, endpoint: str) -> None:
@@ -196,3 +202,70 @@ def test_a_camera_decoded_in_a_process_reconnects_after_an_outage(rtsp_server: R
         runner.join(10)
     assert not runner.is_alive()
     assert events.count("reconnecting") >= 1
+
+
+def _cuda() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+@pytest.mark.skipif(_cuda(), reason="this host has a CUDA GPU")
+def test_a_ring_on_the_gpu_without_one_is_a_one_line_error(tiny_video: Path) -> None:
+    source = make_source(FileSourceConfig(path=tiny_video, decode_process="gpu"))
+    assert isinstance(source, ProcessSource)
+    with pytest.raises(SourceError, match=r"^video file '.*tiny\.mp4': decode_process: gpu needs a CUDA GPU") as info:
+        source.open()
+    assert "\n" not in str(info.value)
+    assert source.pid is None  # the child is stopped
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_frames_in_a_ring_on_the_gpu_are_those_decoded_in_a_thread(tiny_video: Path, decoder: str) -> None:
+    """``decode_process: gpu``: views of slots on the GPU; a slot is written again only once its frame is let go,
+    whatever the order frames are let go in."""
+    import torch
+
+    in_thread = read_all(make_source(FileSourceConfig(path=tiny_video, decoder=decoder)))
+    source = make_source(FileSourceConfig(path=tiny_video, decoder=decoder, decode_process="gpu"))
+    assert isinstance(source, ProcessSource)
+    source.open()
+    held: dict[int, Any] = {}  # every fourth frame kept a while (up to ten at once), the rest let go at once
+    try:
+        for i, want in enumerate(in_thread):
+            frame = source.read()
+            assert frame is not None and isinstance(frame.image, torch.Tensor) and frame.image.is_cuda
+            assert (frame.layout, frame.pts_ms) == (want.layout, want.pts_ms)
+            assert np.array_equal(frame.image.cpu().numpy(), want.image)
+            if i % 4 == 0:
+                held[i] = frame.image
+            if i % 20 == 19:  # the first-held half goes after a while, out of order with the rest
+                for j in sorted(held)[: len(held) // 2]:
+                    assert np.array_equal(held.pop(j).cpu().numpy(), in_thread[j].image), f"slot of frame {j} reused"
+        assert source.read() is None
+        for j, image in held.items():
+            assert np.array_equal(image.cpu().numpy(), in_thread[j].image), f"slot of frame {j} reused"
+    finally:
+        source.release()
+
+
+@pytest.mark.gpu
+def test_pipeline_on_frames_decoded_into_the_gpu_matches_decoding_in_a_thread(
+    arch_weights: Path, people1: Path, endpoint: str
+) -> None:
+    """The same frames (see above) and model: the same detections, to fp16's noise between two loads of a model."""
+    from test_pipeline import match_detections
+
+    got = {}
+    for process in ("gpu", False):
+        source = {"type": "file", "path": str(people1), "decoder": "pyav" if HAS_PYAV else "cpu"}
+        stream = {"id": "s", "source": {**source, "decode_process": process}, "max_frames": 60}
+        run = run_and_collect(config_for(endpoint, [stream], {"path": str(arch_weights), "device": "cuda"}))
+        assert run.error is None
+        got[process] = run.detections("s")
+    assert [m.frame_index for m in got["gpu"]] == list(range(60))
+    assert sum(len(m.detections) for m in got["gpu"]) > 0
+    for ours, theirs in zip(got["gpu"], got[False], strict=True):
+        rows = [(*d.box, d.confidence, d.class_id) for d in theirs.detections]
+        match_detections(ours, np.array(rows, np.float32).reshape(-1, 6))

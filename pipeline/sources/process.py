@@ -9,6 +9,12 @@ one of a few slots of a shared ring; the capture thread copies it out (NumPy's
 copy runs outside the lock) and frees the slot. Only a short message per frame
 crosses the pipe. The child reports open and read errors as the one-line
 messages the same source gives in a thread.
+
+With ``decode_process: gpu`` the ring is on the GPU instead: the child copies
+each frame into a slot there (through a pinned buffer of its own, on its own
+CUDA stream) and the capture thread hands on a view of that slot, so the
+pipeline's process makes no copy and no CUDA call for a frame before the
+model. A slot is freed when the pipeline lets go of its frame.
 """
 
 from __future__ import annotations
@@ -21,8 +27,9 @@ import os
 import signal
 import tempfile
 import threading
+import weakref
 from multiprocessing.connection import Connection
-from multiprocessing.synchronize import Event, Semaphore
+from multiprocessing.synchronize import Event
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,11 +45,38 @@ log = logging.getLogger(__name__)
 
 RING_SLOTS = 4
 """Frames a decoding process may be ahead of its capture thread."""
+DEVICE_RING_SLOTS = 16
+"""With the ring on the GPU: frames of one stream the pipeline may hold at once (its queues, the batch in flight, the
+last result kept for motion gating); the child waits for a slot beyond that."""
 POLL_S = 0.1
 """How often a waiting side looks at its stop flag (or at whether the other side is still there)."""
 STOP_WAIT_S = 2.0
 """How long ``release`` waits for the child to stop before it terminates it."""
 SHM_DIR = Path("/dev/shm")
+
+
+class _FreeSlots:
+    """The ring slots the child may write into: a count to wait on, and a flag for each slot (the pipeline may let go
+    of frames in any order)."""
+
+    def __init__(self, ctx: Any, slots: int) -> None:
+        self.count = ctx.Semaphore(0)
+        self.flags = ctx.Array("b", slots, lock=False)
+
+    def give(self, slot: int) -> None:
+        self.flags[slot] = 1
+        self.count.release()
+
+    def take(self, stop: Event, conn: Connection) -> int | None:
+        """A free slot, now the child's; ``None`` when asked to stop or the parent is gone."""
+        while not self.count.acquire(timeout=POLL_S):
+            if stop.is_set() or conn.poll(0):  # the parent sends nothing more: readable means it closed its end
+                return None
+        if stop.is_set():
+            return None
+        slot = next(i for i, free in enumerate(self.flags) if free)
+        self.flags[slot] = 0
+        return slot
 
 
 def _ring_dir() -> str | None:
@@ -51,9 +85,10 @@ def _ring_dir() -> str | None:
 
 
 class ProcessSource:
-    """``config``'s source, run in a child process; ``read`` returns copies of the frames it decoded."""
+    """``config``'s source, run in a child process; ``read`` returns copies of the frames it decoded (``on_gpu``:
+    views of them in a ring on the GPU)."""
 
-    def __init__(self, config: SourceConfig, slots: int = RING_SLOTS) -> None:
+    def __init__(self, config: SourceConfig, slots: int | None = None, on_gpu: bool = False) -> None:
         from pipeline.sources import make_source
 
         self._config = config
@@ -61,10 +96,13 @@ class ProcessSource:
         self.description: str = probe.description
         self.live: bool = probe.live
         self.total_frames: int | None = None
-        self._slots = slots
+        self._on_gpu = on_gpu
+        self._slots = slots or (DEVICE_RING_SLOTS if on_gpu else RING_SLOTS)
+        self._device_ring: Any = None
+        self._slot_views: list[Any] = []
         self._conn: Connection | None = None
         self._process: Any = None
-        self._free: Semaphore | None = None
+        self._free: _FreeSlots | None = None
         self._stop: Event | None = None
         self._ring: mmap.mmap | None = None
         self._ring_path: str | None = None
@@ -81,7 +119,7 @@ class ProcessSource:
         ctx = mp.get_context("forkserver")
         ctx.set_forkserver_preload(["pipeline.sources"])
         parent, child = ctx.Pipe()
-        self._conn, self._free, self._stop = parent, ctx.Semaphore(0), ctx.Event()
+        self._conn, self._free, self._stop = parent, _FreeSlots(ctx, self._slots), ctx.Event()
         self._process = ctx.Process(
             target=serve,
             args=(self._config, child, self._free, self._stop),
@@ -97,7 +135,14 @@ class ProcessSource:
             if opened[0] != "opened":
                 raise SourceError(f"{self.description}: decoding process answered {opened[0]!r} to open")
             _, self.description, self.total_frames, frame_bytes = opened
-            self._make_ring(int(frame_bytes))
+            if self._on_gpu:
+                self._make_device_ring(int(frame_bytes))
+            else:
+                self._make_ring(int(frame_bytes))
+            ready = self._receive()  # the child has mapped the ring (and started CUDA, for one on the GPU)
+            if ready is None or ready[0] != "ready":
+                raise SourceError(f"{self.description}: decoding process did not take the ring")
+            self._unlink_ring()
         except BaseException:
             self.release()
             raise
@@ -113,8 +158,23 @@ class ProcessSource:
         finally:
             os.close(fd)
         self._conn.send(("ring", self._ring_path, frame_bytes, self._slots))
-        for _ in range(self._slots):
-            self._free.release()
+        for slot in range(self._slots):
+            self._free.give(slot)
+
+    def _make_device_ring(self, frame_bytes: int) -> None:
+        """The shared slots on the GPU, allocated here and handed to the child (CUDA IPC) to write into."""
+        assert self._conn is not None and self._free is not None
+        import torch
+        import torch.multiprocessing  # registers the pickling that hands a CUDA tensor to another process
+
+        if not torch.cuda.is_available():
+            raise SourceError(f"{self.description}: decode_process: gpu needs a CUDA GPU, and torch sees none")
+        self._slot_bytes = frame_bytes
+        self._device_ring = torch.empty((self._slots, frame_bytes), dtype=torch.uint8, device="cuda")
+        self._slot_views = list(self._device_ring.unbind())
+        self._conn.send(("gpu-ring", self._device_ring, self._slots))
+        for slot in range(self._slots):
+            self._free.give(slot)
 
     def release(self) -> None:
         """Stop the child (terminating it if it does not stop soon) and free the ring."""
@@ -137,6 +197,7 @@ class ProcessSource:
         ring, self._ring = self._ring, None
         if ring is not None:
             ring.close()
+        self._device_ring, self._slot_views = None, []  # frames still in the pipeline keep their slots' memory alive
 
     def _unlink_ring(self) -> None:
         path, self._ring_path = self._ring_path, None
@@ -153,12 +214,11 @@ class ProcessSource:
     def read(self) -> RawFrame | None:
         if self._interrupted.is_set():
             return None
-        if self._conn is None or self._ring is None:
+        if self._conn is None or (self._ring is None and self._device_ring is None):
             raise SourceError(f"{self.description}: read before open")
         message = self._receive()
         if message is None:
             return None
-        self._unlink_ring()  # the child has mapped the ring by now (it answers only after)
         kind = message[0]
         if kind == "end":
             return None
@@ -169,9 +229,15 @@ class ProcessSource:
             raise SourceError(f"{self.description}: decoding process sent {kind!r}")
         _, slot, shape, pts_ms, layout = message
         count = int(np.prod(shape))
-        image = np.frombuffer(self._ring, np.uint8, count, slot * self._slot_bytes).reshape(shape).copy()
         assert self._free is not None
-        self._free.release()
+        if self._device_ring is not None:
+            whole = self._slot_views[slot]
+            view = (whole if count == self._slot_bytes else whole[:count]).view(shape)
+            weakref.finalize(view, self._free.give, slot)  # the slot is the child's again once the frame is let go
+            return RawFrame(view, pts_ms, layout)
+        assert self._ring is not None
+        image = np.frombuffer(self._ring, np.uint8, count, slot * self._slot_bytes).reshape(shape).copy()
+        self._free.give(slot)
         return RawFrame(image, pts_ms, layout)
 
     def _receive(self) -> Any:
@@ -201,21 +267,22 @@ class ProcessSource:
 
 
 # -- the child's side ----------------------------------------------------------------------------
-def serve(config: SourceConfig, conn: Connection, free: Semaphore, stop: Event) -> None:
+def serve(config: SourceConfig, conn: Connection, free: _FreeSlots, stop: Event) -> None:
     """Open ``config``'s source, then decode into the ring the parent names, until the end or ``stop``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the parent stops us
     from pipeline.sources import make_source
 
     source = make_source(config)
-    ring: mmap.mmap | None = None
+    ring: _HostSlots | _DeviceSlots | None = None
     try:
         source.open()
         first = source.read()
         if first is None:
             raise SourceError(f"{source.description}: opened, but no frame could be decoded")
         conn.send(("opened", source.description, getattr(source, "total_frames", None), first.image.nbytes))
-        ring, slot_bytes, slots = _map_ring(conn)
-        _pump(source, first, conn, free, stop, ring, slot_bytes, slots)
+        ring = _map_ring(conn)
+        conn.send(("ready",))
+        _pump(source, first, conn, free, stop, ring)
     except SourceError as exc:
         _send(conn, ("error", isinstance(exc, PermanentSourceError), str(exc)))
     except (BrokenPipeError, EOFError):
@@ -229,52 +296,78 @@ def serve(config: SourceConfig, conn: Connection, free: Semaphore, stop: Event) 
         conn.close()
 
 
-def _map_ring(conn: Connection) -> tuple[mmap.mmap, int, int]:
+class _HostSlots:
+    """The child's side of a ring in shared memory."""
+
+    def __init__(self, path: str, slot_bytes: int, slots: int) -> None:
+        self.slot_bytes = slot_bytes
+        fd = os.open(path, os.O_RDWR)
+        try:
+            self._ring = mmap.mmap(fd, slot_bytes * slots)
+        finally:
+            os.close(fd)
+
+    def write(self, slot: int, image: np.ndarray) -> None:
+        view = np.frombuffer(self._ring, np.uint8, image.nbytes, slot * self.slot_bytes).reshape(image.shape)
+        np.copyto(view, image)
+        del view  # the ring's buffer stays unexported, so it can be closed
+
+    def close(self) -> None:
+        self._ring.close()
+
+
+class _DeviceSlots:
+    """The child's side of a ring on the GPU: a frame goes through a pinned buffer into its slot, on a stream of the
+    child's own, and is there (the copy waited for) before the parent hears of it."""
+
+    def __init__(self, ring: Any) -> None:
+        import torch
+
+        torch.cuda.set_device(ring.device)
+        self.slot_bytes = int(ring.shape[1])
+        self._ring = ring
+        self._stream = torch.cuda.Stream(ring.device)
+        self._staging = torch.empty(self.slot_bytes, dtype=torch.uint8, pin_memory=True)
+        self._host = self._staging.numpy()
+
+    def write(self, slot: int, image: np.ndarray) -> None:
+        import torch
+
+        n = image.nbytes
+        np.copyto(self._host[:n], image.reshape(-1))
+        with torch.cuda.stream(self._stream):
+            self._ring[slot, :n].copy_(self._staging[:n], non_blocking=True)
+        self._stream.synchronize()
+
+    def close(self) -> None:
+        self._ring = None
+
+
+def _map_ring(conn: Connection) -> _HostSlots | _DeviceSlots:
     message = conn.recv()
+    if message[0] == "gpu-ring":
+        return _DeviceSlots(message[1])
     _, path, slot_bytes, slots = message
-    fd = os.open(path, os.O_RDWR)
-    try:
-        return mmap.mmap(fd, slot_bytes * slots), slot_bytes, slots
-    finally:
-        os.close(fd)
+    return _HostSlots(path, slot_bytes, slots)
 
 
 def _pump(
-    source: Any,
-    first: RawFrame,
-    conn: Connection,
-    free: Semaphore,
-    stop: Event,
-    ring: mmap.mmap,
-    slot_bytes: int,
-    slots: int,
+    source: Any, first: RawFrame, conn: Connection, free: _FreeSlots, stop: Event, ring: _HostSlots | _DeviceSlots
 ) -> None:
-    written = 0
     frame: RawFrame | None = first
     while frame is not None and not stop.is_set():
         image = np.ascontiguousarray(frame.image)
-        if image.dtype != np.uint8 or image.nbytes > slot_bytes:
+        if image.dtype != np.uint8 or image.nbytes > ring.slot_bytes:
             conn.send(("inline", image, frame.pts_ms, frame.layout))
-        elif _wait_for_slot(free, stop, conn):
-            slot = written % slots
-            view = np.frombuffer(ring, np.uint8, image.nbytes, slot * slot_bytes).reshape(image.shape)
-            np.copyto(view, image)
-            del view  # the ring's buffer stays unexported, so it can be closed
-            conn.send(("frame", slot, image.shape, frame.pts_ms, frame.layout))
-            written += 1
         else:
-            return
+            slot = free.take(stop, conn)
+            if slot is None:
+                return
+            ring.write(slot, image)
+            conn.send(("frame", slot, image.shape, frame.pts_ms, frame.layout))
         frame = source.read()
     if frame is None:
         conn.send(("end",))
-
-
-def _wait_for_slot(free: Semaphore, stop: Event, conn: Connection) -> bool:
-    """Wait until the parent has copied a slot out; ``False`` when asked to stop or the parent is gone."""
-    while not free.acquire(timeout=POLL_S):
-        if stop.is_set() or conn.poll(0):  # the parent sends nothing more: readable means it closed its end
-            return False
-    return not stop.is_set()
 
 
 def _send(conn: Connection, message: tuple[Any, ...]) -> None:
