@@ -8,7 +8,8 @@ video and weights:
 - ``engine``: the backend edgesight picks, alone, on frames decoded beforehand
   (prepare + infer; batch 1, and larger batches on a GPU);
 - ``decode``: decoding alone (``--decoder``), one thread per stream, or one process per stream with
-  ``--decode-process`` (the ceiling); with ``--decode-process`` also in threads, for comparison;
+  ``--decode-process`` (``gpu``: into a ring on the GPU, as the pipeline then does) (the ceiling); with
+  ``--decode-process`` also in threads, for comparison;
 - ``edgesight``: the whole pipeline with N streams of the video, every message
   delivered to a subscriber in another process; frames/s, per-stage ms,
   capture→publish latency percentiles, mean batch, queue peaks, GPU memory;
@@ -95,7 +96,7 @@ def bench_edgesight(args: argparse.Namespace, streams: int, live: bool = False) 
 
     endpoint = _endpoint()
     source: dict[str, Any] = {"type": "file", "path": str(args.video), "realtime": live, "decoder": args.decoder}
-    source["decode_process"] = args.decode_process
+    source["decode_process"] = decode_process(args)
     stream_list = [{"id": f"cam{i}", "source": source} for i in range(streams)]
     if args.frames:
         stream_list = [{**s, "max_frames": args.frames} for s in stream_list]
@@ -245,7 +246,7 @@ def bench_decode(args: argparse.Namespace, streams: int) -> dict[str, Any]:
     from pipeline.sources import make_source
 
     counts = [0] * streams
-    config = FileSourceConfig(path=args.video, decoder=args.decoder, decode_process=args.decode_process)
+    config = FileSourceConfig(path=args.video, decoder=args.decoder, decode_process=decode_process(args))
     sources = [make_source(config) for _ in range(streams)]
     for source in sources:  # opened before the clock starts, as the pipeline opens its sources
         source.open()
@@ -277,8 +278,8 @@ def run_child(
     cmd = [sys.executable, __file__, "--video", str(args.video), "--model", str(weights), "--imgsz", str(args.imgsz)]
     cmd += ["--device", args.device, "--engine", args.engine, "--only", only, "--streams", str(streams)]
     cmd += ["--decoder", decoder or args.decoder]
-    if args.decode_process if process is None else process:
-        cmd.append("--decode-process")
+    if args.decode_process and process is not False:
+        cmd += ["--decode-process", args.decode_process]
     if args.tracking:
         cmd.append("--tracking")
     if args.preprocess_threads:
@@ -291,6 +292,12 @@ def run_child(
         return {"fps": 0.0, "error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "failed"}
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
+
+
+def decode_process(args: argparse.Namespace) -> bool | str:
+    """The sources' ``decode_process`` for ``--decode-process [cpu|gpu]``."""
+    choice: dict[str | None, bool | str] = {None: False, "cpu": True, "gpu": "gpu"}
+    return choice[args.decode_process]
 
 
 def best_of(args: argparse.Namespace, only: str, weights: Path, streams: int = 1, **override: Any) -> dict[str, Any]:
@@ -315,7 +322,11 @@ def main() -> None:
         "--decoder", default="cpu", choices=["auto", "cpu", "pyav", "nvdec"], help="how files are decoded"
     )
     parser.add_argument(
-        "--decode-process", action="store_true", help="decode each stream in its own process (decode_process)"
+        "--decode-process",
+        nargs="?",
+        const="cpu",
+        choices=["cpu", "gpu"],
+        help="decode each stream in its own process (decode_process; gpu: the process puts frames on the GPU)",
     )
     parser.add_argument("--streams", default="1", help="comma-separated stream counts for edgesight, e.g. 1,8")
     parser.add_argument("--live", action="store_true", help="also run one stream paced at the video's frame rate")
@@ -369,7 +380,7 @@ def main() -> None:
         "device": args.device,
         "engine": runs["engine"]["engine"],
         "decoder": args.decoder,
-        "decode_process": args.decode_process,
+        "decode_process": decode_process(args),
     }
     one = runs.get("edgesight_x1")
     if one:
