@@ -221,6 +221,7 @@ class PendingBatch:
                 rows = unpack_kept(part.host.numpy(), self._nms, part.hw, shapes, part.scaled)
             if part.inputs:  # the batch has run: its upload buffers can take new frames
                 self._pool.frames.give_back(part.inputs)
+                part.inputs = None
             if part.proto is not None:
                 rows = self._with_masks(part, rows)
             if self._kpt_shape is not None:

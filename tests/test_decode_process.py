@@ -204,6 +204,30 @@ def test_a_camera_decoded_in_a_process_reconnects_after_an_outage(rtsp_server: R
     assert events.count("reconnecting") >= 1
 
 
+def test_a_leased_slot_is_freed_once_every_tensor_made_from_its_frame_is_gone() -> None:
+    """What frees a slot of a ring on the GPU, shown on the CPU: not the frame's own tensor object dying, but the
+    last tensor that reads its memory (a crop kept by a later stage, say)."""
+    import gc
+
+    import torch
+
+    from pipeline.sources.process import leased
+
+    ring = torch.zeros((4, 12), dtype=torch.uint8)
+    freed: list[int] = []
+    frame = leased(ring[2].view(3, 4), freed.append, 2)
+    frame[1, 1] = 7
+    assert ring[2, 5] == 7, "the frame is the slot's memory, not a copy"
+    crop = frame[1:, 1:3]
+    del frame
+    gc.collect()
+    assert freed == [], "a crop of the frame still reads the slot"
+    assert crop[0, 0] == 7
+    del crop
+    gc.collect()
+    assert freed == [2]
+
+
 def _cuda() -> bool:
     import torch
 

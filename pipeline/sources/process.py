@@ -28,6 +28,7 @@ import signal
 import tempfile
 import threading
 import weakref
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Event
 from pathlib import Path
@@ -77,6 +78,19 @@ class _FreeSlots:
         slot = next(i for i, free in enumerate(self.flags) if free)
         self.flags[slot] = 0
         return slot
+
+
+def leased(tensor: Any, on_free: Callable[..., object], *args: object) -> Any:
+    """A tensor on ``tensor``'s memory; ``on_free(*args)`` runs once it and every tensor made from it (slices, views,
+    a crop that is a view) are gone, not merely this one object.
+
+    The new tensor reaches the memory through DLPack, whose hold on ``tensor``
+    lasts as long as that memory is in use from any tensor made from it.
+    """
+    from torch.utils.dlpack import from_dlpack, to_dlpack
+
+    weakref.finalize(tensor, on_free, *args)
+    return from_dlpack(to_dlpack(tensor))
 
 
 def _ring_dir() -> str | None:
@@ -233,8 +247,7 @@ class ProcessSource:
         if self._device_ring is not None:
             whole = self._slot_views[slot]
             view = (whole if count == self._slot_bytes else whole[:count]).view(shape)
-            weakref.finalize(view, self._free.give, slot)  # the slot is the child's again once the frame is let go
-            return RawFrame(view, pts_ms, layout)
+            return RawFrame(leased(view, self._free.give, slot), pts_ms, layout)
         assert self._ring is not None
         image = np.frombuffer(self._ring, np.uint8, count, slot * self._slot_bytes).reshape(shape).copy()
         self._free.give(slot)
@@ -270,6 +283,9 @@ class ProcessSource:
 def serve(config: SourceConfig, conn: Connection, free: _FreeSlots, stop: Event) -> None:
     """Open ``config``'s source, then decode into the ring the parent names, until the end or ``stop``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the parent stops us
+    # Terminated (a stop that took too long): unwind, so a ring on the GPU is let go of and the parent's CUDA
+    # memory can be freed (a killed child's share of it stays held until the pipeline's process exits).
+    signal.signal(signal.SIGTERM, _exit_now)
     from pipeline.sources import make_source
 
     source = make_source(config)
@@ -368,6 +384,10 @@ def _pump(
         frame = source.read()
     if frame is None:
         conn.send(("end",))
+
+
+def _exit_now(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def _send(conn: Connection, message: tuple[Any, ...]) -> None:
