@@ -64,6 +64,20 @@ def config_for(
     return build_config({"streams": streams, "model": model, "publish": publish, **extra}, "test")
 
 
+def wait_for_message(sub: Subscriber, pred: Any, timeout: float, seen: list[Message]) -> None:
+    """Receive from ``sub``, keeping every message in ``seen``, until one satisfies ``pred``; fail after ``timeout`` s,
+    naming the stream states seen so far."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        msg = sub.recv(0.1)
+        if msg is not None:
+            seen.append(msg)
+            if pred(msg):
+                return
+    states = [f"{m.stream_id}:{m.event}" for m in seen if isinstance(m, StatusMessage)]
+    raise AssertionError(f"timed out after {timeout} s; states so far {states[-10:]}")
+
+
 def run_and_collect(config: PipelineConfig, timeout_s: float = 240.0, **pipeline_kwargs: Any) -> Collected:
     """Run ``config`` to its end with a subscriber attached; every stream must end within ``timeout_s``.
 

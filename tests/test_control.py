@@ -5,11 +5,10 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-import time
 from typing import Any
 
 from conftest import free_port
-from helpers import config_for
+from helpers import config_for, wait_for_message
 from test_sources import FakeEngine
 
 from pipeline.runner import Pipeline
@@ -39,14 +38,7 @@ def test_streams_are_added_and_removed_at_run_time(endpoint: str) -> None:
         runner.start()
 
         def until(pred: Any, timeout: float = 30) -> None:
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                msg = sub.recv(0.1)
-                if msg is not None:
-                    seen.append(msg)
-                    if pred(msg):
-                        return
-            raise AssertionError("timed out")
+            wait_for_message(sub, pred, timeout, seen)
 
         until(lambda m: isinstance(m, DetectionsMessage) and m.stream_id == "a")
         added = streams(control, "add", "--id", "b", "--source", "synthetic://?frames=30&width=96&height=64")

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import free_port
-from helpers import config_for, run_and_collect
+from helpers import config_for, run_and_collect, wait_for_message
 from test_supervision import RtspServer, rtsp_server  # noqa: F401 - the fixture
 
 from pipeline.config import FileSourceConfig, WebcamSourceConfig, build_config
@@ -175,19 +175,12 @@ def test_a_camera_decoded_in_a_process_reconnects_after_an_outage(rtsp_server: R
     config = config_for(endpoint, [stream], {"path": "unused"}, publish={"wait_for_subscriber": False})
     pipeline = Pipeline(config, engine_factory=lambda _s, _n: FakeEngine())
     runner = threading.Thread(target=pipeline.run, daemon=True)
-    events: list[str] = []
+    seen: list[Any] = []
     with Subscriber(endpoint) as sub:
         runner.start()
 
         def wait_for(pred: Any, timeout: float) -> None:
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                msg = sub.recv(0.1)
-                if isinstance(msg, StatusMessage) and msg.stream_id == "cam":
-                    events.append(msg.event)
-                if msg is not None and pred(msg):
-                    return
-            raise AssertionError(f"timed out after {timeout} s; states so far {events}")
+            wait_for_message(sub, pred, timeout, seen)
 
         def frame(m: Any) -> bool:
             return isinstance(m, DetectionsMessage) and m.stream_id == "cam"
@@ -201,6 +194,7 @@ def test_a_camera_decoded_in_a_process_reconnects_after_an_outage(rtsp_server: R
         pipeline.stop_event.set()
         runner.join(10)
     assert not runner.is_alive()
+    events = [m.event for m in seen if isinstance(m, StatusMessage) and m.stream_id == "cam"]
     assert events.count("reconnecting") >= 1
 
 

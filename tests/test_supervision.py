@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import free_port
-from helpers import config_for
+from helpers import config_for, wait_for_message
 
 from pipeline.config import ReconnectConfig
 from pipeline.errors import PermanentSourceError, SourceError
@@ -228,15 +228,8 @@ def test_killing_and_restarting_the_rtsp_server_ten_times(rtsp_server: RtspServe
     with Subscriber(endpoint) as sub:
         runner.start()
 
-        def wait_for(pred: Any, timeout: float) -> float:
-            t0 = time.monotonic()
-            while time.monotonic() - t0 < timeout:
-                msg = sub.recv(0.1)
-                if msg is not None:
-                    seen.append(msg)
-                    if pred(msg):
-                        return time.monotonic() - t0
-            raise AssertionError(f"timed out after {timeout} s")
+        def wait_for(pred: Any, timeout: float) -> None:
+            wait_for_message(sub, pred, timeout, seen)
 
         def cam_frame(m: Any) -> bool:
             return isinstance(m, DetectionsMessage) and m.stream_id == "cam"
