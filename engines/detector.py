@@ -155,14 +155,14 @@ def frame_size(shape: Sequence[int]) -> tuple[int, int]:
 
 
 class _PinnedPool:
-    """Pinned host buffers for the infer thread's device-to-host copies, and the events that mark them copied,
-    handed back once their batch's result has been read (only the infer thread uses it), so a batch allocates none."""
+    """What a batch borrows, handed back once its result has been read, so a batch allocates none: pinned host
+    buffers for the infer thread's device-to-host copies (only the infer thread uses them), the events that mark
+    them copied, and (through ``frames``) the upload buffers its frames came in."""
 
-    def __init__(self, frames: _DeviceFrames | None = None) -> None:
+    def __init__(self, frames: _DeviceFrames) -> None:
         self._free: dict[tuple[tuple[int, ...], torch.dtype], list[torch.Tensor]] = {}
         self._events: list[torch.cuda.Event] = []
-        self.frames = frames or _DeviceFrames()
-        """Where the batches' upload buffers go back to."""
+        self.frames = frames
 
     def record(self, stream: torch.cuda.Stream) -> torch.cuda.Event:
         """An event recorded on ``stream`` now."""

@@ -13,8 +13,8 @@ messages the same source gives in a thread.
 With ``decode_process: gpu`` the ring is on the GPU instead: the child copies
 each frame into a slot there (through a pinned buffer of its own, on its own
 CUDA stream) and the capture thread hands on a view of that slot, so the
-pipeline's process makes no copy and no CUDA call for a frame before the
-model. A slot is freed when the pipeline lets go of its frame.
+pipeline's process neither copies nor uploads a frame. A slot is freed once
+nothing reads it any more (see :func:`leased`).
 """
 
 from __future__ import annotations
@@ -153,6 +153,8 @@ class ProcessSource:
                 self._make_device_ring(int(frame_bytes))
             else:
                 self._make_ring(int(frame_bytes))
+            for slot in range(self._slots):
+                self._free.give(slot)
             ready = self._receive()  # the child has mapped the ring (and started CUDA, for one on the GPU)
             if ready is None or ready[0] != "ready":
                 raise SourceError(f"{self.description}: decoding process did not take the ring")
@@ -163,7 +165,7 @@ class ProcessSource:
 
     def _make_ring(self, frame_bytes: int) -> None:
         """The shared slots, sized for the first frame; the child maps them, then the file's name is removed."""
-        assert self._conn is not None and self._free is not None
+        assert self._conn is not None
         self._slot_bytes = frame_bytes
         fd, self._ring_path = tempfile.mkstemp(prefix="edgesight-ring-", dir=_ring_dir())
         try:
@@ -172,12 +174,10 @@ class ProcessSource:
         finally:
             os.close(fd)
         self._conn.send(("ring", self._ring_path, frame_bytes, self._slots))
-        for slot in range(self._slots):
-            self._free.give(slot)
 
     def _make_device_ring(self, frame_bytes: int) -> None:
         """The shared slots on the GPU, allocated here and handed to the child (CUDA IPC) to write into."""
-        assert self._conn is not None and self._free is not None
+        assert self._conn is not None
         import torch
         import torch.multiprocessing  # registers the pickling that hands a CUDA tensor to another process
 
@@ -187,8 +187,6 @@ class ProcessSource:
         self._device_ring = torch.empty((self._slots, frame_bytes), dtype=torch.uint8, device="cuda")
         self._slot_views = list(self._device_ring.unbind())
         self._conn.send(("gpu-ring", self._device_ring, self._slots))
-        for slot in range(self._slots):
-            self._free.give(slot)
 
     def release(self) -> None:
         """Stop the child (terminating it if it does not stop soon) and free the ring."""
