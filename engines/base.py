@@ -127,7 +127,9 @@ class DetectionEngine(Protocol):
     on a BGR frame, or a planar I420 one (``layout``, see :mod:`engines.yuv`),
     and returns an opaque model input; ``infer`` runs a batch of such inputs and
     returns, per image, an ``(N, 6)`` float array of ``x1, y1, x2, y2, confidence,
-    class_id`` in the source image's pixels. ``submit`` is ``infer`` in two
+    class_id`` in the source image's pixels. A frame that is already a CUDA
+    tensor must be finished: whatever made it (a decoder, image operations)
+    has waited for that work, so ``prepare`` waits on nothing. ``submit`` is ``infer`` in two
     halves: it queues the batch on the device and returns at once, so the
     caller can collect and submit the next batch before reading this one's
     ``result()`` (which must be read in submission order).

@@ -356,8 +356,7 @@ class YoloDetector:
         """
         if not self.runner.on_gpu:
             return self._cpu_letterbox(on_host(to_bgr(image, layout)))
-        if not isinstance(image, np.ndarray):  # decoded on the GPU (NVDEC), or operated on there
-            torch.cuda.current_stream().synchronize()
+        if not isinstance(image, np.ndarray):  # on the GPU and finished (NVDEC, the GPU ring, image operations)
             return GpuInput(image)
         return GpuInput(self._uploader.upload(image), pooled=True)
 

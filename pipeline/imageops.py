@@ -259,8 +259,14 @@ class ImageOps:
         return image, warp.forward
 
     def run(self, image: Image) -> tuple[Image, Warp]:
-        """``image`` operated on, and the whole chain's :class:`Warp` (back to the frame, forward from it)."""
+        """``image`` operated on, and the whole chain's :class:`Warp` (back to the frame, forward from it).
+
+        A frame on the GPU is finished when this returns (the operations queued on
+        the current CUDA stream have run), as the model's ``prepare`` expects.
+        """
         image, warps = self._run(image)
+        if not _on_host(image):
+            _gpu().finish(image)
 
         def back(points: np.ndarray) -> np.ndarray:
             out = np.asarray(points, np.float64).reshape(-1, 2)

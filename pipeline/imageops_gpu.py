@@ -4,7 +4,7 @@ Every function takes and returns an ``H x W x 3`` ``uint8`` BGR tensor on any
 device and follows OpenCV's definition of the same operation (the tests hold
 each one to its OpenCV twin), so a stream gives the model the same picture
 whether its frames were operated on by the CPU or by the GPU. Nothing here
-synchronizes with the device: the work is queued on the current CUDA stream.
+synchronizes with the device (but :func:`finish`): the work is queued on the current CUDA stream.
 """
 
 from __future__ import annotations
@@ -214,6 +214,12 @@ def bilateral(image: torch.Tensor, diameter: int, sigma_color: float, sigma_spac
             total += neighbour * weight
             weights += weight
     return (total / weights).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).contiguous()
+
+
+def finish(image: torch.Tensor) -> None:
+    """Wait for the work queued on ``image``'s device's current stream (what made ``image``), on a CUDA device."""
+    if image.is_cuda:
+        torch.cuda.current_stream(image.device).synchronize()
 
 
 def upload(image: np.ndarray, device: Any) -> torch.Tensor:
