@@ -70,6 +70,34 @@ def test_frames_are_those_decoded_in_a_thread(tiny_video: Path, decoder: str) ->
     assert ring_files() == before  # the ring's file is gone
 
 
+def growing_video(path: Path) -> Path:
+    """A raw H.264 stream whose frames grow from 64x48 to 160x120 halfway: the later ones are larger than a slot."""
+    import av
+
+    with path.open("wb") as out:
+        for (w, h), level in (((64, 48), 40), ((160, 120), 160)):
+            with av.open(out, "w", format="h264") as container:
+                stream = container.add_stream("libx264", rate=10)
+                stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+                for i in range(5):
+                    image = np.full((h, w, 3), level + 10 * i, np.uint8)
+                    container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="bgr24")))
+                container.mux(stream.encode())
+    return path
+
+
+@pytest.mark.skipif(not HAS_PYAV, reason="PyAV is not installed")
+def test_frames_larger_than_a_slot_come_through_the_pipe_in_order(tmp_path: Path) -> None:
+    video = growing_video(tmp_path / "grows.h264")
+    in_thread = read_all(make_source(FileSourceConfig(path=video, decoder="pyav")))
+    in_child = read_all(make_source(FileSourceConfig(path=video, decoder="pyav", decode_process=True)))
+    assert [f.image.shape for f in in_thread] == [(72, 64)] * 5 + [(180, 160)] * 5
+    assert len(in_child) == len(in_thread)
+    for a, b in zip(in_child, in_thread, strict=True):
+        assert (a.layout, a.pts_ms) == (b.layout, b.pts_ms)
+        assert np.array_equal(a.image, b.image)
+
+
 def test_frames_stay_valid_after_the_ring_moves_on(tiny_video: Path) -> None:
     """Each frame is the parent's own copy: the child reuses its slot at once."""
     source = make_source(FileSourceConfig(path=tiny_video, decode_process=True))

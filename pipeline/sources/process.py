@@ -6,9 +6,12 @@ longer shares the interpreter's lock with the pipeline's stages. The decoder
 runs in its own process (started from a fork server, so a process
 that already holds a CUDA context is never forked) and writes each frame into
 one of a few slots of a shared ring; the capture thread copies it out (NumPy's
-copy runs outside the lock) and frees the slot. Only a short message per frame
-crosses the pipe. The child reports open and read errors as the one-line
-messages the same source gives in a thread.
+copy runs outside the lock) and frees the slot. A frame is announced through a
+small queue in shared memory (:class:`_Announcements`), so a capture thread
+that has frames waiting takes the next one without giving up the interpreter's
+lock; the pipe carries only the rest (the end, errors, a frame too large for a
+slot). The child reports open and read errors as the one-line messages the
+same source gives in a thread.
 
 With ``decode_process: gpu`` the ring is on the GPU instead: the child copies
 each frame into a slot there (through a pinned buffer of its own, on its own
@@ -36,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from engines.yuv import PixelLayout
 from pipeline.errors import PermanentSourceError, SourceError
 from pipeline.sources.base import RawFrame
 
@@ -54,6 +58,53 @@ POLL_S = 0.1
 STOP_WAIT_S = 2.0
 """How long ``release`` waits for the child to stop before it terminates it."""
 SHM_DIR = Path("/dev/shm")
+
+
+LAYOUTS: tuple[PixelLayout, ...] = ("bgr", "i420")
+"""Pixel layouts by the number an announcement carries."""
+ON_PIPE = -1.0
+"""An announcement's slot when what comes next is the pipe's next message."""
+
+
+class _Announcements:
+    """What the child has for the parent, in order: a bounded queue in shared memory of frames in ring slots (slot,
+    height, width, channels, timestamp, layout), or marks that the pipe's next message comes next.
+
+    Taking an entry that is already there gives up no lock (a semaphore's fast
+    path), where reading a message from the pipe gives it up three times (a
+    poll and two reads); only an empty queue waits. Each side counts its own
+    entries.
+    """
+
+    FIELDS = 6
+
+    def __init__(self, ctx: Any, capacity: int) -> None:
+        self.capacity = capacity
+        self.ready = ctx.Semaphore(0)
+        self.space = ctx.Semaphore(capacity)
+        self.entries = ctx.Array("d", capacity * self.FIELDS, lock=False)
+        self._count = 0
+
+    def put(self, entry: tuple[float, ...], stop: Event, conn: Connection) -> bool:
+        """The child's side: queue ``entry``; ``False`` when asked to stop or the parent is gone."""
+        while not self.space.acquire(timeout=POLL_S):
+            if stop.is_set() or conn.poll(0):  # the parent sends nothing more: readable means it closed its end
+                return False
+        at = (self._count % self.capacity) * self.FIELDS
+        self.entries[at : at + self.FIELDS] = entry
+        self._count += 1
+        self.ready.release()
+        return True
+
+    def take(self, timeout: float) -> list[float] | None:
+        """The parent's side: the next entry, or ``None`` if there is none within ``timeout`` seconds."""
+        if not (self.ready.acquire(timeout=timeout) if timeout > 0 else self.ready.acquire(False)):
+            return None
+        at = (self._count % self.capacity) * self.FIELDS
+        entry: list[float] = self.entries[at : at + self.FIELDS]
+        self._count += 1
+        self.space.release()
+        return entry
 
 
 class _FreeSlots:
@@ -117,6 +168,7 @@ class ProcessSource:
         self._conn: Connection | None = None
         self._process: Any = None
         self._free: _FreeSlots | None = None
+        self._announced: _Announcements | None = None
         self._stop: Event | None = None
         self._ring: mmap.mmap | None = None
         self._ring_path: str | None = None
@@ -134,9 +186,10 @@ class ProcessSource:
         ctx.set_forkserver_preload(["pipeline.sources"])
         parent, child = ctx.Pipe()
         self._conn, self._free, self._stop = parent, _FreeSlots(ctx, self._slots), ctx.Event()
+        self._announced = _Announcements(ctx, self._slots + 2)  # every slot, the end and an error
         self._process = ctx.Process(
             target=serve,
-            args=(self._config, child, self._free, self._stop),
+            args=(self._config, child, self._free, self._announced, self._stop),
             name=f"edgesight-decode {self.description}",
             daemon=True,
         )
@@ -228,19 +281,15 @@ class ProcessSource:
             return None
         if self._conn is None or (self._ring is None and self._device_ring is None):
             raise SourceError(f"{self.description}: read before open")
-        message = self._receive()
-        if message is None:
+        entry = self._next_entry()
+        if entry is None:
             return None
-        kind = message[0]
-        if kind == "end":
-            return None
-        if kind == "inline":  # larger than a slot (the stream changed size): it came through the pipe
-            _, image, pts_ms, layout = message
-            return RawFrame(image, pts_ms, layout)
-        if kind != "frame":
-            raise SourceError(f"{self.description}: decoding process sent {kind!r}")
-        _, slot, shape, pts_ms, layout = message
-        count = int(np.prod(shape))
+        if entry[0] == ON_PIPE:
+            return self._from_pipe()
+        slot, height, width, channels = (int(v) for v in entry[:4])
+        shape = (height, width, channels) if channels else (height, width)
+        pts_ms, layout = entry[4], LAYOUTS[int(entry[5])]
+        count = height * width * (channels or 1)
         assert self._free is not None
         if self._device_ring is not None:
             whole = self._slot_views[slot]
@@ -249,6 +298,29 @@ class ProcessSource:
         assert self._ring is not None
         image = np.frombuffer(self._ring, np.uint8, count, slot * self._slot_bytes).reshape(shape).copy()
         self._free.give(slot)
+        return RawFrame(image, pts_ms, layout)
+
+    def _next_entry(self) -> list[float] | None:
+        """The child's next announcement (``None`` once interrupted)."""
+        assert self._announced is not None
+        while (entry := self._announced.take(POLL_S)) is None:
+            if self._interrupted.is_set():
+                return None
+            if self._process is not None and not self._process.is_alive():
+                entry = self._announced.take(0)  # announced just before it ended
+                if entry is None:
+                    raise self._ended()
+                return entry
+        return entry
+
+    def _from_pipe(self) -> RawFrame | None:
+        """The message the child announced on the pipe: the end, an error, or a frame larger than a slot."""
+        message = self._receive()
+        if message is None or message[0] == "end":
+            return None
+        if message[0] != "inline":
+            raise SourceError(f"{self.description}: decoding process sent {message[0]!r}")
+        _, image, pts_ms, layout = message  # larger than a slot (the stream changed size)
         return RawFrame(image, pts_ms, layout)
 
     def _receive(self) -> Any:
@@ -278,7 +350,7 @@ class ProcessSource:
 
 
 # -- the child's side ----------------------------------------------------------------------------
-def serve(config: SourceConfig, conn: Connection, free: _FreeSlots, stop: Event) -> None:
+def serve(config: SourceConfig, conn: Connection, free: _FreeSlots, announced: _Announcements, stop: Event) -> None:
     """Open ``config``'s source, then decode into the ring the parent names, until the end or ``stop``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the parent stops us
     # Terminated (a stop that took too long): unwind, so a ring on the GPU is let go of and the parent's CUDA
@@ -296,13 +368,14 @@ def serve(config: SourceConfig, conn: Connection, free: _FreeSlots, stop: Event)
         conn.send(("opened", source.description, getattr(source, "total_frames", None), first.image.nbytes))
         ring = _map_ring(conn)
         conn.send(("ready",))
-        _pump(source, first, conn, free, stop, ring)
+        _pump(source, first, _Outbox(conn, announced, stop), free, ring)
     except SourceError as exc:
-        _send(conn, ("error", isinstance(exc, PermanentSourceError), str(exc)))
+        _report(conn, announced, stop, ("error", isinstance(exc, PermanentSourceError), str(exc)))
     except (BrokenPipeError, EOFError):
         pass  # the parent has gone
     except Exception as exc:  # reported to the parent as one line, never a traceback here
-        _send(conn, ("error", False, f"{source.description}: decoding failed ({type(exc).__name__}: {exc})"))
+        text = f"{source.description}: decoding failed ({type(exc).__name__}: {exc})"
+        _report(conn, announced, stop, ("error", False, text))
     finally:
         source.release()
         if ring is not None:
@@ -365,29 +438,49 @@ def _map_ring(conn: Connection) -> _HostSlots | _DeviceSlots:
     return _HostSlots(path, slot_bytes, slots)
 
 
-def _pump(
-    source: Any, first: RawFrame, conn: Connection, free: _FreeSlots, stop: Event, ring: _HostSlots | _DeviceSlots
-) -> None:
+class _Outbox:
+    """The child's way to the parent once frames flow: announcements, and pipe messages announced first."""
+
+    def __init__(self, conn: Connection, announced: _Announcements, stop: Event) -> None:
+        self.conn, self.announced, self.stop = conn, announced, stop
+
+    def frame(self, slot: int, image: np.ndarray, pts_ms: float, layout: PixelLayout) -> bool:
+        channels = image.shape[2] if image.ndim == 3 else 0
+        entry = (float(slot), image.shape[0], image.shape[1], channels, pts_ms, LAYOUTS.index(layout))
+        return self.announced.put(entry, self.stop, self.conn)
+
+    def message(self, message: tuple[Any, ...]) -> bool:
+        if not self.announced.put((ON_PIPE, 0, 0, 0, 0, 0), self.stop, self.conn):
+            return False
+        self.conn.send(message)
+        return True
+
+
+def _pump(source: Any, first: RawFrame, out: _Outbox, free: _FreeSlots, ring: _HostSlots | _DeviceSlots) -> None:
     frame: RawFrame | None = first
-    while frame is not None and not stop.is_set():
+    while frame is not None and not out.stop.is_set():
         image = np.ascontiguousarray(frame.image)
-        if image.dtype != np.uint8 or image.nbytes > ring.slot_bytes:
-            conn.send(("inline", image, frame.pts_ms, frame.layout))
+        if image.dtype != np.uint8 or image.ndim not in (2, 3) or image.nbytes > ring.slot_bytes:
+            if not out.message(("inline", image, frame.pts_ms, frame.layout)):
+                return
         else:
-            slot = free.take(stop, conn)
+            slot = free.take(out.stop, out.conn)
             if slot is None:
                 return
             ring.write(slot, image)
-            conn.send(("frame", slot, image.shape, frame.pts_ms, frame.layout))
+            if not out.frame(slot, image, frame.pts_ms, frame.layout):
+                return
         frame = source.read()
     if frame is None:
-        conn.send(("end",))
+        out.message(("end",))
 
 
 def _exit_now(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
-def _send(conn: Connection, message: tuple[Any, ...]) -> None:
+def _report(conn: Connection, announced: _Announcements, stop: Event, message: tuple[Any, ...]) -> None:
+    """Send ``message`` (an error) whether the parent is still opening the source (it reads the pipe) or reading
+    frames (it waits for an announcement)."""
     with contextlib.suppress(BrokenPipeError, OSError):
-        conn.send(message)
+        _Outbox(conn, announced, stop).message(message)
