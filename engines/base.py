@@ -63,6 +63,14 @@ class ModelSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class FrameFormat:
+    """The shape and pixel layout of a source's frames (see :mod:`engines.yuv`), known once it has opened."""
+
+    shape: tuple[int, ...]
+    layout: PixelLayout = "bgr"
+
+
+@dataclass(frozen=True, slots=True)
 class EngineInfo:
     """What was loaded, for logs and the first status message."""
 
@@ -143,6 +151,8 @@ class DetectionEngine(Protocol):
 
     def submit(self, inputs: Sequence[Any], source_shapes: Sequence[tuple[int, int]]) -> PendingDetections: ...
 
-    def warmup(self) -> None: ...
+    def warmup(self, formats: Sequence[FrameFormat] = ()) -> None:
+        """Run blank frames of ``formats`` (a default when empty) before real ones arrive."""
+        ...
 
     def close(self) -> None: ...

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from engines.base import EngineInfo, ModelSpec
+from engines.base import EngineInfo, FrameFormat, ModelSpec
 from engines.engine_cache import CachedArtifact
 from engines.letterbox import CpuLetterbox, TorchLetterbox, geometry
 from engines.masks import InstanceMasks, assemble
@@ -427,17 +427,22 @@ class YoloDetector:
         g = geometry(*source, self.spec.imgsz, self._stride, self._auto)
         return (pack_kept(cands, keep, self._nms.max_det, (g.out_h, g.out_w), source),)
 
-    def warmup(self) -> None:
-        """Run blank 16:9 frames at batch 1, 2, 4… up to the largest batch, so no real frame waits on a first call.
+    def warmup(self, formats: Sequence[FrameFormat] = ()) -> None:
+        """Run blank frames of each of ``formats`` (the sources' own; 16:9 BGR when none is given) at batch 1, 2,
+        4… up to the largest batch, so no real frame waits on a first call.
 
-        On CUDA this also captures the CUDA graphs for those batch buckets.
+        On CUDA this also captures the CUDA graphs for those batch buckets and
+        fills the upload buffers, so the first batches of real frames replay
+        graphs made for their shape instead of capturing them.
         """
-        shape = (self.spec.imgsz * 9 // 16, self.spec.imgsz)
-        blank = np.zeros((*shape, 3), dtype=np.uint8)
+        default = FrameFormat((self.spec.imgsz * 9 // 16, self.spec.imgsz, 3))
         sizes = {1, self.runner.max_batch} | {b for b in (2, 4, 8, 16, 32) if b < self.runner.max_batch}
-        for n in sorted(sizes):
-            for _ in range(2):
-                self.infer([self.prepare(blank) for _ in range(n)], [shape] * n)
+        for fmt in dict.fromkeys(formats or [default]):
+            blank = np.zeros(fmt.shape, dtype=np.uint8)
+            shape = frame_size(fmt.shape)
+            for n in sorted(sizes):
+                for _ in range(2):
+                    self.infer([self.prepare(blank, fmt.layout) for _ in range(n)], [shape] * n)
 
     def close(self) -> None:
         self.runner.close()

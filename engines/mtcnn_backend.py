@@ -16,7 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from engines.base import EngineInfo, ModelSpec, ReadyDetections
+from engines.base import EngineInfo, FrameFormat, ModelSpec, ReadyDetections
 from engines.yuv import PixelLayout, on_host
 from pipeline.errors import BackendUnavailable
 
@@ -63,7 +63,8 @@ class MtcnnDetector:
     def submit(self, inputs: Sequence[Any], source_shapes: Sequence[tuple[int, int]]) -> ReadyDetections:
         return ReadyDetections(self.infer(inputs, source_shapes))
 
-    def warmup(self) -> None:
+    def warmup(self, formats: Sequence[FrameFormat] = ()) -> None:
+        """One blank frame: MTCNN's cost follows the image's size, so there is no per-shape set-up to warm."""
         self.infer([np.zeros((360, 640, 3), np.uint8)], [(360, 640)])
 
     def close(self) -> None:

@@ -11,13 +11,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engines.base import DetectionEngine, EngineInfo, ModelSpec
+from engines.base import DetectionEngine, EngineInfo, FrameFormat, ModelSpec
 from engines.registry import load_engine
 from pipeline.analytics.stream import StreamAnalytics
 from pipeline.analytics.tracking import TRACKER_LOW_CONF
@@ -32,6 +33,7 @@ from pipeline.motion import MotionGate
 from pipeline.queues import BoundedQueue, FanIn, OverflowPolicy, StreamCount
 from pipeline.recorder import FrameSink
 from pipeline.sources import Source, make_source
+from pipeline.sources.base import frame_format
 from pipeline.stages import (
     CaptureStage,
     FaceLink,
@@ -110,6 +112,8 @@ class Progress:
 
 PERCENTILES = (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))
 MAX_GPU_PREPROCESS_THREADS = 4
+MAX_WARMUP_FORMATS = 4
+"""Frame formats the model is warmed up on at most (each costs start-up time, and a CUDA graph per batch size)."""
 
 
 def detector_conf(config: PipelineConfig) -> float:
@@ -262,6 +266,16 @@ class Pipeline:
             return min(len(self.config.streams), MAX_GPU_PREPROCESS_THREADS)
         return 1
 
+    def _warmup_formats(self) -> list[FrameFormat]:
+        """The frame formats the model will see first: those of the opened sources whose frames reach it as they
+        are (no image operations before it), most streams first, at most :data:`MAX_WARMUP_FORMATS`."""
+        seen = Counter(
+            fmt
+            for stream in self.config.streams
+            if not stream.preprocess and (fmt := frame_format(self._sources.get(stream.id))) is not None
+        )
+        return [fmt for fmt, _ in seen.most_common(MAX_WARMUP_FORMATS)]
+
     def _start_engine(self) -> None:
         """Start the infer thread, which loads the engine, and wait for it (or its error)."""
         cfg = self.config
@@ -276,6 +290,7 @@ class Pipeline:
             lambda: self._engine_factory(spec, cfg.model.engine),
             cfg.model.classes,
             cfg.model.batch_timeout_ms / 1000.0,
+            self._warmup_formats(),
         )
         self._threads.append(infer)
         infer.start()

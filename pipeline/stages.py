@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from engines.base import DetectionEngine, PendingDetections
+from engines.base import DetectionEngine, FrameFormat, PendingDetections
 from engines.masks import InstanceMasks
 from engines.yuv import to_bgr
 from pipeline.analytics.events import Event
@@ -276,8 +276,11 @@ class InferStage(StageThread):
         load: Callable[[], DetectionEngine],
         classes: Sequence[int | str] | None = None,
         batch_timeout_s: float = 0.0,
+        warmup_formats: Sequence[FrameFormat] = (),
     ) -> None:
         super().__init__("infer", stop, on_failure)
+        self.warmup_formats = tuple(warmup_formats)
+        """The sources' frame formats, which the engine runs blank frames of before real ones (see ``warmup``)."""
         self.inp = inp
         self.out = out
         self.streams = streams if isinstance(streams, StreamCount) else StreamCount(streams)
@@ -300,7 +303,7 @@ class InferStage(StageThread):
             self.batch_size = max(1, engine.info.max_batch)
             self._names = engine.info.names
             self.keep_classes = resolve_classes(self._classes, self._names)
-            engine.warmup()
+            engine.warmup(self.warmup_formats)
         except BaseException as exc:  # handed to the thread that waits on ``loaded``
             self.loaded.set_exception(exc)
             return

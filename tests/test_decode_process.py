@@ -17,6 +17,7 @@ from conftest import free_port
 from helpers import config_for, run_and_collect, wait_for_message
 from test_supervision import RtspServer, rtsp_server  # noqa: F401 - the fixture
 
+from engines.base import FrameFormat
 from pipeline.config import FileSourceConfig, WebcamSourceConfig, build_config
 from pipeline.errors import ConfigError, SourceError
 from pipeline.runner import Pipeline
@@ -67,6 +68,7 @@ def test_frames_are_those_decoded_in_a_thread(tiny_video: Path, decoder: str) ->
         assert np.array_equal(a.image, b.image)
     assert source.description == f"video file '{tiny_video}'"
     assert source.total_frames == 40
+    assert source.frame_format == FrameFormat(in_thread[0].image.shape, in_thread[0].layout)
     assert ring_files() == before  # the ring's file is gone
 
 

@@ -127,7 +127,7 @@ class PersonBoxes:
             out.append(rows.astype(np.float32))
         return ReadyDetections(out)
 
-    def warmup(self) -> None:
+    def warmup(self, formats: object = ()) -> None:
         pass
 
     def close(self) -> None:

@@ -341,3 +341,34 @@ def test_pipeline_on_pyav_frames_on_cuda_matches_opencv_decoding(
 ) -> None:
     pytest.importorskip("av", reason="PyAV is not installed")
     assert_decoders_agree(arch_weights, people1, endpoint, "pyav")
+
+
+def test_warming_up_on_a_sources_format_leaves_its_first_batches_nothing_to_capture(
+    arch_weights: Path, people1: Path
+) -> None:
+    """After warm-up on the sources' I420 format, real frames of that format replay graphs made for it, and give
+    what an engine that captured its graphs on the real frames gives."""
+    import numpy as np
+
+    from engines.base import FrameFormat, ModelSpec
+    from engines.registry import load_engine
+
+    av = pytest.importorskip("av", reason="PyAV is not installed")
+    with av.open(str(people1)) as container:
+        planes = [f.to_ndarray(format="yuv420p") for _, f in zip(range(5), container.decode(video=0), strict=False)]
+    spec = ModelSpec(str(arch_weights), device="cuda", max_batch=8)
+    warmed = load_engine(spec, "torch")
+    warmed.warmup([FrameFormat(planes[0].shape, "i420")])
+    graphs = warmed.runner._graphs
+    assert {key for key in graphs if key[0] == "frames"} >= {("frames", 540, 640, b) for b in (1, 2, 4, 8)}
+    captured = len(graphs)
+    cold = load_engine(spec, "torch")
+    shapes = [(360, 640)] * len(planes)
+    for n in (1, 2, 5):
+        got = warmed.infer([warmed.prepare(p, "i420") for p in planes[:n]], shapes[:n])
+        want = cold.infer([cold.prepare(p, "i420") for p in planes[:n]], shapes[:n])
+        for g, w in zip(got, want, strict=True):
+            assert np.array_equal(g, w)
+    assert len(graphs) == captured  # nothing was captured for the real frames
+    warmed.close()
+    cold.close()

@@ -53,7 +53,7 @@ class PlateDetector:
         rows = np.array([[*PLATE_BOX, 0.9, 0], [*CAR_BOX, 0.8, 1]], np.float32)
         return ReadyDetections([rows.copy() for _ in inputs])
 
-    def warmup(self) -> None:
+    def warmup(self, formats: object = ()) -> None:
         pass
 
     def close(self) -> None:

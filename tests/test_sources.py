@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from engines.base import ReadyDetections
+from engines.base import FrameFormat, ReadyDetections
 from pipeline.config import build_config
 from pipeline.errors import SourceError
 from pipeline.runner import Pipeline
@@ -143,6 +145,7 @@ class FakeEngine:
 
         self.info = EngineInfo("fake", "cpu", "fp32", "fake.pt", "detect", 64, {0: "person"})
         self.closed = False
+        self.warmed: list[FrameFormat] | None = None
 
     def prepare(self, image: np.ndarray, layout: str = "bgr") -> np.ndarray:
         return image
@@ -153,8 +156,8 @@ class FakeEngine:
     def submit(self, inputs: list[np.ndarray], shapes: list[tuple[int, int]]) -> ReadyDetections:
         return ReadyDetections(self.infer(inputs, shapes))
 
-    def warmup(self) -> None:
-        pass
+    def warmup(self, formats: Sequence[FrameFormat] = ()) -> None:
+        self.warmed = list(formats)
 
     def close(self) -> None:
         self.closed = True
@@ -358,3 +361,34 @@ def test_odd_images_go_through_the_whole_pipeline(arch_weights: Path, endpoint: 
     sizes = [(m.width, m.height) for m in got.detections("odd")]
     assert sizes == [(160, 120), (160, 120), (160, 120), (1, 1), (7680, 4320)]
     assert got.statuses("odd")[-1].event == "eos"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("av") is None, reason="PyAV is not installed")
+def test_the_engine_warms_up_on_the_frame_formats_the_opened_sources_decode(
+    tiny_video: Path, tmp_path: Path, endpoint: str
+) -> None:
+    """Files know their frames' shape once open, so the model runs blank frames of that shape (and layout) before
+    the first real batch; a stream whose frames are operated on first, or a generated scene, adds none."""
+    other = tmp_path / "other.avi"  # a size of its own, only seen by the stream with image operations
+    writer = cv2.VideoWriter(str(other), cv2.VideoWriter.fourcc(*"MJPG"), 10.0, (96, 64))
+    for _ in range(3):
+        writer.write(np.full((64, 96, 3), 90, np.uint8))
+    writer.release()
+    streams = [
+        {"id": "bgr1", "source": {"type": "file", "path": str(tiny_video), "decoder": "cpu"}},
+        {"id": "bgr2", "source": {"type": "file", "path": str(tiny_video), "decoder": "cpu", "loop": True}},
+        {"id": "planar", "source": {"type": "file", "path": str(tiny_video), "decoder": "pyav", "realtime": True}},
+        {
+            "id": "resized",
+            "source": {"type": "file", "path": str(other), "decoder": "cpu"},
+            "preprocess": [{"op": "resize", "width": 64, "height": 48}],
+        },
+        {"id": "scene", "source": "synthetic://?frames=5"},
+    ]
+    config = build_config(
+        {"streams": [{**s, "max_frames": 3} for s in streams], "publish": {"endpoint": endpoint}}, "t"
+    )
+    engine = FakeEngine()
+    report = Pipeline(config, engine_factory=lambda _spec, _name: engine).run()
+    assert report.ok
+    assert engine.warmed == [FrameFormat((120, 160, 3), "bgr"), FrameFormat((180, 160), "i420")]

@@ -8,6 +8,7 @@ from typing import Protocol
 
 import numpy as np
 
+from engines.base import FrameFormat
 from engines.yuv import PixelLayout
 from pipeline.errors import SourceError
 
@@ -42,6 +43,12 @@ class Source(Protocol):
     def interrupt(self) -> None: ...
 
 
+def frame_format(source: object) -> FrameFormat | None:
+    """The shape and layout of an opened source's frames, where it knows them before they flow (files decode their
+    first frame when they open); ``None`` where it does not (cameras connect later)."""
+    return getattr(source, "frame_format", None)
+
+
 class DecoderSource:
     """What the decoding sources share: the first frame is decoded at ``open`` (a file that opens but cannot be
     decoded fails there, with its name) and handed on by the first ``read``; timestamps the container does not give
@@ -52,6 +59,8 @@ class DecoderSource:
     live = False
     total_frames: int | None = None
     """Frames in the file, when the container says (progress bars); ``None`` for live sources."""
+    frame_format: FrameFormat | None = None
+    """The first frame's shape and layout, once opened."""
 
     def __init__(self) -> None:
         self._interrupted = threading.Event()
@@ -72,6 +81,7 @@ class DecoderSource:
             self.release()
             raise SourceError(f"{self.description}: opened, but no frame could be decoded (corrupt or empty video?)")
         self._pending = first
+        self.frame_format = FrameFormat(tuple(first.image.shape), first.layout)
 
     def _timestamp(self, reported_ms: float) -> float:
         """``reported_ms``, or (when the container gives none after the first frame) the frame count over the rate."""

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-from pipeline.sources.base import RawFrame, Source
+from engines.base import FrameFormat
+from pipeline.sources.base import RawFrame, Source, frame_format
 
 
 class LoopingSource:
@@ -24,6 +25,10 @@ class LoopingSource:
 
     def open(self) -> None:
         self._source.open()
+
+    @property
+    def frame_format(self) -> FrameFormat | None:
+        return frame_format(self._source)
 
     def read(self) -> RawFrame | None:
         frame = self._source.read()

@@ -16,8 +16,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from engines.base import FrameFormat
 from pipeline.errors import SourceError
-from pipeline.sources.base import RawFrame, Source
+from pipeline.sources.base import RawFrame, Source, frame_format
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,10 @@ class FallbackSource:
 
     def read(self) -> RawFrame | None:
         return self._active.read()
+
+    @property
+    def frame_format(self) -> FrameFormat | None:
+        return frame_format(self._active)
 
     def release(self) -> None:
         self._active.release()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
-from pipeline.sources.base import RawFrame, Source
+from engines.base import FrameFormat
+from pipeline.sources.base import RawFrame, Source, frame_format
 
 
 class PacedSource:
@@ -25,6 +26,10 @@ class PacedSource:
     @property
     def total_frames(self) -> int | None:
         return getattr(self._inner, "total_frames", None)
+
+    @property
+    def frame_format(self) -> FrameFormat | None:
+        return frame_format(self._inner)
 
     def read(self) -> RawFrame | None:
         frame = self._inner.read()

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from engines.base import FrameFormat
 from engines.yuv import PixelLayout
 from pipeline.errors import PermanentSourceError, SourceError
 from pipeline.sources.base import RawFrame
@@ -161,6 +162,7 @@ class ProcessSource:
         self.description: str = probe.description
         self.live: bool = probe.live
         self.total_frames: int | None = None
+        self.frame_format: FrameFormat | None = None
         self._on_gpu = on_gpu
         self._slots = slots or (DEVICE_RING_SLOTS if on_gpu else RING_SLOTS)
         self._device_ring: Any = None
@@ -201,7 +203,8 @@ class ProcessSource:
                 raise SourceError(f"{self.description}: interrupted while opening")
             if opened[0] != "opened":
                 raise SourceError(f"{self.description}: decoding process answered {opened[0]!r} to open")
-            _, self.description, self.total_frames, frame_bytes = opened
+            _, self.description, self.total_frames, frame_bytes, shape, layout = opened
+            self.frame_format = FrameFormat(tuple(shape), layout)
             if self._on_gpu:
                 self._make_device_ring(int(frame_bytes))
             else:
@@ -365,7 +368,8 @@ def serve(config: SourceConfig, conn: Connection, free: _FreeSlots, announced: _
         first = source.read()
         if first is None:
             raise SourceError(f"{source.description}: opened, but no frame could be decoded")
-        conn.send(("opened", source.description, getattr(source, "total_frames", None), first.image.nbytes))
+        total = getattr(source, "total_frames", None)
+        conn.send(("opened", source.description, total, first.image.nbytes, first.image.shape, first.layout))
         ring = _map_ring(conn)
         conn.send(("ready",))
         _pump(source, first, _Outbox(conn, announced, stop), free, ring)
