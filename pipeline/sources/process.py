@@ -61,6 +61,14 @@ STOP_WAIT_S = 2.0
 SHM_DIR = Path("/dev/shm")
 
 
+def _take_or_give_up(semaphore: Any, stop: Event, conn: Connection) -> bool:
+    """The child's wait on ``semaphore``; ``False`` when asked to stop or the parent is gone."""
+    while not semaphore.acquire(timeout=POLL_S):
+        if stop.is_set() or conn.poll(0):  # the parent sends nothing more: readable means it closed its end
+            return False
+    return True
+
+
 LAYOUTS: tuple[PixelLayout, ...] = ("bgr", "i420")
 """Pixel layouts by the number an announcement carries."""
 ON_PIPE = -1.0
@@ -88,9 +96,8 @@ class _Announcements:
 
     def put(self, entry: tuple[float, ...], stop: Event, conn: Connection) -> bool:
         """The child's side: queue ``entry``; ``False`` when asked to stop or the parent is gone."""
-        while not self.space.acquire(timeout=POLL_S):
-            if stop.is_set() or conn.poll(0):  # the parent sends nothing more: readable means it closed its end
-                return False
+        if not _take_or_give_up(self.space, stop, conn):
+            return False
         at = (self._count % self.capacity) * self.FIELDS
         self.entries[at : at + self.FIELDS] = entry
         self._count += 1
@@ -122,10 +129,7 @@ class _FreeSlots:
 
     def take(self, stop: Event, conn: Connection) -> int | None:
         """A free slot, now the child's; ``None`` when asked to stop or the parent is gone."""
-        while not self.count.acquire(timeout=POLL_S):
-            if stop.is_set() or conn.poll(0):  # the parent sends nothing more: readable means it closed its end
-                return None
-        if stop.is_set():
+        if not _take_or_give_up(self.count, stop, conn) or stop.is_set():
             return None
         slot = next(i for i, free in enumerate(self.flags) if free)
         self.flags[slot] = 0
