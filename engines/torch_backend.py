@@ -132,7 +132,10 @@ class TorchRunner:
         """Replay ``fn``'s graph for ``n`` items of ``kind``'s shape: ``batch`` is one tensor, or the items."""
         bucket = next((b for b in BATCH_BUCKETS if b >= n), n)
         key = (*kind, bucket)
-        graph = self._graphs.get(key) or self._capture(key, (bucket, *kind[1:]), dtype, fn)
+        graph = self._graphs.pop(key, None)  # re-inserted below: the least recently replayed goes first when full
+        if graph is None:
+            graph = self._capture(key, (bucket, *kind[1:]), dtype, fn)
+        self._graphs[key] = graph
         static_in, outputs = graph.rows(n)
         if isinstance(batch, torch.Tensor):
             static_in.copy_(batch)

@@ -362,6 +362,7 @@ def test_warming_up_on_a_sources_format_leaves_its_first_batches_nothing_to_capt
     graphs = warmed.runner._graphs
     assert {key for key in graphs if key[0] == "frames"} >= {("frames", 540, 640, b) for b in (1, 2, 4, 8)}
     captured = len(graphs)
+    assert not warmed._frames._free  # the blank frames' upload buffers were let go of
     cold = load_engine(spec, "torch")
     shapes = [(360, 640)] * len(planes)
     for n in (1, 2, 5):
@@ -372,3 +373,27 @@ def test_warming_up_on_a_sources_format_leaves_its_first_batches_nothing_to_capt
     assert len(graphs) == captured  # nothing was captured for the real frames
     warmed.close()
     cold.close()
+
+
+def test_a_full_graph_cache_drops_the_least_recently_replayed_graph(
+    arch_weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import numpy as np
+
+    from engines import torch_backend
+    from engines.base import ModelSpec
+    from engines.registry import load_engine
+
+    monkeypatch.setattr(torch_backend, "MAX_GRAPHS", 2)
+    engine = load_engine(ModelSpec(str(arch_weights), device="cuda", max_batch=1), "torch")
+    engine.runner._graphs.clear()  # those the warm-up left
+
+    def run(h: int, w: int) -> None:
+        engine.infer([engine.prepare(np.zeros((h, w, 3), np.uint8))], [(h, w)])
+
+    run(360, 640)
+    run(480, 640)
+    run(360, 640)  # replayed: now the most recent
+    run(720, 1280)  # the cache is full: the 480 graph goes, not the 360 one
+    assert set(engine.runner._graphs) == {("frames", 360, 640, 3, 1), ("frames", 720, 1280, 3, 1)}
+    engine.close()
