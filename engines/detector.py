@@ -60,8 +60,9 @@ class ModelRunner(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class GpuInput:
-    """A frame on the GPU (uint8 ``(H, W, 3)`` BGR, or ``(H * 3 / 2, W)`` I420), already there: its upload (or its
-    image operations) finished in the preprocess thread, so the infer thread waits on nothing per frame."""
+    """A frame on the GPU (uint8 ``(H, W, 3)`` BGR, or ``(H * 3 / 2, W)`` I420), already there and finished: its
+    upload (in the preprocess thread), its decoding (NVDEC, a decoding process's GPU ring) or its image operations
+    were waited for by whatever made it, so the infer thread waits on nothing per frame."""
 
     tensor: torch.Tensor
     pooled: bool = False
@@ -95,6 +96,10 @@ class _DeviceFrames:
             free = self._free.setdefault(tuple(tensor.shape), [])
             if len(free) < self.PER_SHAPE:
                 free.append(tensor)
+
+    def clear(self) -> None:
+        """Let go of every spare buffer (to torch's caching allocator, for whatever needs memory next)."""
+        self._free.clear()
 
 
 class _Uploader(threading.local):
@@ -352,7 +357,9 @@ class YoloDetector:
         On a GPU the letterbox runs later, in ``infer``, over the whole batch at
         once: the preprocess threads only copy bytes, outside the GIL. An I420
         frame is uploaded as it is (half the bytes of BGR) and converted there,
-        in the same CUDA graph as the letterbox.
+        in the same CUDA graph as the letterbox. A frame that is a CUDA tensor
+        already is taken as it is and must be finished: the batch reads it on
+        another stream, so work still queued to make it would race.
         """
         if not self.runner.on_gpu:
             return self._cpu_letterbox(on_host(to_bgr(image, layout)))
@@ -431,9 +438,10 @@ class YoloDetector:
         """Run blank frames of each of ``formats`` (the sources' own; 16:9 BGR when none is given) at batch 1, 2,
         4… up to the largest batch, so no real frame waits on a first call.
 
-        On CUDA this also captures the CUDA graphs for those batch buckets and
-        fills the upload buffers, so the first batches of real frames replay
-        graphs made for their shape instead of capturing them.
+        On CUDA this also captures the CUDA graphs for those batch buckets, so
+        the first batches of real frames replay graphs made for their shape
+        instead of capturing them. The upload buffers the blank frames used are
+        let go of afterwards: frames that arrive on the GPU never need them.
         """
         default = FrameFormat((self.spec.imgsz * 9 // 16, self.spec.imgsz, 3))
         sizes = {1, self.runner.max_batch} | {b for b in (2, 4, 8, 16, 32) if b < self.runner.max_batch}
@@ -443,6 +451,7 @@ class YoloDetector:
             for n in sorted(sizes):
                 for _ in range(2):
                     self.infer([self.prepare(blank, fmt.layout) for _ in range(n)], [shape] * n)
+        self._frames.clear()
 
     def close(self) -> None:
         self.runner.close()

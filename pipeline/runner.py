@@ -112,8 +112,9 @@ class Progress:
 
 PERCENTILES = (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))
 MAX_GPU_PREPROCESS_THREADS = 4
-MAX_WARMUP_FORMATS = 4
-"""Frame formats the model is warmed up on at most (each costs start-up time, and a CUDA graph per batch size)."""
+MAX_WARMUP_FORMATS = 3
+"""Frame formats the model is warmed up on at most (each costs start-up time, and a CUDA graph per batch size,
+which leaves room in the graph cache for the shapes no warm-up foresaw)."""
 
 
 def detector_conf(config: PipelineConfig) -> float:
