@@ -192,7 +192,8 @@ class ProcessSource:
         ctx.set_forkserver_preload(["pipeline.sources"])
         parent, child = ctx.Pipe()
         self._conn, self._free, self._stop = parent, _FreeSlots(ctx, self._slots), ctx.Event()
-        self._announced = _Announcements(ctx, self._slots + 2)  # every slot, the end and an error
+        # Room for a frame in every slot and a message or two; a full queue only makes the child wait.
+        self._announced = _Announcements(ctx, self._slots + 2)
         self._process = ctx.Process(
             target=serve,
             args=(self._config, child, self._free, self._announced, self._stop),
@@ -382,7 +383,8 @@ def serve(config: SourceConfig, conn: Connection, free: _FreeSlots, announced: _
     except (BrokenPipeError, EOFError):
         pass  # the parent has gone
     except Exception as exc:  # reported to the parent as one line, never a traceback here
-        text = f"{source.description}: decoding failed ({type(exc).__name__}: {exc})"
+        first_line = next(iter(str(exc).splitlines()), "")
+        text = f"{source.description}: decoding failed ({type(exc).__name__}: {first_line})"
         _report(conn, announced, stop, ("error", False, text))
     finally:
         source.release()
