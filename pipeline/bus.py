@@ -4,7 +4,8 @@ The socket is an XPUB (a PUB that also sees subscriptions), so the publisher
 can wait for a first subscriber before sending. Sends never block inference
 for live use: a full send queue (high-water mark) drops the message and counts
 it. With ``lossless`` on, a full queue pushes back instead, so a file replay
-loses nothing once a subscriber is connected.
+loses nothing once a subscriber is connected; at close, what is still queued
+gets :data:`CLOSE_LINGER_MS` to leave.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from pipeline.schema import encode
 log = logging.getLogger(__name__)
 
 POLL_SLICE_MS = 50
+CLOSE_LINGER_MS = 2000
+"""At close, how long messages still queued get to reach their subscribers (the last results of a run, its end
+status) before they are let go of, so closing never hangs on a subscriber that has stopped reading."""
 
 
 class BusPublisher:
@@ -96,7 +100,7 @@ class BusPublisher:
         if getattr(self, "_closed", False):
             return
         self._closed = True
-        self._sock.close(linger=0)
+        self._sock.close(linger=CLOSE_LINGER_MS)
         self._ctx.term()
 
 

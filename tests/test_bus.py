@@ -59,6 +59,24 @@ def test_wait_for_subscriber_then_nothing_is_lost(endpoint: str) -> None:
     assert sum(bus.dropped.values()) == 0
 
 
+def test_what_is_still_queued_at_close_reaches_the_subscriber(endpoint: str) -> None:
+    """A run's last messages are sent just before the publisher closes: they still arrive (here a thousand large
+    ones are queued when it closes, and the subscriber only starts reading after that)."""
+    bus = BusPublisher(endpoint, lossless=True)
+    stop = threading.Event()
+    padding = "x" * 20_000
+    with Subscriber(endpoint, ["detections."]) as sub:
+        assert bus.wait_for_subscriber(stop, timeout_s=5)
+        for seq in range(1000):
+            assert bus.send("detections.cam", {**body(seq), "padding": padding}, stop)
+        bus.close()
+        received = []
+        while (msg := sub.recv(2)) is not None:
+            assert isinstance(msg, DetectionsMessage)
+            received.append(msg.seq)
+    assert received == list(range(1000))
+
+
 def test_live_mode_drops_and_counts_instead_of_blocking(endpoint: str) -> None:
     bus = BusPublisher(endpoint, send_hwm=5, lossless=False)
     with Subscriber(endpoint, [""], rcv_hwm=5) as _sub:
