@@ -165,6 +165,10 @@ def unpack_kept(
     """Per image, the rows :func:`pack_kept` kept (copies): in source pixels when ``scaled``, else as the model saw
     them. An image whose greedy NMS had not settled gets the host's NMS over all its candidates instead."""
     k, c = packed.shape[1] - 1, packed.shape[2] - 5
+
+    def as_model_saw(rows: np.ndarray) -> np.ndarray:
+        return np.concatenate([rows[:, c : c + 4], rows[:, 4:c]], 1)
+
     out = []
     for i, (count, exact) in enumerate(packed[:, k, :2].tolist()):
         body = packed[i, :k]
@@ -172,10 +176,10 @@ def unpack_kept(
             out.append(body[: int(count), :c].copy())
             continue
         if exact:
-            rows = np.concatenate([body[: int(count), c : c + 4], body[: int(count), 4:c]], 1)
+            rows = as_model_saw(body[: int(count)])
         else:
             ranked = body[np.argsort(body[:, -1])]  # as top_candidates ordered them
-            rows = _suppress(np.concatenate([ranked[:, c : c + 4], ranked[:, 4:c]], 1), settings)
+            rows = _suppress(as_model_saw(ranked), settings)
             if scaled:
                 scale_to_sources([rows], input_hw, [source_shapes[i]])
         out.append(rows)

@@ -59,6 +59,10 @@ POLL_S = 0.1
 STOP_WAIT_S = 2.0
 """How long ``release`` waits for the child to stop before it terminates it."""
 SHM_DIR = Path("/dev/shm")
+LAYOUTS: tuple[PixelLayout, ...] = ("bgr", "i420")
+"""Pixel layouts by the number an announcement carries."""
+ON_PIPE = -1.0
+"""An announcement's slot when what comes next is the pipe's next message."""
 
 
 def _take_or_give_up(semaphore: Any, stop: Event, conn: Connection) -> bool:
@@ -67,12 +71,6 @@ def _take_or_give_up(semaphore: Any, stop: Event, conn: Connection) -> bool:
         if stop.is_set() or conn.poll(0):  # the parent sends nothing more: readable means it closed its end
             return False
     return True
-
-
-LAYOUTS: tuple[PixelLayout, ...] = ("bgr", "i420")
-"""Pixel layouts by the number an announcement carries."""
-ON_PIPE = -1.0
-"""An announcement's slot when what comes next is the pipe's next message."""
 
 
 class _Announcements:
