@@ -8,6 +8,7 @@ adds the traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -19,7 +20,7 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from pipeline.config import DEFAULT_ENDPOINT, PipelineConfig, build_config, load_config, parse_source
 from pipeline.errors import EdgesightError, StartupInterrupted
@@ -605,5 +606,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_RUNTIME
 
 
+def entry() -> NoReturn:
+    """The ``edgesight`` command: :func:`main`, then leave at once.
+
+    Everything a run must write (results on the bus, the last status message,
+    recordings, the health file) is written before ``main`` returns; what is
+    left is the interpreter tearing down torch, ONNX Runtime, Ultralytics and
+    OpenCV, which takes seconds on a small box. A service manager waits for the
+    process, not for the log line, so the process ends here after flushing its
+    own output and logs.
+    """
+    code = main()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a reader that went away: nothing left to tell it
+            stream.flush()
+    logging.shutdown()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
