@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from engines.architecture import save_architecture_weights
+from pipeline.config import DEFAULT_ENDPOINT
 
 MEDIA_ENV = "EDGESIGHT_TEST_MEDIA"
 
@@ -26,6 +27,23 @@ def engine_cache_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path
         del os.environ["XDG_CACHE_HOME"]
     else:
         os.environ["XDG_CACHE_HOME"] = old
+
+
+@pytest.fixture(scope="session", autouse=True)
+def default_port_held() -> Iterator[None]:
+    """Hold the default publish port while the tests run: a test that binds it (instead of a free port) fails
+    here every time, not only on a machine where something else happens to use it."""
+    port = int(DEFAULT_ENDPOINT.rsplit(":", 1)[1])
+    holder = socket.socket()
+    try:
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+    except OSError:  # something else on this machine holds it already, which has the same effect
+        holder.close()
+        yield
+        return
+    with holder:
+        yield
 
 
 @pytest.fixture(scope="session")
