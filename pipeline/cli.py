@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from pipeline.config import DEFAULT_ENDPOINT, PipelineConfig, build_config, load_config, parse_source
 from pipeline.errors import EdgesightError, StartupInterrupted
 from pipeline.faces.cli import add_faces_parser, cmd_faces
+from pipeline.secrecy import RedactingFilter, redact
 
 if TYPE_CHECKING:
     from pipeline.schema import Message
@@ -199,10 +200,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _setup_logging(args: argparse.Namespace) -> None:
     level = logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    if getattr(args, "log_format", "text") == "json":
-        from pipeline.console import JsonFormatter
+    json_logs = getattr(args, "log_format", "text") == "json"
+    from pipeline.console import JsonFormatter
 
-        for handler in logging.getLogger().handlers:
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactingFilter())
+        if json_logs:
             handler.setFormatter(JsonFormatter())
     logging.getLogger("ultralytics").setLevel(logging.DEBUG if args.debug else logging.WARNING)
     if not args.debug:
@@ -357,11 +360,11 @@ def run_pipeline(config: PipelineConfig, quiet: bool = False, save: str | None =
     if recorder is not None and recorder.frames:
         log.info("annotated video: %s (%d frames)", recorder.path, recorder.frames)
     if report.failure:
-        print(f"edgesight: error: {report.failure}", file=sys.stderr)
+        _error(report.failure)
         return EXIT_RUNTIME
     failed = [s for s in report.streams if s.error]
     for s in failed:
-        print(f"edgesight: error: stream '{s.stream_id}': {s.error}", file=sys.stderr)
+        _error(f"stream '{s.stream_id}': {s.error}")
     return EXIT_RUNTIME if failed else EXIT_OK
 
 
@@ -448,7 +451,7 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
             msg = sub.recv(0.2)
             if msg is None:
                 if args.timeout is not None and time.monotonic() - idle_since > args.timeout:
-                    print(f"edgesight: error: no message on {args.endpoint} for {args.timeout:g} s", file=sys.stderr)
+                    _error(f"no message on {args.endpoint} for {args.timeout:g} s")
                     return EXIT_RUNTIME
                 continue
             idle_since = time.monotonic()
@@ -590,20 +593,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except EdgesightError as exc:
         if args.debug:
-            traceback.print_exc()
-        print(f"edgesight: error: {exc}", file=sys.stderr)
+            print(redact(traceback.format_exc()), end="", file=sys.stderr)
+        _error(str(exc))
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("edgesight: interrupted", file=sys.stderr)
         return EXIT_OK
     except Exception as exc:
         if args.debug:
-            raise
-        print(
-            f"edgesight: error: unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)",
-            file=sys.stderr,
-        )
+            print(redact(traceback.format_exc()), end="", file=sys.stderr)
+        _error(f"unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)")
         return EXIT_RUNTIME
+
+
+def _error(text: str) -> None:
+    """The command's one error line, on stderr, without any URL's password."""
+    print(f"edgesight: error: {redact(text)}", file=sys.stderr)
 
 
 def entry() -> NoReturn:

@@ -7,7 +7,9 @@ paths are taken relative to the working directory.
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl, urlsplit
@@ -15,6 +17,7 @@ from urllib.parse import parse_qsl, urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pipeline.envexpand import expand_env
 from pipeline.errors import ConfigError
 from pipeline.queues import OverflowPolicy
 
@@ -660,8 +663,8 @@ def build_config(data: Any, origin: str) -> PipelineConfig:
         raise ConfigError(describe_validation_error(exc, origin)) from exc
 
 
-def load_config(path: str | Path) -> PipelineConfig:
-    """Read and validate a YAML config file."""
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> PipelineConfig:
+    """Read and validate a YAML config file, ``${NAME}`` in its values taken from ``environ`` (the process's)."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"config file not found: '{path}'")
@@ -675,4 +678,5 @@ def load_config(path: str | Path) -> PipelineConfig:
         raise ConfigError(f"{path}: invalid YAML{where}: {getattr(exc, 'problem', exc)}") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read config file '{path}': {exc}") from exc
+    data = expand_env(data, os.environ if environ is None else environ, str(path))
     return build_config(data, str(path))

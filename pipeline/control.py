@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from pipeline.config import StreamConfig, describe_validation_error
 from pipeline.curve import CurveClient, CurveServer, ServerContext
 from pipeline.errors import EdgesightError, PublishError
+from pipeline.secrecy import redact_json
 
 if TYPE_CHECKING:
     from pipeline.runner import Pipeline
@@ -52,7 +53,7 @@ class ControlServer:
                 continue
             raw = self._sock.recv()
             reply = self.handle(raw)
-            self._sock.send(json.dumps(reply).encode())
+            self._sock.send(json.dumps(redact_json(reply)).encode())
 
     def handle(self, raw: bytes) -> dict[str, Any]:
         try:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.httpserver import HttpServer, reply
+from pipeline.secrecy import redact_json
 
 if TYPE_CHECKING:
     from pipeline.metrics import NullMetrics, PrometheusMetrics
@@ -91,7 +92,7 @@ class HealthServer:
                 verdict, ok = health(self._pipeline, self._stale_after_s), "healthy"
             else:
                 verdict, ok = readiness(self._pipeline, self._ready_share), "ready"
-            reply(request, 200 if verdict[ok] else 503, "application/json", json.dumps(verdict).encode())
+            reply(request, 200 if verdict[ok] else 503, "application/json", json.dumps(redact_json(verdict)).encode())
         else:
             reply(request, 404, "text/plain", b"not found\n")
 
@@ -128,7 +129,7 @@ class StatusFile:
             **readiness(self._pipeline, self._ready_share),
         }
         tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps(status))
+        tmp.write_text(json.dumps(redact_json(status)))
         os.replace(tmp, self.path)
 
     def close(self) -> None:

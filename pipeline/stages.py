@@ -44,6 +44,7 @@ from pipeline.schema import (
     status_body,
     topic_for,
 )
+from pipeline.secrecy import redact_json
 from pipeline.sources import Source
 
 log = logging.getLogger(__name__)
@@ -724,5 +725,5 @@ class PublishStage(StageThread):
             self._status(eos.stream_id, "eos", frames=eos.frames)
 
     def _status(self, stream_id: str, event: str, **extra: Any) -> None:
-        body = status_body(stream_id, event, time.time(), **extra)
+        body = status_body(stream_id, event, time.time(), **redact_json(extra))
         self.bus.send(topic_for(STATUS_TOPIC, stream_id), body, self.stop_event)

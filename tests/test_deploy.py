@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from pipeline.config import build_config, load_config
+from pipeline.envexpand import expand_env
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 
@@ -38,18 +39,27 @@ def test_kubernetes_manifests_validate_against_the_api_schemas() -> None:
     assert {"DaemonSet", "ConfigMap", "Deployment", "Service", "Namespace"} <= kinds
 
 
-def test_every_pipeline_config_in_deploy_is_valid() -> None:
+CAMERA_ENV = {"CAM_USER": "admin", "CAM_PASSWORD": "from-the-secret"}
+
+
+def test_every_pipeline_config_in_deploy_is_valid_and_takes_its_password_from_the_environment() -> None:
     configmap = yaml.safe_load((DEPLOY / "k8s" / "configmap.yaml").read_text())
     ids: list[str] = []
     for node, text in configmap["data"].items():
-        config = build_config(yaml.safe_load(text), f"configmap {node}")
+        assert "rtsp://${CAM_USER}:${CAM_PASSWORD}@" in text
+        config = build_config(expand_env(yaml.safe_load(text), CAMERA_ENV, node), f"configmap {node}")
+        assert all(":from-the-secret@" in s.source.url for s in config.streams)  # type: ignore[union-attr]
         ids += [s.id for s in config.streams]
     assert len(ids) == len(set(ids)), "stream ids are unique across the fleet (the aggregator merges topics)"
     daemonset = yaml.safe_load((DEPLOY / "k8s" / "daemonset.yaml").read_text())
     container = daemonset["spec"]["template"]["spec"]["containers"][0]
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    load_config(DEPLOY / "docker" / "config.yaml")
+    secrets = {
+        e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "secretKeyRef" in e.get("valueFrom", {})
+    }
+    assert set(secrets) == set(CAMERA_ENV), "the configs' variables come from a Secret"
+    assert "from-the-secret@" in load_config(DEPLOY / "docker" / "config.yaml", CAMERA_ENV).streams[0].source.url  # type: ignore[union-attr]
 
 
 def test_compose_file_runs_the_pipeline_and_a_subscriber_with_a_cached_engine_volume() -> None:
@@ -60,6 +70,7 @@ def test_compose_file_runs_the_pipeline_and_a_subscriber_with_a_cached_engine_vo
     assert "edgesight-engines" in compose["volumes"]
     assert services["subscriber"]["depends_on"]["edgesight"]["condition"] == "service_healthy"
     assert services["subscriber"]["command"][0] == "subscribe"
+    assert set(services["edgesight"]["environment"]) == {"CAM_USER", "CAM_PASSWORD"}
     assert (DEPLOY / services["edgesight"]["build"]["dockerfile"].removeprefix("deploy/")).is_file()
 
 
@@ -72,6 +83,7 @@ def test_systemd_unit() -> None:
     assert service["ExecStart"].startswith("/usr/local/bin/edgesight run ")
     assert service["KillSignal"] == "SIGTERM" and service["Restart"] == "on-failure"
     assert unit["Install"]["WantedBy"] == "multi-user.target"
+    assert service["EnvironmentFile"].lstrip("-").endswith("secrets.env"), "camera passwords, out of the config"
     if shutil.which("systemd-analyze"):
         done = subprocess.run(
             ["systemd-analyze", "verify", str(DEPLOY / "systemd" / "edgesight.service")], capture_output=True, text=True

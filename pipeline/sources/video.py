@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 
 from pipeline.errors import PermanentSourceError, SourceError
+from pipeline.secrecy import redact
 from pipeline.sources.base import DecoderSource, RawFrame
 
 log = logging.getLogger(__name__)
@@ -137,7 +138,7 @@ class StreamUrlSource(_CaptureSource):
         self.url = url
         self.open_timeout_s = open_timeout_s
         self.read_timeout_s = read_timeout_s
-        self.description = f"stream '{url}'"
+        self.description = f"stream '{redact(url)}'"
 
     def _open_capture(self) -> cv2.VideoCapture:
         if self.url.startswith("rtsp") and FFMPEG_OPTIONS_ENV not in os.environ:
