@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import free_port
 
 from pipeline.schema import DetectionsMessage, StatusMessage
 from pipeline.subscriber import Subscriber
@@ -267,7 +268,15 @@ def test_engines_that_cannot_run_here_are_one_line_errors(tmp_path: Path) -> Non
 
     if importlib.util.find_spec("tensorrt") is None:
         result = edgesight(
-            "run", "--source", "synthetic://?frames=2", "--engine", "tensorrt", "--model", "edgesight-det"
+            "run",
+            "--source",
+            "synthetic://?frames=2",
+            "--engine",
+            "tensorrt",
+            "--model",
+            "edgesight-det",
+            "--publish",
+            f"tcp://127.0.0.1:{free_port()}",
         )
         assert_one_line_error(result, "engine 'tensorrt' cannot run here", "tensorrt")
         result = edgesight("build-engine", "edgesight-det", "--cache-dir", str(tmp_path))
@@ -276,6 +285,9 @@ def test_engines_that_cannot_run_here_are_one_line_errors(tmp_path: Path) -> Non
     assert_one_line_error(result, "int8 needs model.calibration")
     config = tmp_path / "nvdec.yaml"
     video = tmp_path / "missing.mp4"
-    config.write_text(f"streams:\n  - id: a\n    source: {{type: file, path: {video}, decoder: nvdec}}\n")
+    config.write_text(
+        f"streams:\n  - id: a\n    source: {{type: file, path: {video}, decoder: nvdec}}\n"
+        f"publish: {{endpoint: 'tcp://127.0.0.1:{free_port()}'}}\n"
+    )
     if importlib.util.find_spec("PyNvVideoCodec") is None:
         assert_one_line_error(edgesight("run", str(config)), "missing.mp4")
