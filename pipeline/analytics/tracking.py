@@ -11,6 +11,7 @@ keeps an id nobody sees again).
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
@@ -44,23 +45,38 @@ class TrackStitcher:
     id that starts where a recently lost track of the same class would be by
     now (its last box moved on at its last speed: centre within half a box
     height, similar height) takes that track's id instead.
+
+    An id is carried by one tracker track at a time, and a stitch hands it over
+    for good. The tracker keeps a lost track for ``track_buffer`` frames and
+    may find it again: if its id has gone to another track since, it gets a
+    new id. So no id is ever on two boxes of a frame, nor passed back and forth
+    between two tracks.
     """
 
-    def __init__(self, max_gap: int) -> None:
+    def __init__(self, max_gap: int, new_id: Callable[[], int]) -> None:
+        """``new_id`` gives ids the tracker never hands out (for a track whose own id is taken)."""
         self.max_gap = max_gap
+        self._new_id = new_id
         self._seen: dict[int, _Seen] = {}
         self._alias: dict[int, int] = {}
+        """Tracker id → the id it was last given."""
+        self._owner: dict[int, int] = {}
+        """Every id ever given → the tracker id carrying it now."""
         self._frame = 0
 
     def __call__(self, ids: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         self._frame += 1
         out = ids.copy()
-        fresh = [i for i, raw in enumerate(ids.tolist()) if raw >= 0 and raw not in self._alias]
+        raws = ids.tolist()
+        fresh = [i for i, raw in enumerate(raws) if raw >= 0 and raw not in self._alias]
+        for raw in raws:
+            if raw in self._alias and self._owner[self._alias[raw]] != raw:  # found again, its id taken meanwhile
+                self._give(raw, self._new_id())
         if fresh:
-            visible = {self._alias[int(t)] for t in ids.tolist() if t >= 0 and int(t) in self._alias}
+            visible = {self._alias[raw] for raw in raws if raw in self._alias}
             for i, track in zip(fresh, self._continued(boxes[fresh], visible), strict=True):
-                self._alias[int(ids[i])] = track if track is not None else int(ids[i])
-        for i, raw in enumerate(ids.tolist()):
+                self._give(raws[i], track if track is not None else self._unused(raws[i]))
+        for i, raw in enumerate(raws):
             if raw >= 0:
                 out[i] = self._alias[raw]
                 self._remember(int(out[i]), boxes[i])
@@ -68,6 +84,14 @@ class TrackStitcher:
         for t in stale:
             del self._seen[t]
         return out
+
+    def _unused(self, raw: int) -> int:
+        """The id of a new track that continues none: its tracker id, unless that was ever given (then a new one)."""
+        return raw if raw not in self._owner else self._new_id()
+
+    def _give(self, raw: int, track: int) -> None:
+        self._alias[raw] = track
+        self._owner[track] = raw
 
     def _continued(self, boxes: np.ndarray, visible: set[int]) -> list[int | None]:
         """For each new track's box, the lost track it continues, if any (each lost track at most once)."""
@@ -131,8 +155,8 @@ class StreamTracker:
         )
         self._tracker: Any = BOTSORT(args) if config.tracker == "botsort" else BYTETracker(args)
         self._threshold = threshold
-        self._stitch = TrackStitcher(config.track_buffer) if config.stitch else None
         self._spare_ids = itertools.count(1 << 31)
+        self._stitch = TrackStitcher(config.track_buffer, self._new_id) if config.stitch else None
 
     def update(self, boxes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         """Track ids (int64) for the rows of ``boxes`` (``x1, y1, x2, y2, confidence, class_id``)."""
