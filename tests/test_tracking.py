@@ -50,6 +50,14 @@ def test_an_id_handed_on_twice_stays_with_its_last_track() -> None:
     assert frame(stitch, (3, 104), (2, 251), (1, 400)) == [1, NEW_IDS, NEW_IDS + 1]
 
 
+def test_the_stitcher_forgets_tracks_long_gone_so_memory_stays_flat() -> None:
+    stitch = stitcher()
+    for n in range(2_000):  # a new person every 5 frames, each in view for 12 frames, on a run that goes on
+        t = n // 5
+        frame(stitch, *((raw, 10.0 * (raw % 50)) for raw in range(max(0, t - 2), t + 1)))
+    assert len(stitch._alias) <= 2 * 30 and len(stitch._owner) <= 2 * 30 and len(stitch._seen) <= 30
+
+
 # -- real footage ------------------------------------------------------------------------------------
 
 

@@ -61,7 +61,9 @@ class TrackStitcher:
         self._alias: dict[int, int] = {}
         """Tracker id → the id it was last given."""
         self._owner: dict[int, int] = {}
-        """Every id ever given → the tracker id carrying it now."""
+        """Every id given → the tracker id carrying it now."""
+        self._raw_frame: dict[int, int] = {}
+        """Tracker id → the frame it was last in (ids the tracker has long let go of are forgotten)."""
         self._frame = 0
 
     def __call__(self, ids: np.ndarray, boxes: np.ndarray) -> np.ndarray:
@@ -80,10 +82,25 @@ class TrackStitcher:
             if raw >= 0:
                 out[i] = self._alias[raw]
                 self._remember(int(out[i]), boxes[i])
-        stale = [t for t, seen in self._seen.items() if self._frame - seen.frame > self.max_gap]
-        for t in stale:
-            del self._seen[t]
+                self._raw_frame[raw] = self._frame
+        self._forget()
         return out
+
+    def _forget(self) -> None:
+        """Drop what can no longer matter, so that memory stays flat on a run of months.
+
+        A lost id is not stitched to after ``max_gap`` frames; the tracker drops
+        a lost track after ``track_buffer`` (= ``max_gap``) frames, so a tracker id
+        unseen for twice that never comes back. Ids are never given twice either
+        way: new tracks take fresh numbers from the tracker's own sequence.
+        """
+        for t in [t for t, seen in self._seen.items() if self._frame - seen.frame > self.max_gap]:
+            del self._seen[t]
+        for raw in [r for r, last in self._raw_frame.items() if self._frame - last > 2 * self.max_gap]:
+            del self._raw_frame[raw]
+            track = self._alias.pop(raw)
+            if self._owner.get(track) == raw:
+                del self._owner[track]
 
     def _unused(self, raw: int) -> int:
         """The id of a new track that continues none: its tracker id, unless that was ever given (then a new one)."""
