@@ -25,6 +25,7 @@ from edgesight_client.schema import (
     decode,
 )
 from edgesight_client.subscriber import Subscriber
+from edgesight_client.validation import schema_for, validate
 
 __all__ = [
     "ConfigError",
@@ -40,4 +41,6 @@ __all__ = [
     "Subscriber",
     "decode",
     "generate",
+    "schema_for",
+    "validate",
 ]

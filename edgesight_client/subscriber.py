@@ -23,17 +23,30 @@ import zmq
 
 from edgesight_client.curve import CurveClient
 from edgesight_client.schema import DetectionsMessage, Message, MessageError, decode
+from edgesight_client.validation import require_jsonschema, validate
 
 log = logging.getLogger(__name__)
 
 
 class Subscriber:
-    """A ZeroMQ SUB socket that yields typed messages: detections, status, events and counts."""
+    """A ZeroMQ SUB socket that yields typed messages: detections, status, events and counts.
+
+    With ``validate``, every body is also checked against its JSON Schema (needs ``jsonschema``; see
+    :mod:`edgesight_client.validation`), and those that fail count as invalid.
+    """
 
     def __init__(
-        self, endpoint: str, topics: Sequence[str] = ("",), rcv_hwm: int = 10000, curve: CurveClient | None = None
+        self,
+        endpoint: str,
+        topics: Sequence[str] = ("",),
+        rcv_hwm: int = 10000,
+        curve: CurveClient | None = None,
+        validate: bool = False,
     ) -> None:
+        if validate:
+            require_jsonschema()
         self.endpoint = endpoint
+        self._validate = validate
         self._ctx = zmq.Context()
         self._sock = self._ctx.socket(zmq.SUB)
         if curve is not None:  # an encrypting publisher (publish.curve) admits only keys it knows
@@ -52,8 +65,8 @@ class Subscriber:
     def recv(self, timeout_s: float | None = None) -> Message | None:
         """The next valid message, or ``None`` if none arrives within ``timeout_s``.
 
-        Messages that are not edgesight's schema are logged, counted in
-        :attr:`invalid` and skipped.
+        Messages that are not edgesight's schema (or, with ``validate``, fail its JSON Schema) are logged,
+        counted in :attr:`invalid` and skipped.
         """
         timeout_ms = None if timeout_s is None else max(0, int(timeout_s * 1000))
         while True:
@@ -66,6 +79,8 @@ class Subscriber:
                 continue
             try:
                 msg = decode(parts[0], parts[1], parts[2] if len(parts) > 2 else None)
+                if self._validate:
+                    validate(msg.raw)
             except MessageError as exc:
                 self.invalid += 1
                 log.warning("ignoring a message on '%s': %s", parts[0][:64].decode("utf-8", "replace"), exc)
