@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-
-class EdgesightError(Exception):
-    """Base class for errors reported to the user as one line, without a traceback."""
-
-
-class ConfigError(EdgesightError):
-    """A config file is missing, unreadable or invalid."""
+# the bus client's errors (its key files), the same classes here so that one ``except`` catches both
+from edgesight_client.errors import ConfigError as ConfigError
+from edgesight_client.errors import EdgesightError
 
 
 class SourceError(EdgesightError):

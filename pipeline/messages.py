@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from edgesight_client.schema import Detection
 from engines.masks import InstanceMasks
 from engines.yuv import PixelLayout, check_i420, i420_size, on_host, to_bgr
 
@@ -97,57 +98,6 @@ class PreparedFrame:
     @property
     def stream_id(self) -> str:
         return self.frame.stream_id
-
-
-@dataclass(frozen=True, slots=True)
-class Detection:
-    """One detected object; ``box`` is ``(x1, y1, x2, y2)`` in source-frame pixels."""
-
-    class_id: int
-    label: str
-    confidence: float
-    box: tuple[float, float, float, float]
-    track_id: int | None = None
-    landmarks: tuple[tuple[float, float], ...] | None = None
-    polygon: tuple[tuple[float, float], ...] | None = None
-    """Segmentation models: the mask's outline in source-frame pixels."""
-    rle: Mapping[str, Any] | None = field(default=None, repr=False)
-    """Segmentation models, when enabled: the mask as COCO RLE (``size``, ``counts``)."""
-    identity: str | None = None
-    """Faces, with recognition on: the enrolled person matched."""
-    distance: float | None = None
-    anon_id: str | None = None
-    """Faces, with recognition on, not recognized: an anonymous id stable for the track."""
-    keypoints: tuple[tuple[float, float, float], ...] | None = None
-    """Pose models: ``(x, y, confidence)`` per keypoint, in source-frame pixels."""
-
-    def __post_init__(self) -> None:
-        if len(self.box) != 4:
-            raise ValueError(f"box must have 4 numbers, got {self.box!r}")
-        if not 0.0 <= self.confidence <= 1.0:
-            raise ValueError(f"confidence must be in [0, 1], got {self.confidence}")
-
-    def to_json(self) -> dict[str, Any]:
-        body = {
-            "class_id": self.class_id,
-            "label": self.label,
-            "confidence": round(self.confidence, 6),
-            "box": [round(v, 2) for v in self.box],
-        }
-        if self.track_id is not None:
-            body["track_id"] = self.track_id
-        if self.landmarks is not None:
-            body["landmarks"] = [[round(x, 2), round(y, 2)] for x, y in self.landmarks]
-        if self.polygon is not None:
-            body["polygon"] = [[round(x, 1), round(y, 1)] for x, y in self.polygon]
-        if self.rle is not None:
-            body["rle"] = dict(self.rle)
-        if self.keypoints is not None:
-            body["keypoints"] = [[round(x, 2), round(y, 2), round(c, 2)] for x, y, c in self.keypoints]
-        for key in ("identity", "distance", "anon_id"):
-            if getattr(self, key) is not None:
-                body[key] = getattr(self, key)
-        return body
 
 
 @dataclass(frozen=True, slots=True)

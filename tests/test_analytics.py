@@ -19,7 +19,7 @@ from pipeline.config import EventsConfig, LineConfig, StreamConfig, TrackingConf
 from pipeline.errors import ConfigError
 from pipeline.messages import Frame, FrameResult
 
-SCHEMAS = Path(__file__).resolve().parents[1] / "pipeline" / "schemas"
+SCHEMAS = Path(__file__).resolve().parents[1] / "edgesight_client" / "schemas"
 SIZE = (100, 100)
 
 

@@ -24,7 +24,7 @@ from pipeline.subscriber import Subscriber
 from pipeline.synth.scoring import id_switches, truth_analytics
 from pipeline.synth.writer import write_scene
 
-SCHEMAS = Path(__file__).resolve().parents[1] / "pipeline" / "schemas"
+SCHEMAS = Path(__file__).resolve().parents[1] / "edgesight_client" / "schemas"
 GATE = {"name": "gate", "points": [[0.5, 0.0], [0.5, 1.0]]}
 LOW = {"name": "low", "points": [[0.0, 0.75], [1.0, 0.75]]}
 ZONE = {"name": "kerb", "points": [[0.1, 0.55], [0.6, 0.55], [0.6, 1.0], [0.1, 1.0]]}

@@ -17,7 +17,7 @@ from pipeline.synth.scoring import iou
 facenet = pytest.importorskip(
     "facenet_pytorch", reason="facenet-pytorch is not installed (pip install --no-deps facenet-pytorch==2.5.3)"
 )
-SCHEMAS = Path(__file__).resolve().parents[1] / "pipeline" / "schemas"
+SCHEMAS = Path(__file__).resolve().parents[1] / "edgesight_client" / "schemas"
 FRAMES = 24
 
 

@@ -15,7 +15,7 @@ from helpers import config_for, reference_frames, run_and_collect
 
 from pipeline.schema import DetectionsMessage
 
-SCHEMAS = Path(__file__).parent.parent / "pipeline" / "schemas"
+SCHEMAS = Path(__file__).parent.parent / "edgesight_client" / "schemas"
 
 
 BORDERLINE = 2e-3

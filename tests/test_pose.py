@@ -11,7 +11,7 @@ from helpers import config_for, reference_frames, run_and_collect
 
 from engines.architecture import save_architecture_weights
 
-SCHEMA = Path(__file__).resolve().parents[1] / "pipeline" / "schemas" / "detections-1.schema.json"
+SCHEMA = Path(__file__).resolve().parents[1] / "edgesight_client" / "schemas" / "detections-1.schema.json"
 
 
 @pytest.fixture(scope="module")

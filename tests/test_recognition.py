@@ -22,7 +22,7 @@ from pipeline.schema import EventMessage
 facenet = pytest.importorskip(
     "facenet_pytorch", reason="facenet-pytorch is not installed (pip install --no-deps facenet-pytorch==2.5.3)"
 )
-SCHEMAS = Path(__file__).resolve().parents[1] / "pipeline" / "schemas"
+SCHEMAS = Path(__file__).resolve().parents[1] / "edgesight_client" / "schemas"
 WEIGHTS = "seeded:0"  # deterministic, offline; only near-identical images match, which is what these tests use
 THRESHOLD = 0.1  # on these photos: alice to her enrolled photos <= 0.06, anyone else >= 0.14
 

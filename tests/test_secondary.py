@@ -15,7 +15,7 @@ from helpers import Collected, config_for, run_and_collect
 from engines.base import EngineInfo, ReadyDetections
 
 pytest.importorskip("rapidocr_onnxruntime", reason="rapidocr-onnxruntime is not installed")
-SCHEMA = Path(__file__).resolve().parents[1] / "pipeline" / "schemas" / "detections-1.schema.json"
+SCHEMA = Path(__file__).resolve().parents[1] / "edgesight_client" / "schemas" / "detections-1.schema.json"
 PLATES = ["KX 4721", "BRT 905", "M 21 ZA", "HZ 3386"]
 PLATE_BOX = (200, 150, 440, 210)
 CAR_BOX = (20, 20, 180, 120)

@@ -18,7 +18,7 @@ from engines.weights import resolve_weights
 from pipeline.schema import DetectionsMessage
 from pipeline.synth.writer import write_scene
 
-SCHEMA = Path(__file__).resolve().parents[1] / "pipeline" / "schemas" / "detections-1.schema.json"
+SCHEMA = Path(__file__).resolve().parents[1] / "edgesight_client" / "schemas" / "detections-1.schema.json"
 SEED = 4242  # never used in training (1000-1059) or validation (9000-9007)
 FRAMES = 90
 

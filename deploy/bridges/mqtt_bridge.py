@@ -1,6 +1,6 @@
 """Bridge edgesight's bus to MQTT: every message re-published as JSON on ``edgesight/<kind>/<stream_id>``.
 
-    pip install paho-mqtt
+    pip install ./client paho-mqtt     # the bus client alone: no need for the pipeline's dependencies
     python deploy/bridges/mqtt_bridge.py --bus tcp://127.0.0.1:5555 --mqtt mqtt.example.com [--topic events.]
 
 Thumbnails (the binary third part of event messages) are not forwarded. For Kafka, replace the MQTT client
@@ -13,7 +13,7 @@ import argparse
 import json
 import sys
 
-from pipeline.subscriber import Subscriber
+from edgesight_client import Subscriber
 
 
 def main() -> int:
