@@ -90,12 +90,16 @@ def test_bad_models(bad_files: dict[str, Path], obb_weights: Path, tmp_path: Pat
         str(bad_files["badmodel"]): ["not a valid Ultralytics .pt file", "bad.pt"],
         str(obb_weights): ["'obb' model", "obb.pt", "runs detect, segment, pose models"],
         "yolo11n.pt": ["could not be downloaded", "--model /path/to/yolo11n.pt"],
+        "missing.pt": ["model file not found", "'missing.pt'", "no bundled model or Ultralytics asset"],
+        "missing.yaml": ["model architecture not found", "'missing.yaml'"],
     }
     for model, needles in cases.items():
         result = edgesight(
             "run", "--source", "synthetic://?frames=2", "--model", model, "--publish", "tcp://127.0.0.1:0", cwd=tmp_path
         )
         assert_one_line_error(result, *needles)
+        if model.startswith("missing"):
+            assert "GitHub" not in result.stdout + result.stderr, "a name Ultralytics lacks is never looked up"
     assert not (tmp_path / "yolo11n.pt").exists(), "a failed download must not leave a file behind"
 
 
