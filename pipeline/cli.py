@@ -104,8 +104,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_overrides(run, default_model=None)
     _add_common(run)
 
-    check = sub.add_parser("check", help="validate a config file and exit")
+    check = sub.add_parser(
+        "check", help="validate a config file, and that run could start with it here (files, models, ports), and exit"
+    )
     check.add_argument("config", help="YAML config file")
+    check.add_argument(
+        "--schema-only",
+        action="store_true",
+        help="only the keys and values: not the files, models and ports of this machine (a config for another box)",
+    )
     _add_common(check)
 
     subscribe = sub.add_parser("subscribe", help="print messages from a running pipeline")
@@ -371,6 +378,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     config = load_config(args.config)
+    if not args.schema_only:
+        from pipeline.preflight import preflight
+
+        problems = preflight(config)
+        for problem in problems:
+            print(f"edgesight: error: {args.config}: {problem}", file=sys.stderr)
+        if problems:
+            return EXIT_BAD_INPUT
     ids = ", ".join(s.id for s in config.streams)
     from pipeline.runner import DEFAULT_MODEL
 
