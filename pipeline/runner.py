@@ -634,7 +634,8 @@ class Pipeline:
         reconnects: int
         drops: dict[str, int]
         total: int | None = None
-        """Frames the source holds (files, folders, scenes); ``None`` for live sources."""
+        """Frames the stream will take: what the source holds (files, folders, scenes), capped by ``max_frames``;
+        ``None`` for a live source without ``max_frames``."""
         latency_ms: float = 0.0
         """Capture→publish latency of the stream's last published frame."""
 
@@ -655,7 +656,7 @@ class Pipeline:
                     publish.seq.get(sid, 0) if publish else 0,
                     int(getattr(source, "reconnects", 0)),
                     self._drops(sid),
-                    getattr(source, "total_frames", None),
+                    _frames_to_take(getattr(source, "total_frames", None), capture.max_frames),
                     publish.latency_ms_by_stream.get(sid, 0.0) if publish else 0.0,
                 )
             )
@@ -722,6 +723,12 @@ class Pipeline:
             queue_peaks={q.name: q.high_water for q in self._queues},
             face_frames=self._faces.clock.items if self._faces is not None else 0,
         )
+
+
+def _frames_to_take(total: int | None, max_frames: int | None) -> int | None:
+    """The smaller of a source's length and a stream's ``max_frames``, where known."""
+    known = [n for n in (total, max_frames) if n is not None]
+    return min(known) if known else None
 
 
 def percentiles(values: Sequence[float]) -> dict[str, float]:
