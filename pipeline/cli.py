@@ -21,7 +21,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from pipeline.config import DEFAULT_ENDPOINT, PipelineConfig, build_config, load_config, parse_source
+from pipeline.config import DEFAULT_ENDPOINT, DEFAULT_MODEL, PipelineConfig, build_config, load_config, parse_source
 from pipeline.errors import EdgesightError, StartupInterrupted
 from pipeline.faces.cli import add_faces_parser, cmd_faces
 
@@ -34,6 +34,8 @@ EXIT_OK = 0
 EXIT_RUNTIME = 1
 EXIT_BAD_INPUT = 2
 DEMO_VIDEO = "edgesight-demo.mp4"
+DEMO_MODEL = "edgesight-det"
+"""The demo's model: bundled, so the demo runs offline."""
 ENGINES = ["auto", "tensorrt", "torch", "onnxruntime"]
 PRECISIONS = ["auto", "fp32", "fp16", "int8"]
 
@@ -48,7 +50,8 @@ def _add_run_overrides(p: argparse.ArgumentParser, default_model: str | None) ->
     p.add_argument(
         "--model",
         default=default_model,
-        help="edgesight-det, an asset name (yolo11n.pt, the default), local weights (.pt) or a .yaml architecture",
+        help="edgesight-det (bundled), an asset name (yolo11n.pt), local weights (.pt) or a .yaml architecture "
+        f"(default {default_model or DEFAULT_MODEL})",
     )
     p.add_argument("--publish", metavar="ENDPOINT", help=f"ZeroMQ endpoint to bind (default {DEFAULT_ENDPOINT})")
     p.add_argument("--max-frames", type=int, metavar="N", help="stop each stream after N frames")
@@ -195,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run a generated scene through a model (no camera, no internet)")
     demo.add_argument("--frames", type=int, default=150, help="length of the generated scene")
     demo.add_argument("--seed", type=int, default=7)
-    _add_run_overrides(demo, default_model="edgesight-det")
+    _add_run_overrides(demo, default_model=DEMO_MODEL)
     demo.set_defaults(save=DEMO_VIDEO)
     demo.add_argument("--no-save", dest="save", action="store_const", const=None, help="do not write a video")
     _add_common(demo)
@@ -387,8 +390,6 @@ def cmd_check(args: argparse.Namespace) -> int:
         if problems:
             return EXIT_BAD_INPUT
     ids = ", ".join(s.id for s in config.streams)
-    from pipeline.runner import DEFAULT_MODEL
-
     model = config.model.path or f"default ({DEFAULT_MODEL})"
     print(f"{args.config}: OK ({len(config.streams)} stream(s): {ids}; model {model})")
     return EXIT_OK

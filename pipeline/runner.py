@@ -23,7 +23,7 @@ from engines.registry import load_engine
 from pipeline.analytics.stream import StreamAnalytics
 from pipeline.analytics.tracking import TRACKER_LOW_CONF
 from pipeline.bus import BusPublisher
-from pipeline.config import FacesConfig, PipelineConfig, StreamConfig
+from pipeline.config import DEFAULT_MODEL, FacesConfig, PipelineConfig, StreamConfig
 from pipeline.curve import CurveServer
 from pipeline.errors import ConfigError, EdgesightError, StartupInterrupted
 from pipeline.faces.stage import FaceStage, load_recognizer
@@ -52,8 +52,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "yolo11n.pt"
-"""The model when none is given: COCO's 80 classes, downloaded on first use."""
 OFFLINE_FALLBACK_MODEL = "edgesight-det"
 """Used, with a warning, when the default cannot be downloaded (a box without internet)."""
 STOP_JOIN_DEADLINE_S = 1.5

@@ -327,6 +327,18 @@ def test_demo_runs_offline_with_the_bundled_model(endpoint: str, tmp_path: Path)
     assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == 100
 
 
+def test_help_names_the_model_each_command_uses_by_default() -> None:
+    from pipeline.cli import build_parser
+
+    assert build_parser().parse_args(["demo"]).model == "edgesight-det"
+    for command, default in (("demo", "edgesight-det"), ("run", "yolo11n.pt")):
+        result = edgesight(command, "--help")
+        assert result.returncode == 0, result.stderr
+        text = " ".join(result.stdout.split())  # argparse wraps its help
+        assert f"(default {default})" in text
+        assert "the default" not in text
+
+
 def test_without_a_model_offline_the_bundled_detector_steps_in(tmp_path: Path) -> None:
     result = edgesight(
         "run", "--source", "synthetic://?frames=3", "--publish", "tcp://127.0.0.1:0", timeout=120, cwd=tmp_path
