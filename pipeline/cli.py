@@ -97,8 +97,21 @@ def _add_run_overrides(p: argparse.ArgumentParser, default_model: str | None) ->
     )
 
 
+def edgesight_version() -> str:
+    """The installed distribution's version, else the package's own (a checkout used without installing it)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("edgesight")
+    except PackageNotFoundError:
+        from pipeline import __version__
+
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgesight", description="Real-time video analytics over ZeroMQ.")
+    parser.add_argument("--version", action="version", version=f"edgesight {edgesight_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run a pipeline from a config file or --source/--model")

@@ -327,6 +327,28 @@ def test_demo_runs_offline_with_the_bundled_model(endpoint: str, tmp_path: Path)
     assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == 100
 
 
+def test_version_is_the_installed_distribution_s(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.metadata
+    import re
+
+    import pipeline
+    from pipeline.cli import edgesight_version
+
+    result = edgesight("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"edgesight {importlib.metadata.version('edgesight')}\n"
+    found = re.search(r'^version = "([^"]+)"$', (REPO / "pyproject.toml").read_text(), re.MULTILINE)
+    assert found
+    declared = found.group(1)
+    assert pipeline.__version__ == declared, "the package's version follows pyproject.toml's"
+
+    def not_installed(name: str) -> str:
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", not_installed)  # a checkout used without installing it
+    assert edgesight_version() == declared
+
+
 def test_help_names_the_model_each_command_uses_by_default() -> None:
     from pipeline.cli import build_parser
 
