@@ -334,6 +334,7 @@ class Pipeline:
             queue: BoundedQueue[Any] = BoundedQueue(
                 f"capture.{stream.id}", stream.queue_size, stream.policy, self.stop_event, worker.inputs.ready
             )
+            self._expect_drops(stream.id, queue)
             worker.streams.add()
             infer = next(t for t in self._threads if isinstance(t, InferStage))
             infer.streams.add()
@@ -471,6 +472,12 @@ class Pipeline:
         self._face_link = FaceLink(jobs, results, faces.every_n_frames, stage.settled, model)
         self._queues = [*self._queues, jobs, results]
 
+    def _expect_drops(self, stream_id: str, capture: BoundedQueue[Any]) -> None:
+        """Count a new stream's drops from 0 in each queue that can drop its frames (metrics series from the start)."""
+        capture.expect(stream_id)
+        if self._face_link is not None:
+            self._face_link.jobs.expect(stream_id)
+
     def _face_detector_loader(self, faces: FacesConfig) -> Callable[[], DetectionEngine] | None:
         if faces.detector is None:
             return None
@@ -489,6 +496,7 @@ class Pipeline:
         ]
         self._queues = [*self._capture_queues, *self._queues]
         for stream, q in zip(cfg.streams, self._capture_queues, strict=True):
+            self._expect_drops(stream.id, q)
             self._captures.append(
                 CaptureStage(stream.id, self._sources[stream.id], q, self.stop_event, self._fail, stream.max_frames)
             )
@@ -661,9 +669,9 @@ class Pipeline:
         return out
 
     def _drops(self, stream_id: str) -> dict[str, int]:
-        """Frames of one stream dropped so far, per queue (queues without drops left out)."""
-        counts = {q.name: q.drops().get(stream_id, 0) for q in self._queues}
-        return {name: n for name, n in counts.items() if n}
+        """Frames of one stream dropped so far, per queue that can drop them (0 until the first)."""
+        counts = {q.name: q.drops().get(stream_id) for q in self._queues}
+        return {name: n for name, n in counts.items() if n is not None}
 
     @property
     def stages(self) -> list[StageThread]:
@@ -696,7 +704,7 @@ class Pipeline:
                     published=publish.seq.get(sid, 0) if publish else 0,
                     error=eos.error if eos else None,
                     stopped=eos is None or eos.stopped,
-                    drops=self._drops(sid),
+                    drops={queue: n for queue, n in self._drops(sid).items() if n},
                 )
             )
         end = self._finished_at or time.monotonic()
