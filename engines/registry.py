@@ -101,3 +101,12 @@ def load_engine(spec: ModelSpec, backend: str = "auto") -> DetectionEngine:
             engine.info = replace(engine.info, fallback_reason="; ".join(rejected))
         return engine
     raise ModelError("no inference backend could load the model: " + "; ".join(rejected))
+
+
+def check_model(model: str) -> None:
+    """Raise the :class:`ModelError` loading ``model`` would for a name or file that is not there (loads nothing)."""
+    if model.lower() in MODELS_WITH_OWN_RUNTIME:
+        return
+    from engines.weights import check_model_file
+
+    check_model_file(model)

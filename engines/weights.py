@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,13 +30,11 @@ def _is_bare_name(model: str) -> bool:
     return "/" not in model and "\\" not in model
 
 
-def resolve_weights(model: str) -> Path:
-    """Return a local path for ``model``.
+def find_weights(model: str) -> Path | None:
+    """The local file ``model`` names, or ``None`` for an Ultralytics asset that is not here yet (to download).
 
-    ``edgesight-det`` and ``edgesight-seg`` name the bundled models. A local
-    path always works. A bare Ultralytics asset name (``yolo11n.pt``)
-    that is not in the working directory is downloaded the way Ultralytics does
-    it; offline, the error says so and how to point at a local file.
+    Looks where Ultralytics does (the working directory, then its weights folder) and never touches the network:
+    a name that is neither a file nor a known asset fails at once.
     """
     if model in BUNDLED:
         return BUNDLED_DIR / BUNDLED[model]
@@ -46,6 +45,38 @@ def resolve_weights(model: str) -> Path:
         raise ModelError(f"model path is not a file: '{model}'")
     if not _is_bare_name(model) or path.suffix not in WEIGHT_SUFFIXES:
         raise ModelError(f"model file not found: '{model}'")
+    from ultralytics.utils import SETTINGS
+
+    saved = Path(SETTINGS["weights_dir"]) / model
+    if saved.is_file():
+        return saved
+    if is_ultralytics_asset(model):
+        return None
+    raise ModelError(f"model file not found: '{model}' (and no bundled model or Ultralytics asset has that name)")
+
+
+def is_ultralytics_asset(name: str) -> bool:
+    """Whether Ultralytics publishes weights under ``name`` (``yolo11n.pt``; ``yolov5s.pt`` as its ``yolov5su.pt``)."""
+    from ultralytics.utils.downloads import GITHUB_ASSETS_NAMES
+
+    if name in GITHUB_ASSETS_NAMES:
+        return True
+    from ultralytics.utils.checks import check_yolov5u_filename
+
+    return check_yolov5u_filename(name) in GITHUB_ASSETS_NAMES
+
+
+def resolve_weights(model: str) -> Path:
+    """Return a local path for ``model``.
+
+    ``edgesight-det`` and ``edgesight-seg`` name the bundled models. A local
+    path always works. A known Ultralytics asset name (``yolo11n.pt``) that is
+    not on disk is downloaded the way Ultralytics does it; offline, the error
+    says so and how to point at a local file.
+    """
+    local = find_weights(model)
+    if local is not None:
+        return local
     from ultralytics.utils.downloads import attempt_download_asset
 
     try:
@@ -56,8 +87,30 @@ def resolve_weights(model: str) -> Path:
             f"download it on a connected machine and pass its path, e.g. --model /path/to/{model}"
         ) from exc
     if not local.is_file():
-        raise ModelError(f"model '{model}' is not a known Ultralytics asset and no such file exists")
+        raise DownloadError(f"model '{model}' could not be downloaded (offline?): pass the path of a local copy")
     return local
+
+
+def check_architecture(model: str) -> None:
+    """Raise :class:`ModelError` unless ``model`` is a local ``.yaml`` file or one Ultralytics ships (any scale)."""
+    if Path(model).expanduser().is_file():
+        return
+    from ultralytics.utils.checks import check_yaml
+
+    unscaled = re.sub(r"(\d+)([nslmx])(.+)?$", r"\1\3", model)  # yolo11x.yaml -> yolo11.yaml, as Ultralytics reads it
+    if not (check_yaml(model, hard=False) or check_yaml(unscaled, hard=False)):
+        raise ModelError(f"model architecture not found: '{model}' (not a local file or an Ultralytics model .yaml)")
+
+
+def check_model_file(model: str) -> None:
+    """Raise the :class:`ModelError` loading ``model`` would for weights or an architecture that are not there.
+
+    Loads and downloads nothing: a known Ultralytics asset passes (it is downloaded at start-up).
+    """
+    if model.endswith(ARCHITECTURE_SUFFIXES):
+        check_architecture(model)
+    else:
+        find_weights(model)
 
 
 TASKS = ("detect", "segment", "pose")
@@ -83,6 +136,7 @@ def load_detection_module(model: str, fallback: str | None = None) -> LoadedMode
     from ultralytics.nn.tasks import load_checkpoint
 
     if model.endswith(ARCHITECTURE_SUFFIXES):
+        check_architecture(model)
         module = build_architecture(model)
         return LoadedModel(module, Path(model).name, None, _task_of(module))
     try:

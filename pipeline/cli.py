@@ -22,7 +22,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from pipeline.config import DEFAULT_ENDPOINT, PipelineConfig, build_config, load_config, parse_source
+from pipeline.config import DEFAULT_ENDPOINT, DEFAULT_MODEL, PipelineConfig, build_config, load_config, parse_source
 from pipeline.errors import EdgesightError, StartupInterrupted
 from pipeline.faces.cli import add_faces_parser, cmd_faces
 from pipeline.secrecy import RedactingFilter, redact
@@ -36,6 +36,8 @@ EXIT_OK = 0
 EXIT_RUNTIME = 1
 EXIT_BAD_INPUT = 2
 DEMO_VIDEO = "edgesight-demo.mp4"
+DEMO_MODEL = "edgesight-det"
+"""The demo's model: bundled, so the demo runs offline."""
 ENGINES = ["auto", "tensorrt", "torch", "onnxruntime"]
 PRECISIONS = ["auto", "fp32", "fp16", "int8"]
 
@@ -50,7 +52,8 @@ def _add_run_overrides(p: argparse.ArgumentParser, default_model: str | None) ->
     p.add_argument(
         "--model",
         default=default_model,
-        help="edgesight-det, an asset name (yolo11n.pt, the default), local weights (.pt) or a .yaml architecture",
+        help="edgesight-det (bundled), an asset name (yolo11n.pt), local weights (.pt) or a .yaml architecture "
+        f"(default {default_model or DEFAULT_MODEL})",
     )
     p.add_argument("--publish", metavar="ENDPOINT", help=f"ZeroMQ endpoint to bind (default {DEFAULT_ENDPOINT})")
     p.add_argument("--max-frames", type=int, metavar="N", help="stop each stream after N frames")
@@ -96,8 +99,21 @@ def _add_run_overrides(p: argparse.ArgumentParser, default_model: str | None) ->
     )
 
 
+def edgesight_version() -> str:
+    """The installed distribution's version, else the package's own (a checkout used without installing it)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("edgesight")
+    except PackageNotFoundError:
+        from pipeline import __version__
+
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgesight", description="Real-time video analytics over ZeroMQ.")
+    parser.add_argument("--version", action="version", version=f"edgesight {edgesight_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run a pipeline from a config file or --source/--model")
@@ -106,8 +122,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_overrides(run, default_model=None)
     _add_common(run)
 
-    check = sub.add_parser("check", help="validate a config file and exit")
+    check = sub.add_parser(
+        "check", help="validate a config file, and that run could start with it here (files, models, ports), and exit"
+    )
     check.add_argument("config", help="YAML config file")
+    check.add_argument(
+        "--schema-only",
+        action="store_true",
+        help="only the keys and values: not the files, models and ports of this machine (a config for another box)",
+    )
     _add_common(check)
 
     subscribe = sub.add_parser("subscribe", help="print messages from a running pipeline")
@@ -190,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run a generated scene through a model (no camera, no internet)")
     demo.add_argument("--frames", type=int, default=150, help="length of the generated scene")
     demo.add_argument("--seed", type=int, default=7)
-    _add_run_overrides(demo, default_model="edgesight-det")
+    _add_run_overrides(demo, default_model=DEMO_MODEL)
     demo.set_defaults(save=DEMO_VIDEO)
     demo.add_argument("--no-save", dest="save", action="store_const", const=None, help="do not write a video")
     _add_common(demo)
@@ -375,9 +398,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    ids = ", ".join(s.id for s in config.streams)
-    from pipeline.runner import DEFAULT_MODEL
+    if not args.schema_only:
+        from pipeline.preflight import preflight
 
+        problems = preflight(config)
+        for problem in problems:
+            print(f"edgesight: error: {args.config}: {problem}", file=sys.stderr)
+        if problems:
+            return EXIT_BAD_INPUT
+    ids = ", ".join(s.id for s in config.streams)
     model = config.model.path or f"default ({DEFAULT_MODEL})"
     print(f"{args.config}: OK ({len(config.streams)} stream(s): {ids}; model {model})")
     return EXIT_OK

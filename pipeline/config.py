@@ -22,6 +22,8 @@ from pipeline.errors import ConfigError
 from pipeline.queues import OverflowPolicy
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
+DEFAULT_MODEL = "yolo11n.pt"
+"""The model when none is given: COCO's 80 classes, downloaded on first use."""
 STREAM_ID_PATTERN = r"^[A-Za-z0-9_\-]{1,64}$"
 
 

@@ -55,5 +55,7 @@ class HttpServer:
         self._thread.start()
 
     def close(self) -> None:
-        self._server.shutdown()
+        """Stop serving (if started) and free the port."""
+        if self._thread.is_alive():
+            self._server.shutdown()
         self._server.server_close()

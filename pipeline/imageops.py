@@ -245,8 +245,12 @@ class ImageOps:
 
     steps: list[tuple[str, Step]]
     costs: dict[str, float] = field(default_factory=dict)
-    """Seconds spent in each operation so far (metrics and benchmarks)."""
+    """Seconds spent in each operation so far (metrics and benchmarks); 0 for each from the start."""
     calls: int = 0
+
+    def __post_init__(self) -> None:
+        for name, _ in self.steps:
+            self.costs.setdefault(name, 0.0)
 
     def apply(self, image: Image) -> tuple[Image, PointMap]:
         """``image`` operated on (on the host or the GPU, where it is) and the way back to its coordinates."""

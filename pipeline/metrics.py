@@ -5,6 +5,10 @@ scrapes (a custom collector: nothing extra on the frame path). Only the two
 histograms are fed per frame: capture→publish latency, and each stage's time
 per frame (through the stage clocks' observer hook). :class:`NullMetrics` is
 what a pipeline without ``--metrics-port`` gets.
+
+Each stream's counters are series from its start, at 0 (drops per queue that
+can drop its frames, bus drops of its detections, reconnects, image-operation
+time), so that ``rate()`` and alerts work before anything has gone wrong.
 """
 
 from __future__ import annotations
@@ -95,6 +99,8 @@ class _PipelineCollector:
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 
+        from pipeline.schema import DETECTIONS_TOPIC, topic_for
+
         p = self._pipeline
         streams = p.stream_states()
         captured = CounterMetricFamily("edgesight_frames_captured", "Frames read from each source", labels=["stream"])
@@ -147,7 +153,9 @@ class _PipelineCollector:
         )
         sent = CounterMetricFamily("edgesight_bus_sent", "Messages sent on the ZeroMQ bus")
         if p.bus is not None:
-            for topic, n in p.bus.dropped.items():
+            bus_drops = {topic_for(DETECTIONS_TOPIC, s.stream_id): 0 for s in streams}  # every stream from the start
+            bus_drops.update(p.bus.dropped)
+            for topic, n in bus_drops.items():
                 bus_dropped.add_metric([topic], n)
             sent.add_metric([], p.bus.sent)
         yield from (bus_dropped, sent)

@@ -126,9 +126,14 @@ class BoundedQueue(Generic[T]):
             return len(self._items)
 
     def drops(self) -> dict[str, int]:
-        """Items evicted so far, per stream id."""
+        """Items evicted so far, per stream id (expected streams included, at 0 until their first drop)."""
         with self._lock:
             return dict(self._drops)
+
+    def expect(self, stream_id: str) -> None:
+        """Count drops of ``stream_id`` from 0 now, so its counter exists before anything is dropped."""
+        with self._lock:
+            self._drops.setdefault(stream_id, 0)
 
     def wake(self) -> None:
         """Wake every waiter so it re-checks the stop event at once."""

@@ -23,7 +23,7 @@ from engines.registry import load_engine
 from pipeline.analytics.stream import StreamAnalytics
 from pipeline.analytics.tracking import TRACKER_LOW_CONF
 from pipeline.bus import BusPublisher
-from pipeline.config import FacesConfig, PipelineConfig, StreamConfig
+from pipeline.config import DEFAULT_MODEL, FacesConfig, PipelineConfig, StreamConfig
 from pipeline.curve import CurveServer
 from pipeline.errors import ConfigError, EdgesightError, StartupInterrupted
 from pipeline.faces.stage import FaceStage, load_recognizer
@@ -52,8 +52,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "yolo11n.pt"
-"""The model when none is given: COCO's 80 classes, downloaded on first use."""
 OFFLINE_FALLBACK_MODEL = "edgesight-det"
 """Used, with a warning, when the default cannot be downloaded (a box without internet)."""
 STOP_JOIN_DEADLINE_S = 1.5
@@ -336,6 +334,7 @@ class Pipeline:
             queue: BoundedQueue[Any] = BoundedQueue(
                 f"capture.{stream.id}", stream.queue_size, stream.policy, self.stop_event, worker.inputs.ready
             )
+            self._expect_drops(stream.id, queue)
             worker.streams.add()
             infer = next(t for t in self._threads if isinstance(t, InferStage))
             infer.streams.add()
@@ -473,6 +472,12 @@ class Pipeline:
         self._face_link = FaceLink(jobs, results, faces.every_n_frames, stage.settled, model)
         self._queues = [*self._queues, jobs, results]
 
+    def _expect_drops(self, stream_id: str, capture: BoundedQueue[Any]) -> None:
+        """Count a new stream's drops from 0 in each queue that can drop its frames (metrics series from the start)."""
+        capture.expect(stream_id)
+        if self._face_link is not None:
+            self._face_link.jobs.expect(stream_id)
+
     def _face_detector_loader(self, faces: FacesConfig) -> Callable[[], DetectionEngine] | None:
         if faces.detector is None:
             return None
@@ -491,6 +496,7 @@ class Pipeline:
         ]
         self._queues = [*self._capture_queues, *self._queues]
         for stream, q in zip(cfg.streams, self._capture_queues, strict=True):
+            self._expect_drops(stream.id, q)
             self._captures.append(
                 CaptureStage(stream.id, self._sources[stream.id], q, self.stop_event, self._fail, stream.max_frames)
             )
@@ -634,7 +640,8 @@ class Pipeline:
         reconnects: int
         drops: dict[str, int]
         total: int | None = None
-        """Frames the source holds (files, folders, scenes); ``None`` for live sources."""
+        """Frames the stream will take: what the source holds (files, folders, scenes), capped by ``max_frames``;
+        ``None`` for a live source without ``max_frames``."""
         latency_ms: float = 0.0
         """Capture→publish latency of the stream's last published frame."""
 
@@ -655,16 +662,16 @@ class Pipeline:
                     publish.seq.get(sid, 0) if publish else 0,
                     int(getattr(source, "reconnects", 0)),
                     self._drops(sid),
-                    getattr(source, "total_frames", None),
+                    _frames_to_take(getattr(source, "total_frames", None), capture.max_frames),
                     publish.latency_ms_by_stream.get(sid, 0.0) if publish else 0.0,
                 )
             )
         return out
 
     def _drops(self, stream_id: str) -> dict[str, int]:
-        """Frames of one stream dropped so far, per queue (queues without drops left out)."""
-        counts = {q.name: q.drops().get(stream_id, 0) for q in self._queues}
-        return {name: n for name, n in counts.items() if n}
+        """Frames of one stream dropped so far, per queue that can drop them (0 until the first)."""
+        counts = {q.name: q.drops().get(stream_id) for q in self._queues}
+        return {name: n for name, n in counts.items() if n is not None}
 
     @property
     def stages(self) -> list[StageThread]:
@@ -697,7 +704,7 @@ class Pipeline:
                     published=publish.seq.get(sid, 0) if publish else 0,
                     error=eos.error if eos else None,
                     stopped=eos is None or eos.stopped,
-                    drops=self._drops(sid),
+                    drops={queue: n for queue, n in self._drops(sid).items() if n},
                 )
             )
         end = self._finished_at or time.monotonic()
@@ -722,6 +729,12 @@ class Pipeline:
             queue_peaks={q.name: q.high_water for q in self._queues},
             face_frames=self._faces.clock.items if self._faces is not None else 0,
         )
+
+
+def _frames_to_take(total: int | None, max_frames: int | None) -> int | None:
+    """The smaller of a source's length and a stream's ``max_frames``, where known."""
+    known = [n for n in (total, max_frames) if n is not None]
+    return min(known) if known else None
 
 
 def percentiles(values: Sequence[float]) -> dict[str, float]:

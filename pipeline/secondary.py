@@ -14,6 +14,7 @@ infer and publish, so the primary model never waits for them.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import threading
 import time
@@ -31,6 +32,8 @@ from pipeline.queues import BoundedQueue, StreamCount
 from pipeline.stages import GET_TIMEOUT_S, FailureHandler, StageThread
 
 log = logging.getLogger(__name__)
+
+OCR_MISSING = "secondary ocr needs rapidocr-onnxruntime: pip install rapidocr-onnxruntime"
 
 
 class CropModel(Protocol):
@@ -84,7 +87,7 @@ class CropReader:
         try:
             from rapidocr_onnxruntime import RapidOCR
         except ImportError as exc:
-            raise ModelError("secondary ocr needs rapidocr-onnxruntime: pip install rapidocr-onnxruntime") from exc
+            raise ModelError(OCR_MISSING) from exc
         self._ocr = RapidOCR()
 
     def run(self, crops: Sequence[np.ndarray]) -> list[dict[str, Any]]:
@@ -143,13 +146,30 @@ class CropEmbedder:
         return out
 
 
+def check_crop_model(config: SecondaryConfig) -> None:
+    """Raise the :class:`ModelError` loading the model would for a file or library that is not there (loads nothing)."""
+    if config.kind == "ocr":
+        if importlib.util.find_spec("rapidocr_onnxruntime") is None:
+            raise ModelError(OCR_MISSING)
+    elif config.kind == "embed":
+        from pipeline.faces.embedder import check_embedder
+
+        check_embedder(config.model or "vggface2")
+    elif not config.model:
+        raise ModelError("secondary classify needs model (an Ultralytics -cls model)")
+    else:
+        from engines.weights import check_model_file
+
+        check_model_file(config.model)
+
+
 def load_crop_model(config: SecondaryConfig, device: str) -> CropModel:
+    check_crop_model(config)
     if config.kind == "ocr":
         return CropReader(config.lines)
     if config.kind == "embed":
         return CropEmbedder(config, device)
-    if not config.model:
-        raise ModelError("secondary classify needs model (an Ultralytics -cls model)")
+    assert config.model is not None
     return CropClassifier(config.model, config.imgsz, config.top_k, device)
 
 

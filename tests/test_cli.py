@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -91,12 +92,16 @@ def test_bad_models(bad_files: dict[str, Path], obb_weights: Path, tmp_path: Pat
         str(bad_files["badmodel"]): ["not a valid Ultralytics .pt file", "bad.pt"],
         str(obb_weights): ["'obb' model", "obb.pt", "runs detect, segment, pose models"],
         "yolo11n.pt": ["could not be downloaded", "--model /path/to/yolo11n.pt"],
+        "missing.pt": ["model file not found", "'missing.pt'", "no bundled model or Ultralytics asset"],
+        "missing.yaml": ["model architecture not found", "'missing.yaml'"],
     }
     for model, needles in cases.items():
         result = edgesight(
             "run", "--source", "synthetic://?frames=2", "--model", model, "--publish", "tcp://127.0.0.1:0", cwd=tmp_path
         )
         assert_one_line_error(result, *needles)
+        if model.startswith("missing"):
+            assert "GitHub" not in result.stdout + result.stderr, "a name Ultralytics lacks is never looked up"
     assert not (tmp_path / "yolo11n.pt").exists(), "a failed download must not leave a file behind"
 
 
@@ -118,10 +123,79 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
 
 
 def test_check_accepts_the_examples() -> None:
+    """Their files and ports are those of the boxes they describe: only their keys and values are checked here."""
     for config in sorted((REPO / "configs").glob("*.yaml")):
-        result = edgesight("check", str(config))
+        result = edgesight("check", "--schema-only", str(config))
         assert result.returncode == 0, result.stderr
         assert "OK" in result.stdout
+
+
+def test_check_names_each_file_model_gallery_and_port_that_run_would_refuse(
+    bad_files: dict[str, Path], tiny_video: Path, tmp_path: Path
+) -> None:
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    busy_port = busy.getsockname()[1]
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    embedder = tmp_path / "embedder.onnx"
+    embedder.write_bytes(b"only its presence is checked")
+    config = tmp_path / "site.yaml"
+    config.write_text(
+        f"""
+streams:
+  - {{id: missing, source: {{type: file, path: {tmp_path / "gone.mp4"}}}}}
+  - {{id: empty, source: {bad_files["empty"]}}}
+  - {{id: text, source: {{type: file, path: {bad_files["text"]}}}}}
+  - {{id: folder, source: {{type: images, path: {bad_files["emptydir"]}}}}}
+  - {{id: good, source: {{type: file, path: {tiny_video}}}}}
+  - {{id: camera, source: "rtsp://127.0.0.1:1/live"}}
+model: {{path: {tmp_path / "models/custom.pt"}}}
+faces: {{detector: mtcnn, recognize: true, gallery: {tmp_path / "faces.db"}, weights: {embedder}}}
+publish: {{endpoint: "{endpoint}"}}
+control: {{endpoint: "{endpoint}"}}
+metrics: {{port: {busy_port}}}
+"""
+    )
+    try:
+        result = edgesight("check", str(config))
+    finally:
+        busy.close()
+    assert result.returncode == 2, result.stdout
+    assert "Traceback" not in result.stderr and "OK" not in result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.startswith("edgesight: error: ")]
+    expected = [
+        ("streams[0].source", "video file not found", "gone.mp4"),
+        ("streams[1].source", "empty (0 bytes)", "empty.mp4"),
+        ("streams[2].source", "cannot open video file", "notes.txt"),
+        ("streams[3].source", "no images in folder", "nothing"),
+        ("model.path", "model file not found", "custom.pt"),
+        ("faces.gallery", "face gallery not found", "faces.db"),
+        ("control.endpoint", "cannot bind", endpoint),
+        ("metrics.port", "cannot serve metrics", str(busy_port)),
+    ]
+    assert len(lines) == len(expected), result.stderr
+    for line, needles in zip(lines, expected, strict=True):
+        assert line.startswith(f"edgesight: error: {config}: {needles[0]}: ")
+        assert all(needle in line for needle in needles[1:]), line
+
+    schema_only = edgesight("check", "--schema-only", str(config))
+    assert schema_only.returncode == 0 and "OK" in schema_only.stdout, schema_only.stderr
+
+
+def test_check_passes_what_run_can_start_and_leaves_its_ports_free(tiny_video: Path, tmp_path: Path) -> None:
+    publish, metrics = free_port(), free_port()
+    config = tmp_path / "good.yaml"
+    config.write_text(
+        f"streams:\n  - {{id: a, source: {tiny_video}}}\nmodel: {{path: edgesight-det}}\n"
+        f"publish: {{endpoint: 'tcp://127.0.0.1:{publish}'}}\nmetrics: {{port: {metrics}}}\n"
+    )
+    result = edgesight("check", str(config))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"{config}: OK")
+    for port in (publish, metrics):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", port))  # released when check ended
 
 
 def collect(endpoint: str, until_events: set[str], out: list[object], timeout_s: float) -> None:
@@ -251,6 +325,40 @@ def test_demo_runs_offline_with_the_bundled_model(endpoint: str, tmp_path: Path)
     assert {d.label for m in dets for d in m.detections} <= {"person", "bicycle", "car"}
     video = cv2.VideoCapture(str(tmp_path / "edgesight-demo.mp4"))
     assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == 100
+
+
+def test_version_is_the_installed_distribution_s(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.metadata
+    import re
+
+    import pipeline
+    from pipeline.cli import edgesight_version
+
+    result = edgesight("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"edgesight {importlib.metadata.version('edgesight')}\n"
+    found = re.search(r'^version = "([^"]+)"$', (REPO / "pyproject.toml").read_text(), re.MULTILINE)
+    assert found
+    declared = found.group(1)
+    assert pipeline.__version__ == declared, "the package's version follows pyproject.toml's"
+
+    def not_installed(name: str) -> str:
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", not_installed)  # a checkout used without installing it
+    assert edgesight_version() == declared
+
+
+def test_help_names_the_model_each_command_uses_by_default() -> None:
+    from pipeline.cli import build_parser
+
+    assert build_parser().parse_args(["demo"]).model == "edgesight-det"
+    for command, default in (("demo", "edgesight-det"), ("run", "yolo11n.pt")):
+        result = edgesight(command, "--help")
+        assert result.returncode == 0, result.stderr
+        text = " ".join(result.stdout.split())  # argparse wraps its help
+        assert f"(default {default})" in text
+        assert "the default" not in text
 
 
 def test_without_a_model_offline_the_bundled_detector_steps_in(tmp_path: Path) -> None:

@@ -64,6 +64,30 @@ def test_the_live_table_shows_each_stream_and_redraws_in_place(tiny_video: Path)
     assert camera_row.split()[1] in ("connecting", "reconnecting") and camera_row.endswith("live")
 
 
+def test_progress_counts_to_what_the_stream_will_take(tiny_video: Path) -> None:
+    """A 40-frame file with max_frames 10 is done at 10/10; with max_frames 100 its 40 frames are the whole."""
+    config = build_config(
+        {
+            "streams": [
+                {"id": "capped", "source": str(tiny_video), "max_frames": 10},
+                {"id": "whole", "source": str(tiny_video), "max_frames": 100},
+            ],
+            "publish": {"endpoint": f"tcp://127.0.0.1:{free_port()}"},
+            "tracking": {"enabled": False},
+        },
+        "t",
+    )
+    pipeline = Pipeline(config, engine_factory=lambda _s, _n: FakeEngine())
+    pipeline.start()
+    try:
+        assert pipeline.wait(30)
+        progress = {row["stream"]: row["progress"] for row in LiveView(pipeline, io.StringIO()).rows()}
+    finally:
+        pipeline.stop()
+        pipeline.close()
+    assert progress == {"capped": "[####################] 100% 10/10", "whole": "[####################] 100% 40/40"}
+
+
 def test_json_logs_for_services(arch_weights: Path) -> None:
     result = subprocess.run(
         [

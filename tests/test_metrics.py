@@ -18,7 +18,7 @@ from conftest import free_port
 from prometheus_client.parser import text_string_to_metric_families
 from test_sources import FakeEngine
 
-from pipeline.config import build_config
+from pipeline.config import StreamConfig, build_config
 from pipeline.runner import Pipeline
 
 
@@ -132,6 +132,41 @@ def test_metrics_health_and_readiness_of_a_running_pipeline(tiny_video: Path, tm
         timeout=60,
     )
     assert check.returncode == 1 and "stopping" in check.stderr
+
+
+def test_each_stream_s_counters_are_series_at_zero_before_anything_happens() -> None:
+    """Drops, bus drops, reconnects and image-operation time exist from a stream's start (``rate()`` and alerts
+    work before the first drop), for a stream added at run time too."""
+    dead = {"base_s": 5, "cap_s": 5}
+    config = {
+        "streams": [
+            {"id": "gen", "source": "synthetic://?frames=500&width=96&height=64"},
+            {"id": "cam", "source": "rtsp://127.0.0.1:1/live", "reconnect": dead, "preprocess": [{"op": "flip"}]},
+        ],
+        "publish": {"endpoint": f"tcp://127.0.0.1:{free_port()}"},
+        "control": {"endpoint": f"tcp://127.0.0.1:{free_port()}"},
+        "metrics": {"port": 0},
+        "tracking": {"enabled": False},
+    }
+    pipeline = running(config, FakeEngine())
+    try:
+        pipeline.add_stream(
+            StreamConfig.model_validate({"id": "late", "source": "rtsp://127.0.0.1:1/b", "reconnect": dead})
+        )
+        port = pipeline.metrics_port
+        assert port
+        code, text = get(port, "/metrics")
+    finally:
+        pipeline.stop()
+        pipeline.close()
+    assert code == 200
+    got = samples(text)
+    for sid in ("gen", "cam", "late"):
+        queue = (("queue", f"capture.{sid}"), ("reason", "queue_full_drop_oldest"), ("stream", sid))
+        assert got.get(("edgesight_frames_dropped_total", queue)) == 0.0, sid
+        assert got.get(("edgesight_bus_dropped_total", (("topic", f"detections.{sid}"),))) == 0.0, sid
+        assert got.get(("edgesight_reconnects_total", (("stream", sid),))) == 0.0, sid
+    assert got.get(("edgesight_image_op_seconds_total", (("op", "flip"), ("stream", "cam")))) == 0.0
 
 
 def test_a_stuck_stage_fails_healthz_and_offline_cameras_fail_readyz() -> None:

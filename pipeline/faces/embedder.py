@@ -12,6 +12,7 @@ crops of one person lie closer (Euclidean distance) than crops of two people.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 
 FACENET_SIZE = 160
 PRETRAINED = ("vggface2", "casia-webface")
+FACENET_MISSING = "face recognition needs facenet-pytorch: pip install --no-deps facenet-pytorch"
 
 
 class FaceEmbedder(Protocol):
@@ -68,7 +70,7 @@ class FacenetEmbedder:
             import torch
             from facenet_pytorch import InceptionResnetV1
         except ImportError as exc:
-            raise ModelError("face recognition needs facenet-pytorch: pip install --no-deps facenet-pytorch") from exc
+            raise ModelError(FACENET_MISSING) from exc
         self._torch = torch
         self.device = device
         if weights in PRETRAINED:
@@ -163,8 +165,25 @@ class OnnxEmbedder:
         return _normalized(np.asarray(out, np.float32).reshape(len(crops), -1))
 
 
+def check_embedder(weights: str) -> None:
+    """Raise the :class:`ModelError` loading ``weights`` would for a file or library that is not there (loads nothing;
+    whether pretrained weights can be downloaded is only known by trying)."""
+    if weights.endswith(".onnx"):
+        if not Path(weights).expanduser().is_file():
+            raise ModelError(f"face embedder model not found: '{weights}'")
+        return
+    if importlib.util.find_spec("facenet_pytorch") is None:
+        raise ModelError(FACENET_MISSING)
+    if weights.startswith("seeded:"):
+        if not weights.split(":", 1)[1].isdigit():
+            raise ModelError(f"face embedder '{weights}': seeded:N needs a whole number N")
+    elif weights not in PRETRAINED and not Path(weights).expanduser().is_file():
+        raise ModelError(f"face embedder weights not found: '{weights}'")
+
+
 def load_embedder(weights: str, device: str = "cpu") -> FaceEmbedder:
     """An ONNX embedder for a ``.onnx`` path, else facenet's InceptionResnetV1 with ``weights``."""
+    check_embedder(weights)
     if weights.endswith(".onnx"):
         return OnnxEmbedder(weights)
     return FacenetEmbedder(weights, device)

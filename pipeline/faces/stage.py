@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -197,14 +198,20 @@ class FaceStage(StageThread):
             self.detector.close()
 
 
+def enrolled_gallery(configured: str | None) -> Path:
+    """The gallery recognition reads (``faces.gallery`` or the default); :class:`ConfigError` when it is missing."""
+    path = gallery_path(configured)
+    if not path.is_file():
+        raise ConfigError(f"face gallery not found: '{path}' (enroll people first: edgesight faces enroll)")
+    return path
+
+
 def load_recognizer(config: FacesConfig, device: str) -> tuple[FaceEmbedder, Matcher]:
     """The embedder ``faces.weights`` names and a snapshot of the gallery's embeddings made by it."""
     from engines.torch_backend import select_device
 
+    path = enrolled_gallery(config.gallery)
     embedder = load_embedder(config.weights, str(select_device(device)))
-    path = gallery_path(config.gallery)
-    if not path.is_file():
-        raise ConfigError(f"face gallery not found: '{path}' (enroll people first: edgesight faces enroll)")
     gallery = FaceGallery(path)
     try:
         matcher = Matcher.from_gallery(gallery, embedder.name, config.threshold)

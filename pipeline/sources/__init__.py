@@ -20,7 +20,7 @@ from pipeline.sources.pyav import PyAvFileSource, pyav_available
 from pipeline.sources.synthetic import SyntheticSource
 from pipeline.sources.video import StreamUrlSource, VideoFileSource, WebcamSource
 
-__all__ = ["RawFrame", "Source", "make_source"]
+__all__ = ["RawFrame", "Source", "make_source", "probe_source"]
 
 
 def _file_source(config: FileSourceConfig) -> Source:
@@ -60,3 +60,12 @@ def make_source(config: SourceConfig) -> Source:
     if isinstance(config, SyntheticSourceConfig):
         return SyntheticSource(config.seed, config.frames, config.width, config.height, config.fps)
     raise TypeError(f"unknown source config {config!r}")
+
+
+def probe_source(config: SourceConfig) -> None:
+    """Open the source ``config`` describes and release it: raises what opening it at start-up would."""
+    source = make_source(config)
+    try:
+        source.open()
+    finally:
+        source.release()
