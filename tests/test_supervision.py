@@ -126,6 +126,19 @@ def test_giving_up_and_permanent_errors_end_the_stream() -> None:
     assert [c.state for c in changes] == ["connecting"]
 
 
+def test_a_refusal_after_the_first_attempt_is_retried() -> None:
+    camera = ScriptedCamera([2, "404", "404", 1])  # online, then a rebooting camera's answers
+    source, changes = supervised(camera)
+    source.open()
+    assert all(source.read() is not None for _ in range(3))
+    assert [c.state for c in changes] == ["connecting", "online", "reconnecting", "online"]
+    assert camera.opened == 4
+    camera = ScriptedCamera(["refuse", "404", 1])  # unreachable at first, then not ready
+    source, changes = supervised(camera)
+    source.open()
+    assert source.read() is not None and camera.opened == 3
+
+
 def test_a_long_outage_goes_offline_and_comes_back() -> None:
     source, changes = supervised(ScriptedCamera(["refuse"] * 8 + [1]), offline_after_s=0.1)
     source.open()
