@@ -300,7 +300,7 @@ def test_a_wrong_rtsp_path_is_one_clear_line(rtsp_server: RtspServer, arch_weigh
     )
     _out, err = proc.communicate(timeout=20)
     lines = [line for line in err.splitlines() if line.strip() and " INFO " not in line]
-    assert proc.returncode != 0 and "Traceback" not in err
+    assert proc.returncode == 2 and "Traceback" not in err, err
     assert lines[-1].startswith("edgesight: error: ") and "404" in lines[-1] and "/nosuch" in lines[-1]
 
 
