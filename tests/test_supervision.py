@@ -192,14 +192,20 @@ def _server_works() -> str | None:
 
 
 class RtspServer:
-    def __init__(self, port: int) -> None:
+    """``tests/tools/rtsp_server.py`` on ``port``; ``options`` (its command-line options) apply from the next start."""
+
+    def __init__(self, port: int, *options: str) -> None:
         self.port = port
+        self.options = list(options)
         self.url = f"rtsp://127.0.0.1:{port}/live"
         self.proc: subprocess.Popen[str] | None = None
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [SYSTEM_PYTHON, str(SERVER), str(self.port)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+            [SYSTEM_PYTHON, str(SERVER), str(self.port), *self.options],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
         )
         assert self.proc.stdout is not None
         assert self.proc.stdout.readline().strip() == "ready"
