@@ -388,7 +388,9 @@ def run_pipeline(config: PipelineConfig, quiet: bool = False, save: str | None =
     failed = [s for s in report.streams if s.error]
     for s in failed:
         _error(f"stream '{s.stream_id}': {s.error}")
-    return EXIT_RUNTIME if failed else EXIT_OK
+    if not failed:
+        return EXIT_OK
+    return EXIT_BAD_INPUT if all(s.refused for s in failed) else EXIT_RUNTIME  # a wrong path or password
 
 
 def cmd_run(args: argparse.Namespace) -> int:

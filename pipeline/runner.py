@@ -72,6 +72,8 @@ class StreamReport:
     stopped: bool
     drops: dict[str, int] = field(default_factory=dict)
     """Dropped frames by queue name."""
+    refused: bool = False
+    """The source refused for good before its first frame (a wrong path or password): bad input."""
 
 
 @dataclass(frozen=True)
@@ -705,6 +707,7 @@ class Pipeline:
                     error=eos.error if eos else None,
                     stopped=eos is None or eos.stopped,
                     drops={queue: n for queue, n in self._drops(sid).items() if n},
+                    refused=capture.refused,
                 )
             )
         end = self._finished_at or time.monotonic()

@@ -26,7 +26,7 @@ from pipeline.analytics.stream import StreamAnalytics
 from pipeline.analytics.thumbnails import thumbnail
 from pipeline.bus import BusPublisher
 from pipeline.config import PrivacyConfig
-from pipeline.errors import ConfigError, SourceError
+from pipeline.errors import ConfigError, PermanentSourceError, SourceError
 from pipeline.faces.messages import FaceJob, FaceResult
 from pipeline.imageops import ImageOps, map_boxes, upload
 from pipeline.messages import EndOfStream, Frame, FrameResult, MaskFormat, PreparedFrame, SeenImage
@@ -139,6 +139,8 @@ class CaptureStage(StageThread):
         self.max_frames = max_frames
         self.frames = 0
         self.removed = threading.Event()
+        self.refused = False
+        """The source refused for good before its first frame (a wrong path or password): bad input."""
 
     def loop(self) -> None:
         error: str | None = None
@@ -159,6 +161,7 @@ class CaptureStage(StageThread):
                 self.frames += 1
         except SourceError as exc:
             error = str(exc)
+            self.refused = isinstance(exc, PermanentSourceError)
         except Exception as exc:
             error = f"{self.source.description}: {type(exc).__name__}: {exc}"
             log.debug("capture of '%s' failed", self.stream_id, exc_info=True)

@@ -5,9 +5,13 @@ past ``reconnect.idle_timeout_s`` is released and opened again, after waits
 that double from ``base_s`` up to ``cap_s`` (each spread by ±``jitter``).
 The liveness clock only runs while the capture thread waits on the source: a
 capture thread held up by a full queue (a slow consumer) is never taken for a
-stalled camera. States — ``connecting``, ``online``, ``reconnecting``,
-``offline`` (down longer than ``offline_after_s``, still retried) — are handed
-to ``on_state``, which publishes them as ``status.<stream_id>`` and logs them.
+stalled camera. A server's refusal (``PermanentSourceError``: 401, 403, 404)
+ends the stream only when it answers the stream's very first attempt; later
+(a camera that was there, or was unreachable at first, may say so while it
+reboots) it is retried like any other failure. States — ``connecting``,
+``online``, ``reconnecting``, ``offline`` (down longer than
+``offline_after_s``, still retried) — are handed to ``on_state``, which
+publishes them as ``status.<stream_id>`` and logs them.
 """
 
 from __future__ import annotations
@@ -66,7 +70,8 @@ class SupervisedSource:
     only reports ``connecting`` (the capture thread connects, so an unreachable camera at start-up holds
     back nobody and is retried);
     ``read`` returns ``None`` only once interrupted, and raises
-    :class:`SourceError` only after ``max_attempts`` failed attempts in a row.
+    :class:`SourceError` only after ``max_attempts`` failed attempts in a row, or
+    :class:`PermanentSourceError` when the very first attempt gets one (a wrong path or password at start-up).
     """
 
     live = True
@@ -94,6 +99,7 @@ class SupervisedSource:
         self._last_ms = 0.0
         self._offset_ms = 0.0
         self._retry_at = 0.0
+        self._first_attempt = True
 
     # -- the Source protocol -----------------------------------------------------------------------------
     def open(self) -> None:
@@ -151,14 +157,14 @@ class SupervisedSource:
 
     def _connect(self) -> bool:
         source = self._factory()
+        first, self._first_attempt = self._first_attempt, False
         try:
             source.open()
-        except PermanentSourceError:
-            source.release()
-            raise  # the server answered: no such stream, or not for us; retrying will not help
         except SourceError as exc:
             source.release()
-            self._lost(str(exc))
+            if first and isinstance(exc, PermanentSourceError):
+                raise  # the server's first answer: no such stream, or not for us; retrying will not help
+            self._lost(str(exc))  # after that, a camera that says so may be rebooting: retried
             return False
         with self._lock:
             self._source = source
