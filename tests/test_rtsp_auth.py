@@ -211,7 +211,7 @@ def test_the_right_password_gives_frames(camera: Callable[..., RtspServer], meth
     finally:
         source.release()
     assert all(f is not None and f.image.shape == (240, 320, 3) for f in frames)
-    assert source.description == f"stream 'rtsp://127.0.0.1:{server.port}/live'", "no user name or password in it"
+    assert source.description == f"stream 'rtsp://***@127.0.0.1:{server.port}/live'", "no user name or password in it"
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -241,7 +241,7 @@ def test_a_wrong_password_at_start_up_is_one_line_and_exit_code_2(
         [line for line in lines if line.startswith("edgesight: error: ")]
         == lines[-1:]
         == [
-            f"edgesight: error: stream 'cam0': cannot open stream 'rtsp://127.0.0.1:{server.port}/live': "
+            f"edgesight: error: stream 'cam0': cannot open stream 'rtsp://***@127.0.0.1:{server.port}/live': "
             "the server answered 401 Unauthorized (wrong user name or password)"
         ]
     ), done.stderr
