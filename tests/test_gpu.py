@@ -5,12 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 from helpers import config_for, reference_frames, run_and_collect
 from test_engines import assert_same_boxes
 from test_pipeline import match_detections
 
 from engines.architecture import calibration_image
+from pipeline.schema import DetectionsMessage
 
 pytestmark = pytest.mark.gpu
 
@@ -118,10 +120,22 @@ def test_eight_streams_batch_together_on_the_gpu_and_each_keeps_its_order(
         assert [m.seq for m in dets] == list(range(120))
         assert [m.frame_index for m in dets] == list(range(120))
     assert got.report.mean_batch > 1.5, got.report.mean_batch
-    # The same frame in every stream gives the same boxes, whatever batch it was in.
-    first = [got.detections(f"cam{i}")[50].detections for i in range(8)]
-    for other in first[1:]:
-        assert [d.class_id for d in other] == [d.class_id for d in first[0]]
+    # The same frame in every stream gives the same boxes, whatever batch it was in, to fp16 rounding: batches of
+    # other sizes (and other places in a batch) run other fp16 kernels, so a score may move by an ulp (2.4e-4 near
+    # the threshold). The random weights give dozens of boxes a frame within a few ulps of each other and of the
+    # threshold, so their order, and whether one at the threshold is published, are not compared.
+    for index in range(120):
+        want = published_rows(got.detections("cam0")[index])
+        for i in range(1, 8):
+            try:
+                assert_same_boxes(published_rows(got.detections(f"cam{i}")[index]), want, box_tol=0.5, conf_tol=2e-3)
+            except AssertionError as error:
+                raise AssertionError(f"cam{i} frame {index} differs from cam0's: {error}") from None
+
+
+def published_rows(msg: DetectionsMessage) -> np.ndarray:
+    """A message's detections as ``(N, 6)`` rows ``x1, y1, x2, y2, confidence, class_id``."""
+    return np.array([[*d.box, d.confidence, d.class_id] for d in msg.detections], np.float32).reshape(-1, 6)
 
 
 def _needs_nvdec() -> None:
