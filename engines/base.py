@@ -87,6 +87,9 @@ class EngineInfo:
     """``hit`` when a cached engine was loaded, ``built`` when it was built now, ``None`` when nothing is cached."""
     artifact: str | None = None
     """The cached engine or export file, when there is one."""
+    asynchronous: bool = False
+    """``submit`` returns before the batch is computed (on a GPU), so the next batch can be collected meanwhile;
+    otherwise ``submit`` computes it, and its results need not wait for the next batch."""
 
     def to_json(self) -> dict[str, Any]:
         return {

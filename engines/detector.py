@@ -291,6 +291,7 @@ def detector_for(
         imgsz=spec.imgsz,
         names=names,
         max_batch=runner.max_batch,
+        asynchronous=runner.on_gpu,
         cache=None if artifact is None else ("built" if artifact.built else "hit"),
         artifact=None if artifact is None else str(artifact.path),
     )

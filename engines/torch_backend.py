@@ -206,6 +206,7 @@ def load(spec: ModelSpec) -> YoloDetector:
         imgsz=spec.imgsz,
         names=names,
         max_batch=max_batch,
+        asynchronous=device.type == "cuda",
     )
     kpt = getattr(loaded.module, "kpt_shape", None) if loaded.task == "pose" else None
     return YoloDetector(

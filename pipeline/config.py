@@ -353,16 +353,18 @@ class StreamConfig(_Strict):
     source: SourceConfig
     queue_policy: OverflowPolicy | None = None
     """``drop_oldest`` for live sources and ``block`` for files unless set."""
-    queue_size: int = Field(2, ge=1, le=1024)
+    queue_size: int | None = Field(None, ge=1, le=1024)
+    """Frames the capture queue holds: 1 for live sources unless set (only the newest frame waits for the model,
+    so latency is set by the model, not by a queue), 2 for files (decoding runs ahead while the model works)."""
     max_frames: int | None = Field(None, ge=1)
     lines: list[LineConfig] = []
     zones: list[ZoneConfig] = []
     privacy: PrivacyConfig = PrivacyConfig()
     reconnect: ReconnectConfig = ReconnectConfig()
     preprocess: list[ImageOpConfig] = []
+    """Image operations before inference, in order (see pipeline/imageops.py); results stay in frame pixels."""
     motion: MotionConfig | None = None
     """Motion gating: off unless present."""
-    """Image operations before inference, in order (see pipeline/imageops.py); results stay in frame pixels."""
 
     @property
     def supervised(self) -> bool:
@@ -387,6 +389,13 @@ class StreamConfig(_Strict):
         if self.queue_policy is not None:
             return self.queue_policy
         return OverflowPolicy.DROP_OLDEST if self.source.live else OverflowPolicy.BLOCK
+
+    @property
+    def capacity(self) -> int:
+        """The capture queue's size: ``queue_size``, else 1 for live sources and 2 for the others."""
+        if self.queue_size is not None:
+            return self.queue_size
+        return 1 if self.source.live else 2
 
 
 class ModelConfig(_Strict):

@@ -78,6 +78,12 @@ class BoundedQueue(Generic[T]):
             self._ready.set()
         return True
 
+    def wait_for_room(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s until an item fits; False on stop or time-out (a consumer that takes its input
+        only when it can pass its output on takes the freshest input there is)."""
+        with self._lock:
+            return self._wait_for_room(timeout)
+
     def _evict_oldest(self) -> None:
         for i, old in enumerate(self._items):
             if not isinstance(old, EndOfStream):

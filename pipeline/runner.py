@@ -305,6 +305,11 @@ class Pipeline:
         info = self.engine.info
         for q in (self._prepared, self._results):
             q.maxsize = max(cfg.queue_size, 2 * info.max_batch)
+        if all(stream.source.live for stream in cfg.streams):
+            # Live cameras: one batch waits while one runs, so a frame waits at most a pass before its own; the
+            # cameras' newer frames replace older ones in their capture queues meanwhile (preprocess takes a frame
+            # only when there is room here).
+            self._prepared.maxsize = max(1, info.max_batch)
         log.info(
             "engine: %s on %s (%s), model %s, imgsz %d, batch up to %d%s%s",
             info.backend,
@@ -334,7 +339,7 @@ class Pipeline:
             source.open()
             worker = self._preprocess[len(self._captures) % len(self._preprocess)]
             queue: BoundedQueue[Any] = BoundedQueue(
-                f"capture.{stream.id}", stream.queue_size, stream.policy, self.stop_event, worker.inputs.ready
+                f"capture.{stream.id}", stream.capacity, stream.policy, self.stop_event, worker.inputs.ready
             )
             self._expect_drops(stream.id, queue)
             worker.streams.add()
@@ -493,7 +498,7 @@ class Pipeline:
         workers = self._preprocess_threads()
         ready = [threading.Event() for _ in range(workers)]
         self._capture_queues = [
-            BoundedQueue(f"capture.{s.id}", s.queue_size, s.policy, self.stop_event, ready[i % workers])
+            BoundedQueue(f"capture.{s.id}", s.capacity, s.policy, self.stop_event, ready[i % workers])
             for i, s in enumerate(cfg.streams)
         ]
         self._queues = [*self._capture_queues, *self._queues]

@@ -221,6 +221,10 @@ class PreprocessStage(StageThread):
     def loop(self) -> None:
         while not self.streams.done() and not self.stop_event.is_set():
             self.beat()
+            # Take a frame only when the model's queue has room for it: a frame taken early would wait there,
+            # aging, while a live camera's newer frames replace each other in its capture queue.
+            if not self.out.wait_for_room(GET_TIMEOUT_S):
+                continue
             item = self.inputs.get(GET_TIMEOUT_S)
             if item is None:
                 continue
@@ -290,6 +294,8 @@ class InferStage(StageThread):
         self.streams = streams if isinstance(streams, StreamCount) else StreamCount(streams)
         self.batch_size = 1
         """The engine's largest batch, set once it is loaded."""
+        self.overlaps = False
+        """The engine runs a batch while this thread collects the next (a GPU); on the host ``submit`` computes it."""
         self.batch_timeout_s = batch_timeout_s
         self.batches = 0
         self.gated = 0
@@ -305,6 +311,7 @@ class InferStage(StageThread):
         try:
             engine = self._load()
             self.batch_size = max(1, engine.info.max_batch)
+            self.overlaps = engine.info.asynchronous
             self._names = engine.info.names
             self.keep_classes = resolve_classes(self._classes, self._names)
             engine.warmup(self.warmup_formats)
@@ -319,7 +326,8 @@ class InferStage(StageThread):
         """Collect and submit a batch, then finish the previous one while the device runs this one.
 
         One batch is in flight at a time: its results go out as soon as the
-        input queue runs dry, and before any end-of-stream sentinel.
+        input queue runs dry, and before any end-of-stream sentinel. On the
+        host, where ``submit`` computes the batch, it is finished at once.
         """
         in_flight: _InFlight | None = None
         while not self.streams.done() and not self.stop_event.is_set():
@@ -335,6 +343,9 @@ class InferStage(StageThread):
             if in_flight:
                 self._finish(in_flight)
             in_flight = submitted
+            if in_flight and not self.overlaps:  # computed at submit: its results need not wait for the next batch
+                self._finish(in_flight)
+                in_flight = None
             if pending_eos and in_flight:
                 self._finish(in_flight)
                 in_flight = None

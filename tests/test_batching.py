@@ -78,11 +78,12 @@ def test_several_preprocess_threads_keep_each_streams_order(endpoint: str) -> No
 
 
 class DeferredEngine(FakeEngine):
-    """Results computed only when read; logs submits and reads, and who was in flight when each batch was read."""
+    """Results computed only when read (as on a GPU); logs submits and reads, and who was in flight when each batch
+    was read."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.info = replace(self.info, max_batch=2)
+        self.info = replace(self.info, max_batch=2, asynchronous=True)
         self.log: list[tuple[str, int]] = []
         self.submitted = 0
 
