@@ -96,6 +96,22 @@ def tiny_video(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.fixture
+def h264_video(tmp_path: Path) -> Path:
+    """A 40-frame 160x120 H.264 MP4 at 20 fps (a keyframe every 20), encoded here with PyAV's libx264."""
+    av = pytest.importorskip("av", reason="PyAV is not installed")
+    path = tmp_path / "h264.mp4"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=20)
+        stream.width, stream.height, stream.pix_fmt, stream.options = 160, 120, "yuv420p", {"g": "20"}
+        for i in range(40):
+            frame = np.full((120, 160, 3), 40, np.uint8)
+            frame[20:60, (i * 3) % 120 : (i * 3) % 120 + 30] = 200
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="bgr24")))
+        out.mux(stream.encode())
+    return path
+
+
 def _cuda_available() -> bool:
     import torch
 

@@ -1,0 +1,382 @@
+"""Live cameras on one box: how many hold at full rate with low latency.
+
+Each camera is a video file paced at its own frame rate and looped (``realtime: true, loop: true``), as a
+camera delivers frames: at its rate, forever; with ``--rtsp``, each camera is a real RTSP stream of the file
+(``tests/tools/rtsp_file_server.py`` on loopback: the file's H.264 packets, paced and looped, with a password),
+read and decoded as edgesight reads a camera. For each number of cameras in the sweep, the pipeline runs in a
+fresh process and an independent subscriber in another measures a steady window after a warm-up:
+
+- per camera: the delivered rate against the source's, frames dropped (by the pipeline's queues, per queue, and
+  messages lost on the bus), capture→publish latency p50/p90/p99/max, the longest gap between two results;
+- for the run: the time from start until every camera has published, host CPU cores used (the pipeline's process
+  and its decoding processes), GPU memory;
+- whether it **holds**: every camera ≥ 99% of its source rate, p99 ≤ 2 frame intervals and max ≤ 250 ms, over a
+  window of at least 60 s.
+
+One command, one JSON document on stdout (``--out`` also writes it to a file)::
+
+    python bench/bench_live.py --video people1_1080p.mp4 --streams 8,16,32,64 [--arch yolo11n.yaml | --model w.pt]
+        [--device cuda --precision fp16] [--decoder nvdec] [--warmup 30 --window 60]
+
+The sweep stops at the first number of cameras that does not hold (``--all`` runs every one); the summary
+names the largest that held. Without ``--model`` an architecture with seeded random weights is used: the same
+compute as the trained model, offline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+HOLD_RATE = 0.99
+"""A camera holds when it delivers at least this share of its source's frame rate..."""
+HOLD_P99_INTERVALS = 2.0
+"""...with capture→publish p99 at most this many frame intervals..."""
+HOLD_MAX_MS = 250.0
+"""...and no result later than this."""
+HOLD_WINDOW_S = 60.0
+"""A shorter window measures, but cannot show that a number of cameras holds."""
+
+
+# -- the subscriber: its own process, as another service would be ------------------------------------------------
+
+
+def listen(endpoint: str, streams: int, t0: float, warmup_s: float, window_s: float) -> dict[str, Any]:
+    """Read ``detections.*`` from ``t0`` (Unix time the pipeline's process started) to the window's end."""
+    from pipeline.schema import DetectionsMessage
+    from pipeline.subscriber import Subscriber
+
+    first: dict[str, float] = {}
+    latency: dict[str, list[float]] = {f"cam{i}": [] for i in range(streams)}
+    worst: dict[str, tuple[float, float]] = {}
+    gaps: dict[str, tuple[float, float]] = {}
+    last_at: dict[str, float] = {}
+    last_seq: dict[str, int] = {}
+    lost: dict[str, int] = {}
+    start, end = t0 + warmup_s, t0 + warmup_s + window_s
+    with Subscriber(endpoint, ["detections."]) as sub:
+        while time.time() < end:
+            msg = sub.recv(0.2)
+            if not isinstance(msg, DetectionsMessage):
+                continue
+            now, sid = time.time(), msg.stream_id
+            first.setdefault(sid, now - t0)
+            if now < start:
+                last_at[sid], last_seq[sid] = now, msg.seq
+                continue
+            ms = (msg.published_at - msg.captured_at) * 1000.0
+            latency.setdefault(sid, []).append(ms)
+            if ms > worst.get(sid, (0.0, 0.0))[0]:
+                worst[sid] = (ms, now - t0)
+            if sid in last_at and now - last_at[sid] > gaps.get(sid, (0.0, 0.0))[0]:
+                gaps[sid] = (now - last_at[sid], now - t0)
+            if sid in last_seq and msg.seq > last_seq[sid] + 1:
+                lost[sid] = lost.get(sid, 0) + msg.seq - last_seq[sid] - 1
+            last_at[sid], last_seq[sid] = now, msg.seq
+    cameras = {}
+    for sid, values in latency.items():
+        ms = np.array(values) if values else np.zeros(1)
+        cameras[sid] = {
+            "delivered": len(values),
+            "fps": round(len(values) / window_s, 3),
+            "bus_lost": lost.get(sid, 0),
+            "first_publish_s": round(first[sid], 2) if sid in first else None,
+            "latency_ms": {q: round(float(np.percentile(ms, p)), 1) for q, p in (("p50", 50), ("p90", 90), ("p99", 99))}
+            | {"max": round(float(ms.max()), 1)},
+            "worst_at_s": round(worst[sid][1], 2) if sid in worst else None,
+            "longest_gap_ms": round(gaps[sid][0] * 1000.0, 1) if sid in gaps else None,
+            "longest_gap_at_s": round(gaps[sid][1], 2) if sid in gaps else None,
+        }
+    return cameras
+
+
+# -- the pipeline: a fresh process per number of cameras -------------------------------------------------------
+
+
+def _endpoint() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+
+
+def process_tree_cpu_s(root: int) -> float:
+    """CPU seconds (user + system) used so far by process ``root`` and every process below it."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    parent: dict[int, int] = {}
+    used: dict[int, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        parent[int(entry)] = int(fields[1])
+        used[int(entry)] = (int(fields[11]) + int(fields[12])) / ticks
+    total = 0.0
+    for pid, seconds in used.items():
+        p = pid
+        while p and p != root:
+            p = parent.get(p, 0)
+        if p == root:
+            total += seconds
+    return total
+
+
+def gpu_memory_mb() -> float | None:
+    """Memory in use on the GPU (all processes: the pipeline's and its decoding processes'), if there is one."""
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    values = [float(v) for v in out.stdout.split() if v.replace(".", "", 1).isdigit()]
+    return values[0] if values and out.returncode == 0 else None
+
+
+def run_cameras(args: argparse.Namespace, streams: int) -> dict[str, Any]:
+    """The pipeline with ``streams`` paced, looped cameras, here, and the subscriber in a child process."""
+    t0 = time.time()
+    from pipeline.cli import configure_threads
+
+    configure_threads()  # as the edgesight command does at start
+    from pipeline.config import build_config
+    from pipeline.runner import Pipeline
+
+    endpoint = _endpoint()
+    listener = subprocess.Popen(
+        [sys.executable, __file__, "--listen", endpoint, "--streams", str(streams), "--t0", str(t0), *_window(args)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    process = {None: False, "cpu": True, "gpu": "gpu"}[args.decode_process]
+    if args.rtsp:
+        sources = [{"type": "url", "url": f"{args.rtsp}/cam{i}", "decode_process": process} for i in range(streams)]
+    else:
+        source = {"type": "file", "path": str(args.video), "realtime": True, "loop": True, "decoder": args.decoder}
+        sources = [source | {"decode_process": process}] * streams
+    model = {"path": str(args.model), "imgsz": args.imgsz, "device": args.device, "engine": args.engine}
+    if args.precision:
+        model["precision"] = args.precision
+    config = build_config(
+        {
+            "streams": [{"id": f"cam{i}", "source": source} for i, source in enumerate(sources)],
+            "model": model,
+            "publish": {"endpoint": endpoint},
+            "tracking": {"enabled": args.tracking},
+        },
+        "bench_live",
+    )
+    pipeline = Pipeline(config)
+    pipeline.start()
+    try:
+        window_start = t0 + args.warmup
+        while time.time() < window_start and not pipeline.wait(0.1):
+            pass
+        before = ({s.stream_id: s for s in pipeline.stream_states()}, process_tree_cpu_s(os.getpid()), time.time())
+        gpu_mb = None
+        while time.time() < window_start + args.window and not pipeline.wait(0.1):
+            if gpu_mb is None and time.time() > window_start + args.window / 2:
+                gpu_mb = gpu_memory_mb()
+        after = ({s.stream_id: s for s in pipeline.stream_states()}, process_tree_cpu_s(os.getpid()), time.time())
+    finally:
+        pipeline.stop()
+        report = pipeline.report()
+        pipeline.close()
+    out, _ = listener.communicate(timeout=60)
+    cameras = json.loads(out.strip().splitlines()[-1])
+    for sid, camera in cameras.items():
+        s0, s1 = before[0].get(sid), after[0].get(sid)
+        if s0 is not None and s1 is not None:
+            camera["captured"] = s1.captured - s0.captured
+            camera["dropped"] = {q: s1.drops.get(q, 0) - s0.drops.get(q, 0) for q in s1.drops}
+    info = report.engine
+    return {
+        "streams": streams,
+        "engine": f"{info.backend} {info.device} {info.precision}" if info is not None else None,
+        "mean_batch": report.mean_batch,
+        "stage_ms": report.stage_ms,
+        "cpu_cores_used": round((after[1] - before[1]) / (after[2] - before[2]), 2),
+        "gpu_memory_mb": gpu_mb,
+        "error": report.failure,
+        "cameras": cameras,
+    }
+
+
+# -- the sweep -----------------------------------------------------------------------------------------------------
+
+
+def verdict(run: dict[str, Any], source_fps: float, window_s: float) -> dict[str, Any]:
+    """The run's worst camera against the targets, and whether the number of cameras holds."""
+    cameras = list(run["cameras"].values())
+    interval_ms = 1000.0 / source_fps
+    started = [c["first_publish_s"] for c in cameras]
+    worst_gap = max(cameras, key=lambda c: c["longest_gap_ms"] or 0.0)
+    out = {
+        "min_rate_share": round(min(c["fps"] for c in cameras) / source_fps, 4),
+        "max_rate_share": round(max(c["fps"] for c in cameras) / source_fps, 4),
+        "worst_p99_ms": max(c["latency_ms"]["p99"] for c in cameras),
+        "worst_max_ms": max(c["latency_ms"]["max"] for c in cameras),
+        "p99_in_frame_intervals": round(max(c["latency_ms"]["p99"] for c in cameras) / interval_ms, 2),
+        "all_published_after_s": None if None in started else max(started),
+        "longest_stall_ms": worst_gap["longest_gap_ms"],
+        "longest_stall_at_s": worst_gap["longest_gap_at_s"],
+        "dropped": sum(sum(c.get("dropped", {}).values()) for c in cameras),
+    }
+    out["holds"] = bool(
+        out["min_rate_share"] >= HOLD_RATE
+        and out["worst_p99_ms"] <= HOLD_P99_INTERVALS * interval_ms
+        and out["worst_max_ms"] <= HOLD_MAX_MS
+        and window_s >= HOLD_WINDOW_S
+        and not run.get("error")
+    )
+    return out
+
+
+def machine() -> dict[str, Any]:
+    import torch
+
+    info: dict[str, Any] = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()}
+    info |= {"torch": torch.__version__, "python": platform.python_version()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def _window(args: argparse.Namespace) -> list[str]:
+    return ["--warmup", str(args.warmup), "--window", str(args.window)]
+
+
+def child(args: argparse.Namespace, model: Path, streams: int) -> dict[str, Any]:
+    """One number of cameras, in a fresh process."""
+    cmd = [sys.executable, __file__, "--run", str(streams), "--video", str(args.video), "--model", str(model)]
+    cmd += ["--imgsz", str(args.imgsz), "--device", args.device, "--engine", args.engine, "--decoder", args.decoder]
+    cmd += [*_window(args), *(["--precision", args.precision] if args.precision else [])]
+    cmd += [*(["--decode-process", args.decode_process] if args.decode_process else [])]
+    cmd += ["--tracking"] if args.tracking else []
+    cmd += ["--rtsp", args.rtsp] if args.rtsp else []
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.warmup + args.window + 600)
+    if done.returncode != 0:
+        tail = done.stderr.strip().splitlines()[-1:] or ["failed"]
+        print(f"bench_live: {streams} cameras failed:\n{done.stderr[-3000:]}", file=sys.stderr)
+        return {"streams": streams, "error": tail[0], "cameras": {}}
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+RTSP_SERVER = Path(__file__).resolve().parents[1] / "tests" / "tools" / "rtsp_file_server.py"
+
+
+def serve_rtsp(args: argparse.Namespace) -> subprocess.Popen[str]:
+    """Start the loopback RTSP server for the file; ``args.rtsp`` becomes its base URL (with a password)."""
+    port = int(_endpoint().rsplit(":", 1)[1])
+    cmd = [sys.executable, str(RTSP_SERVER), str(args.video), str(port), "--user", "bench", "--password", "s3cret"]
+    server = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    if server.stdout is None or server.stdout.readline().strip() != "ready":
+        server.kill()
+        sys.exit("bench_live: the RTSP server did not start")
+    args.rtsp = f"rtsp://bench:s3cret@127.0.0.1:{port}"
+    return server
+
+
+def weights(args: argparse.Namespace) -> Path:
+    if args.model:
+        return Path(args.model)
+    from engines.architecture import save_architecture_weights
+
+    path = Path(args.cache) / f"{Path(args.arch).stem}-arch.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path if path.exists() else save_architecture_weights(path, args.arch)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--video", type=Path, help="the camera's footage (paced at its own rate, looped)")
+    parser.add_argument("--streams", default="1,2", help="numbers of cameras to sweep, e.g. 8,16,32,64")
+    parser.add_argument("--all", action="store_true", help="go on after a number of cameras that does not hold")
+    parser.add_argument("--arch", default="yolo11n.yaml", help="architecture with seeded random weights")
+    parser.add_argument("--model", help="trained weights instead of --arch")
+    parser.add_argument("--imgsz", type=int, default=640)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--engine", default="auto")
+    parser.add_argument("--precision")
+    parser.add_argument("--decoder", default="cpu")
+    parser.add_argument("--decode-process", choices=["cpu", "gpu"])
+    parser.add_argument("--tracking", action="store_true")
+    parser.add_argument(
+        "--rtsp",
+        nargs="?",
+        const="serve",
+        help="cameras are RTSP streams of --video from a server on loopback (or give a base URL to use another)",
+    )
+    parser.add_argument("--warmup", type=float, default=30.0, help="seconds from start before the window")
+    parser.add_argument("--window", type=float, default=HOLD_WINDOW_S, help="steady window measured, seconds")
+    parser.add_argument("--cache", default=str(Path.home() / ".cache" / "edgesight" / "bench"))
+    parser.add_argument("--out", type=Path, help="also write the JSON document here")
+    parser.add_argument("--run", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--listen", help=argparse.SUPPRESS)
+    parser.add_argument("--t0", type=float, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main() -> None:
+    args = parse_args()
+    if args.listen:
+        print(json.dumps(listen(args.listen, int(args.streams), args.t0, args.warmup, args.window)))
+        return
+    if args.video is None or not args.video.is_file():
+        sys.exit(f"bench_live: --video: not a video file: {args.video}")
+    if args.run is not None:
+        print(json.dumps(run_cameras(args, args.run)))
+        return
+    model = weights(args)
+    server = serve_rtsp(args) if args.rtsp == "serve" else None
+    source_fps = float(cv2.VideoCapture(str(args.video)).get(cv2.CAP_PROP_FPS) or 0.0)
+    runs = []
+    for n in [int(v) for v in args.streams.split(",")]:
+        run = child(args, model, n)
+        if run["cameras"]:
+            run["verdict"] = verdict(run, source_fps, args.window)
+        runs.append(run)
+        print(f"bench_live: {n} cameras: {json.dumps(run.get('verdict', run.get('error')))}", file=sys.stderr)
+        if not args.all and not run.get("verdict", {}).get("holds"):
+            break
+    if server is not None:
+        server.kill()
+        server.wait()
+    held = [r["streams"] for r in runs if r.get("verdict", {}).get("holds")]
+    document = {
+        "machine": machine(),
+        "video": args.video.name,
+        "cameras": "rtsp" if args.rtsp else "paced looped file",
+        "source_fps": round(source_fps, 3),
+        "targets": {"rate_share": HOLD_RATE, "p99_frame_intervals": HOLD_P99_INTERVALS, "max_ms": HOLD_MAX_MS},
+        "warmup_s": args.warmup,
+        "window_s": args.window,
+        "largest_holding": max(held) if held else None,
+        "runs": runs,
+    }
+    text = json.dumps(document, indent=1)
+    if args.out:
+        args.out.write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
