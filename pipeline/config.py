@@ -79,8 +79,17 @@ class UrlSourceConfig(_Strict):
     url: str = Field(pattern=r"^(rtsps?|https?)://")
     open_timeout_s: float = Field(10.0, gt=0, le=300)
     read_timeout_s: float = Field(10.0, gt=0, le=300)
+    decoder: Literal["auto", "cpu", "nvdec"] = "cpu"
+    """``cpu``: OpenCV (FFmpeg), BGR frames. ``nvdec``: PyAV demuxes, the GPU decodes (PyNvVideoCodec), frames stay
+    there. ``auto``: NVDEC where PyNvVideoCodec, PyAV and a CUDA GPU are present, else the CPU."""
     decode_process: bool | Literal["gpu"] = False
     """Decode in a child process (see the file source's ``decode_process``)."""
+
+    @model_validator(mode="after")
+    def _cpu_decoder_in_process(self) -> UrlSourceConfig:
+        if self.decode_process and self.decoder == "nvdec":
+            raise ValueError("decode_process needs a CPU decoder (cpu or auto): NVDEC frames stay on the GPU")
+        return self
 
     @property
     def live(self) -> bool:

@@ -14,6 +14,7 @@ from pipeline.sources.base import RawFrame, Source
 from pipeline.sources.images import ImageFolderSource
 from pipeline.sources.looping import LoopingSource
 from pipeline.sources.nvdec import FallbackSource, NvdecFileSource, nvdec_available
+from pipeline.sources.nvdec_stream import NvdecStreamSource, nvdec_stream_available
 from pipeline.sources.paced import PacedSource
 from pipeline.sources.process import ProcessSource
 from pipeline.sources.pyav import PyAvFileSource, pyav_available
@@ -35,11 +36,23 @@ def _file_source(config: FileSourceConfig) -> Source:
     return cpu
 
 
+def _url_source(config: UrlSourceConfig) -> Source:
+    """The decoder ``config.decoder`` names; ``auto``: NVDEC where it can run (falling back if it cannot open), else
+    OpenCV."""
+    cpu = StreamUrlSource(config.url, config.open_timeout_s, config.read_timeout_s)
+    if config.decoder == "cpu" or (config.decoder == "auto" and not nvdec_stream_available()):
+        return cpu
+    gpu = NvdecStreamSource(config.url, config.open_timeout_s, config.read_timeout_s)
+    return gpu if config.decoder == "nvdec" else FallbackSource(gpu, cpu)
+
+
 def _in_child(config: FileSourceConfig | WebcamSourceConfig | UrlSourceConfig) -> SourceConfig:
     """What a decoding process runs: the same source, in its own thread there (``auto`` never picks NVDEC)."""
     update: dict[str, object] = {"decode_process": False}
     if isinstance(config, FileSourceConfig) and config.decoder == "auto":
         update["decoder"] = "pyav" if pyav_available() else "cpu"
+    if isinstance(config, UrlSourceConfig):
+        update["decoder"] = "cpu"
     return config.model_copy(update=update)
 
 
@@ -54,7 +67,7 @@ def make_source(config: SourceConfig) -> Source:
     if isinstance(config, WebcamSourceConfig):
         return WebcamSource(config.device)
     if isinstance(config, UrlSourceConfig):
-        return StreamUrlSource(config.url, config.open_timeout_s, config.read_timeout_s)
+        return _url_source(config)
     if isinstance(config, ImagesSourceConfig):
         return ImageFolderSource(config.path, config.fps)
     if isinstance(config, SyntheticSourceConfig):

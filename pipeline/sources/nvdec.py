@@ -35,6 +35,16 @@ def nvdec_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
+def bgr_copy(frame: Any) -> Any:
+    """A decoded RGB frame as our own CUDA ``(H, W, 3)`` uint8 BGR tensor, copied before the decoder may reuse its
+    buffer (every later decode call may overwrite it)."""
+    import torch
+
+    image = torch.from_dlpack(frame).flip(2)  # RGB -> BGR, and a copy
+    torch.cuda.current_stream().synchronize()  # the copy is done before the decoder may overwrite
+    return image
+
+
 class NvdecFileSource:
     """A video file decoded by NVDEC; ``read`` returns CUDA tensors (BGR, like OpenCV's frames)."""
 
@@ -76,19 +86,14 @@ class NvdecFileSource:
         return bool(self._queued)
 
     def read(self) -> RawFrame | None:
-        import torch
-
         if self._interrupted.is_set() or self._decoder is None:
             return None
         if not self._queued and not self._fill():
             return None
-        frame = self._queued.popleft()
-        rgb = torch.from_dlpack(frame)
-        image = rgb.flip(2)  # RGB -> BGR, and a copy: the decoder reuses its buffers
-        torch.cuda.current_stream().synchronize()  # the copy is done before the decoder may overwrite
+        image = bgr_copy(self._queued.popleft())
         pts = self._count * 1000.0 / self._fps if self._fps > 0 else 0.0
         self._count += 1
-        return RawFrame(image, pts)  # type: ignore[arg-type]
+        return RawFrame(image, pts)
 
     def release(self) -> None:
         decoder, self._decoder = self._decoder, None

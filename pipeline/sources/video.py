@@ -156,23 +156,22 @@ class StreamUrlSource(_CaptureSource):
         return cap
 
     def _open_error(self) -> SourceError:
-        """Why the capture did not open, as far as an RTSP server tells (asked with the capture's credentials)."""
-        answer = describe(self.url, min(self.open_timeout_s, 5.0)) if self.url.startswith("rtsp:") else None
-        if answer is None or answer.status == 200:
-            return SourceError(
-                f"cannot open {self.description}: unreachable, wrong path or no video "
-                f"(waited up to {self.open_timeout_s:g} s)"
-            )
-        if answer.status in RTSP_PERMANENT:
-            what = RTSP_PERMANENT[answer.status]
-            if answer.status == 401:
-                what += (
-                    " (wrong user name or password)" if credentials(self.url) else " (no user name and password given)"
-                )
-            return PermanentSourceError(f"cannot open {self.description}: the server answered {what}")
+        return stream_open_error(self.url, self.description, self.open_timeout_s)
+
+
+def stream_open_error(url: str, description: str, open_timeout_s: float) -> SourceError:
+    """Why a stream did not open, as far as an RTSP server tells (asked with the URL's credentials)."""
+    answer = describe(url, min(open_timeout_s, 5.0)) if url.startswith("rtsp:") else None
+    if answer is None or answer.status == 200:
         return SourceError(
-            f"cannot open {self.description}: the server answered {answer.status} {answer.reason}".rstrip()
+            f"cannot open {description}: unreachable, wrong path or no video (waited up to {open_timeout_s:g} s)"
         )
+    if answer.status in RTSP_PERMANENT:
+        what = RTSP_PERMANENT[answer.status]
+        if answer.status == 401:
+            what += " (wrong user name or password)" if credentials(url) else " (no user name and password given)"
+        return PermanentSourceError(f"cannot open {description}: the server answered {what}")
+    return SourceError(f"cannot open {description}: the server answered {answer.status} {answer.reason}".rstrip())
 
 
 RTSP_PERMANENT = {

@@ -1,0 +1,195 @@
+"""RTSP/HTTP streams demuxed by PyAV and decoded on the GPU's NVDEC engines by PyNvVideoCodec.
+
+PyNvVideoCodec's own demuxer opens a URL with no options and no interrupt: no
+TCP transport, no timeouts, a stalled camera blocks forever. So PyAV (FFmpeg
+with ``rtsp_transport=tcp`` and open/read timeouts) demuxes, and each packet,
+in Annex B form, goes to PyNvVideoCodec's low-level decoder. Each frame is
+copied to our own CUDA ``(H, W, 3)`` uint8 BGR tensor, as :mod:`pipeline.sources.nvdec`
+does for files. A stall or the end of the stream is a :class:`SourceError`, so a
+supervised stream reconnects (with a fresh decoder) as a CPU-decoded one does.
+Streams without B-frames (almost every IP camera) are decoded with no display
+delay; others in display order, a few frames late.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from pipeline.errors import PermanentSourceError, SourceError
+from pipeline.secrecy import redact
+from pipeline.sources.base import DecoderSource, RawFrame
+from pipeline.sources.nvdec import bgr_copy, nvdec_available
+from pipeline.sources.pyav import pyav_available
+from pipeline.sources.video import stream_open_error
+
+CODECS = ("h264", "hevc")
+"""What NVDEC decodes here, by FFmpeg's codec name."""
+ANNEX_B = (b"\x00\x00\x00\x01", b"\x00\x00\x01")
+
+
+def nvdec_stream_available() -> bool:
+    """PyNvVideoCodec and PyAV are installed and torch sees a CUDA GPU."""
+    return pyav_available() and nvdec_available()
+
+
+def _modules(description: str) -> tuple[Any, Any]:
+    """PyAV and PyNvVideoCodec, or a one-line error saying which is missing (retrying cannot fix that)."""
+    try:
+        import av
+    except ImportError:
+        raise PermanentSourceError(f"{description}: PyAV is not installed (pip install av)") from None
+    try:
+        import PyNvVideoCodec as nvc
+    except ImportError:
+        raise PermanentSourceError(
+            f"{description}: PyNvVideoCodec is not installed (pip install PyNvVideoCodec)"
+        ) from None
+    if not nvdec_available():
+        raise PermanentSourceError(f"{description}: no CUDA GPU for NVDEC")
+    return av, nvc
+
+
+def _reason(exc: BaseException) -> str:
+    """An FFmpeg error's reason, without the URL it names (that may carry a password)."""
+    text = getattr(exc, "strerror", None) or type(exc).__name__
+    return redact(str(text)).split("\n")[0]
+
+
+class NvdecStreamSource(DecoderSource):
+    """An RTSP or HTTP stream decoded by NVDEC; ``read`` returns CUDA tensors (BGR); named without its password."""
+
+    live = True
+
+    def __init__(self, url: str, open_timeout_s: float = 10.0, read_timeout_s: float = 10.0, gpu_id: int = 0) -> None:
+        super().__init__()
+        self.url = url
+        self.open_timeout_s = open_timeout_s
+        self.read_timeout_s = read_timeout_s
+        self.gpu_id = gpu_id
+        self.description = f"stream '{redact(url)}' (NVDEC)"
+        self._av: Any = None
+        self._nvc: Any = None
+        self._container: Any = None
+        self._packets: Iterator[Any] | None = None
+        self._bsf: Any = None
+        self._decoder: Any = None
+        self._low_latency = True
+        self._prefix = b""
+        self._ms_per_tick = 0.0
+        self._ready: collections.deque[RawFrame] = collections.deque()
+
+    def open(self) -> None:
+        self._av, self._nvc = _modules(self.description)
+        self._container = self._open_container()
+        try:
+            self._open_decoder()
+            self._prime()
+        except SourceError:
+            self.release()
+            raise
+
+    def _open_container(self) -> Any:
+        options = {"timeout": str(int(self.read_timeout_s * 1e6))}  # µs, FFmpeg's socket timeout
+        if self.url.startswith("rtsp"):
+            options["rtsp_transport"] = "tcp"
+        try:
+            return self._av.open(self.url, options=options, timeout=(self.open_timeout_s, self.read_timeout_s))
+        except (self._av.FFmpegError, OSError):
+            raise stream_open_error(self.url, self.description, self.open_timeout_s) from None
+
+    def _open_decoder(self) -> None:
+        nvc = self._nvc
+        if not self._container.streams.video:
+            raise SourceError(f"{self.description}: the stream has no video")
+        stream = self._container.streams.video[0]
+        name = stream.codec_context.name
+        if name not in CODECS:
+            raise SourceError(f"{self.description}: NVDEC decodes h264 or hevc here, not {name}")
+        self._bsf = self._av.bitstream.BitStreamFilterContext(f"{name}_mp4toannexb", stream)
+        extradata = bytes(stream.codec_context.extradata or b"")
+        self._prefix = extradata if extradata.startswith(ANNEX_B) else b""  # SPS/PPS from the SDP, once
+        self._low_latency = not stream.codec_context.has_b_frames  # no display delay: wrong with B-frames
+        latency = nvc.DisplayDecodeLatencyType.LOW if self._low_latency else nvc.DisplayDecodeLatencyType.NATIVE
+        self._ms_per_tick = float(stream.time_base or 0) * 1000.0
+        self._fps = float(stream.average_rate or stream.guessed_rate or 0)
+        try:
+            self._decoder = nvc.CreateDecoder(
+                gpuid=self.gpu_id,
+                codec=getattr(nvc.cudaVideoCodec, name.upper()),
+                cudacontext=0,
+                cudastream=0,
+                usedevicememory=True,
+                outputColorType=nvc.OutputColorType.RGB,
+                latency=latency,
+            )
+        except Exception as exc:  # the decoder raises plain exceptions (no engine, unsupported profile, ...)
+            raise SourceError(f"{self.description}: NVDEC cannot decode it ({exc})".split("\n")[0]) from exc
+        self._packets = self._container.demux(stream)
+
+    def _is_open(self) -> bool:
+        return self._decoder is not None
+
+    def _decode(self) -> RawFrame | None:
+        assert self._packets is not None
+        while not self._ready:
+            if self._interrupted.is_set():
+                return None
+            try:
+                packet = next(self._packets)
+            except StopIteration:
+                return None
+            except (self._av.error.ExitError, TimeoutError):
+                raise SourceError(
+                    f"{self.description}: stream stopped delivering frames (nothing for {self.read_timeout_s:g} s)"
+                ) from None
+            except (self._av.FFmpegError, OSError) as exc:
+                raise SourceError(f"{self.description}: stream stopped delivering frames ({_reason(exc)})") from None
+            if packet.size == 0:  # not ``dts is None``: a stream's first keyframe may come without timestamps
+                continue
+            for annexb in self._bsf.filter(packet):
+                self._submit(annexb)
+        return self._ready.popleft()
+
+    def _submit(self, packet: Any) -> None:
+        """Hand one Annex B packet to the decoder; queue the frames it gives back, copied."""
+        nvc = self._nvc
+        data = np.frombuffer(self._prefix + bytes(packet), np.uint8)  # alive until Decode returns
+        self._prefix = b""
+        pkt = nvc.PacketData()
+        pkt.bsl_data = int(data.ctypes.data)
+        pkt.bsl = int(data.size)
+        pkt.pts = int(packet.pts) if packet.pts is not None else 0
+        if self._low_latency:
+            _set_flag(pkt, nvc.VideoPacketFlag.ENDOFPICTURE)  # one packet is one whole picture
+        try:
+            frames = self._decoder.Decode(pkt)
+        except Exception as exc:
+            raise SourceError(f"{self.description}: NVDEC failed ({exc})".split("\n")[0]) from exc
+        for frame in frames:
+            pts = self._timestamp(float(frame.timestamp) * self._ms_per_tick)
+            self._ready.append(RawFrame(bgr_copy(frame), pts))
+
+    def read(self) -> RawFrame | None:
+        frame = super().read()
+        if frame is None and not self._interrupted.is_set():
+            raise SourceError(f"{self.description}: stream stopped delivering frames")
+        return frame
+
+    def release(self) -> None:
+        container, self._container = self._container, None
+        self._decoder = self._bsf = self._packets = None
+        self._ready.clear()
+        if container is not None:
+            container.close()
+
+
+def _set_flag(pkt: Any, flag: Any) -> None:
+    """Set a packet's decode flag, as the enum or as its number (bindings differ between releases)."""
+    try:
+        pkt.decode_flag = flag
+    except TypeError:
+        pkt.decode_flag = int(flag)

@@ -1,0 +1,188 @@
+"""RTSP/HTTP streams decoded on NVDEC (PyAV demuxes, PyNvVideoCodec decodes), and the choice between that and the
+CPU (``decoder: auto|cpu|nvdec`` on a URL source), against a real RTSP server on loopback."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from conftest import free_port
+from pydantic import ValidationError
+
+from pipeline.config import UrlSourceConfig
+from pipeline.errors import PermanentSourceError, SourceError
+from pipeline.sources import _in_child, make_source
+from pipeline.sources.nvdec import FallbackSource
+from pipeline.sources.nvdec_stream import NvdecStreamSource, nvdec_stream_available
+from pipeline.sources.video import StreamUrlSource
+
+SERVER = Path(__file__).resolve().parent / "tools" / "rtsp_file_server.py"
+PASSWORD = "s3cr3t-pw"
+
+
+def _serve(video: Path) -> tuple[subprocess.Popen[str], str]:
+    """Start the loopback RTSP server on ``video``; its process and ``rtsp://cam:PASSWORD@127.0.0.1:PORT/cam0``."""
+    port = free_port()
+    cmd = [sys.executable, str(SERVER), str(video), str(port), "--user", "cam", "--password", PASSWORD]
+    server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+    return server, f"rtsp://cam:{PASSWORD}@127.0.0.1:{port}/cam0"
+
+
+@pytest.fixture
+def served(h264_video: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    server, url = _serve(h264_video)
+    try:
+        yield server, url
+    finally:
+        server.kill()
+        server.communicate()
+
+
+@pytest.fixture
+def ippp_video(tmp_path: Path) -> Path:
+    """Like ``h264_video`` with no B-frames, as IP cameras stream (decoded with no display delay)."""
+    import av
+
+    path = tmp_path / "ippp.mp4"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=20)
+        stream.width, stream.height, stream.pix_fmt, stream.options = 160, 120, "yuv420p", {"g": "20", "bf": "0"}
+        for i in range(40):
+            frame = np.full((120, 160, 3), 40, np.uint8)
+            frame[20:60, (i * 3) % 120 : (i * 3) % 120 + 30] = 200
+            frame[70:110, 10:50] = (30, 90, 220)  # a colour: RGB/BGR swapped would not match
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="bgr24")))
+        out.mux(stream.encode())
+    return path
+
+
+def test_url_decoder_is_cpu_unless_asked_and_nvdec_stays_in_process() -> None:
+    url = "rtsp://cam:pw@10.0.0.5/live"
+    assert UrlSourceConfig(url=url).decoder == "cpu"
+    assert {UrlSourceConfig(url=url, decoder=d).decoder for d in ("auto", "cpu", "nvdec")} == {"auto", "cpu", "nvdec"}
+    with pytest.raises(ValidationError, match="decoder"):
+        UrlSourceConfig(url=url, decoder="pyav")
+    with pytest.raises(ValidationError, match="decode_process needs a CPU decoder"):
+        UrlSourceConfig(url=url, decoder="nvdec", decode_process=True)
+    child = _in_child(UrlSourceConfig(url=url, decoder="auto", decode_process="gpu"))
+    assert isinstance(child, UrlSourceConfig) and (child.decoder, child.decode_process) == ("cpu", False)
+
+
+def test_cpu_and_auto_without_nvdec_build_the_cpu_source() -> None:
+    url = "rtsp://127.0.0.1:9/x"
+    assert isinstance(make_source(UrlSourceConfig(url=url)), StreamUrlSource)
+    auto = make_source(UrlSourceConfig(url=url, decoder="auto"))
+    assert isinstance(auto, FallbackSource if nvdec_stream_available() else StreamUrlSource)
+    assert isinstance(make_source(UrlSourceConfig(url=url, decoder="nvdec")), NvdecStreamSource)
+
+
+@pytest.mark.skipif(nvdec_stream_available(), reason="NVDEC runs here: nothing to fall back from")
+def test_auto_falls_back_to_cpu_decoding_with_one_line(
+    served: tuple[subprocess.Popen[str], str], caplog: pytest.LogCaptureFixture
+) -> None:
+    _, url = served
+    source = FallbackSource(NvdecStreamSource(url, 10.0, 10.0), StreamUrlSource(url, 10.0, 10.0))
+    with caplog.at_level(logging.WARNING):
+        source.open()
+    try:
+        frames = [source.read() for _ in range(10)]
+    finally:
+        source.release()
+    assert all(f is not None and isinstance(f.image, np.ndarray) and f.image.shape == (120, 160, 3) for f in frames)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "decoding on the CPU instead" in warnings[0], warnings
+    assert "\n" not in warnings[0] and PASSWORD not in warnings[0]
+    assert PASSWORD not in source.description
+
+
+@pytest.mark.skipif(nvdec_stream_available(), reason="PyNvVideoCodec and a GPU are here")
+def test_nvdec_without_pynvvideocodec_is_one_clear_line() -> None:
+    source = make_source(UrlSourceConfig(url=f"rtsp://cam:{PASSWORD}@127.0.0.1:9/x", decoder="nvdec"))
+    with pytest.raises(PermanentSourceError) as raised:
+        source.open()
+    source.release()
+    message = str(raised.value)
+    assert "\n" not in message and PASSWORD not in message
+    assert "NVDEC" in message and ("PyNvVideoCodec" in message or "PyAV" in message or "CUDA" in message), message
+
+
+def _cpu_frames(video: Path) -> np.ndarray:
+    """Every frame of ``video``, decoded on the CPU (BGR)."""
+    import av
+
+    with av.open(str(video)) as container:
+        return np.stack([f.to_ndarray(format="bgr24") for f in container.decode(video=0)])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("fixture", ["h264_video", "ippp_video"])
+def test_nvdec_frames_match_a_cpu_decode(fixture: str, request: pytest.FixtureRequest) -> None:
+    video: Path = request.getfixturevalue(fixture)
+    server, url = _serve(video)
+    try:
+        source = NvdecStreamSource(url, 10.0, 5.0)
+        source.open()
+        try:
+            frames = [source.read() for _ in range(50)]  # past the file's 40: it loops
+        finally:
+            source.release()
+    finally:
+        server.kill()
+        server.communicate()
+    reference = _cpu_frames(video).astype(np.int16)
+    assert all(f is not None for f in frames)
+    images: list[Any] = [f.image for f in frames if f is not None]  # CUDA tensors
+    assert all(i.is_cuda and tuple(i.shape) == (120, 160, 3) and str(i.dtype) == "torch.uint8" for i in images)
+    errors = []
+    for image in images:
+        pixels = image.cpu().numpy().astype(np.int16)
+        errors.append(float(np.abs(reference - pixels).mean(axis=(1, 2, 3)).min()))
+    assert max(errors) < 4.0, f"mean abs difference to the closest CPU-decoded frame: {errors}"
+    assert len({int(i[40, :, 0].argmax()) for i in images[:10]}) > 5, "the square moves: real pictures, not a still"
+
+
+@pytest.mark.gpu
+def test_nvdec_wrong_password_is_permanent(served: tuple[subprocess.Popen[str], str]) -> None:
+    _, url = served
+    source = NvdecStreamSource(url.replace(PASSWORD, "not-the-pw"), 5.0, 5.0)
+    with pytest.raises(PermanentSourceError, match="401") as raised:
+        source.open()
+    source.release()
+    assert "not-the-pw" not in str(raised.value) and "\n" not in str(raised.value)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("how", ["killed", "frozen"])
+def test_a_server_gone_mid_stream_is_a_source_error_within_the_read_timeout(
+    how: str, served: tuple[subprocess.Popen[str], str]
+) -> None:
+    server, url = served
+    source = NvdecStreamSource(url, 10.0, 2.0)
+    source.open()
+    try:
+        assert source.read() is not None
+        if how == "killed":
+            server.kill()
+        else:
+            os.kill(server.pid, signal.SIGSTOP)
+        started = time.monotonic()
+        with pytest.raises(SourceError) as raised:
+            for _ in range(1000):  # what the client had buffered, then the failure
+                source.read()
+        elapsed = time.monotonic() - started
+    finally:
+        if how == "frozen":
+            os.kill(server.pid, signal.SIGCONT)
+        source.release()
+    assert elapsed < 2.0 * 3 + 5, f"{elapsed:.1f} s to notice, with a 2 s read timeout"
+    assert PASSWORD not in str(raised.value) and "\n" not in str(raised.value)
