@@ -9,7 +9,8 @@ fresh process and an independent subscriber in another measures a steady window 
 - per camera: the delivered rate against the source's, frames dropped (by the pipeline's queues, per queue, and
   messages lost on the bus), capture→publish latency p50/p90/p99/max, the longest gap between two results;
 - for the run: the time from start until every camera has published, host CPU cores used (the pipeline's process
-  and its decoding processes), GPU memory;
+  and its decoding processes), GPU memory, and what can pause the whole process in the window: garbage
+  collections (the longest, and when) and CUDA graph captures (when), to set beside the cameras' longest gaps;
 - whether it **holds**: every camera ≥ 99% of its source rate, p99 ≤ 2 frame intervals and max ≤ 250 ms, over a
   window of at least 60 s.
 
@@ -26,7 +27,9 @@ compute as the trained model, offline.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
+import logging
 import os
 import platform
 import socket
@@ -150,6 +153,52 @@ def gpu_memory_mb() -> float | None:
     return values[0] if values and out.returncode == 0 else None
 
 
+class PauseWatch(logging.Handler):
+    """What can stop the whole process, and when (s since ``t0``): garbage collections and CUDA graph captures."""
+
+    def __init__(self, t0: float) -> None:
+        super().__init__(logging.DEBUG)
+        self.t0 = t0
+        self.collections: list[tuple[float, float, int]] = []
+        """(when, ms, generation) of each collection."""
+        self.captures: list[float] = []
+        self._started = 0.0
+
+    def __enter__(self) -> PauseWatch:
+        gc.callbacks.append(self._on_gc)
+        captures = logging.getLogger("engines.torch_backend")  # logs each graph it captures, at debug level
+        captures.addHandler(self)
+        captures.setLevel(logging.DEBUG)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._on_gc)
+        logging.getLogger("engines.torch_backend").removeHandler(self)
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            ms = (time.perf_counter() - self._started) * 1000.0
+            self.collections.append((time.time() - self.t0, ms, info["generation"]))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "captured a CUDA graph" in record.getMessage():
+            self.captures.append(round(record.created - self.t0, 2))
+
+    def report(self, since: float) -> dict[str, Any]:
+        """Collections and captures from ``since`` (s after ``t0``) on: the window's."""
+        window = [c for c in self.collections if c[0] >= since]
+        longest = max(window, key=lambda c: c[1], default=(None, 0.0, None))
+        return {
+            "gc_collections": len(window),
+            "gc_full": sum(1 for c in window if c[2] == 2),
+            "gc_longest_ms": round(longest[1], 1),
+            "gc_longest_at_s": None if longest[0] is None else round(longest[0], 2),
+            "graph_captures_at_s": [t for t in self.captures if t >= since],
+        }
+
+
 def run_cameras(args: argparse.Namespace, streams: int) -> dict[str, Any]:
     """The pipeline with ``streams`` paced, looped cameras, here, and the subscriber in a child process."""
     t0 = time.time()
@@ -183,24 +232,11 @@ def run_cameras(args: argparse.Namespace, streams: int) -> dict[str, Any]:
         },
         "bench_live",
     )
-    pipeline = Pipeline(config)
-    pipeline.start()
-    try:
-        window_start = t0 + args.warmup
-        while time.time() < window_start and not pipeline.wait(0.1):
-            pass
-        before = ({s.stream_id: s for s in pipeline.stream_states()}, process_tree_cpu_s(os.getpid()), time.time())
-        gpu_mb = None
-        while time.time() < window_start + args.window and not pipeline.wait(0.1):
-            if gpu_mb is None and time.time() > window_start + args.window / 2:
-                gpu_mb = gpu_memory_mb()
-        after = ({s.stream_id: s for s in pipeline.stream_states()}, process_tree_cpu_s(os.getpid()), time.time())
-    finally:
-        pipeline.stop()
-        report = pipeline.report()
-        pipeline.close()
+    with PauseWatch(t0) as watch:
+        window, report = _run_window(Pipeline(config), t0 + args.warmup, args.window)
     out, _ = listener.communicate(timeout=60)
     cameras = json.loads(out.strip().splitlines()[-1])
+    before, after, gpu_mb = window
     for sid, camera in cameras.items():
         s0, s1 = before[0].get(sid), after[0].get(sid)
         if s0 is not None and s1 is not None:
@@ -215,8 +251,29 @@ def run_cameras(args: argparse.Namespace, streams: int) -> dict[str, Any]:
         "cpu_cores_used": round((after[1] - before[1]) / (after[2] - before[2]), 2),
         "gpu_memory_mb": gpu_mb,
         "error": report.failure,
+        "pauses": watch.report(args.warmup),
         "cameras": cameras,
     }
+
+
+def _run_window(pipeline: Any, start: float, seconds: float) -> tuple[Any, Any]:
+    """Run ``pipeline`` through the window from ``start`` (Unix time) for ``seconds``: the streams' counters and
+    CPU time at both ends, GPU memory half-way; and the pipeline's report."""
+    pipeline.start()
+    try:
+        while time.time() < start and not pipeline.wait(0.1):
+            pass
+        before = ({s.stream_id: s for s in pipeline.stream_states()}, process_tree_cpu_s(os.getpid()), time.time())
+        gpu_mb = None
+        while time.time() < start + seconds and not pipeline.wait(0.1):
+            if gpu_mb is None and time.time() > start + seconds / 2:
+                gpu_mb = gpu_memory_mb()
+        after = ({s.stream_id: s for s in pipeline.stream_states()}, process_tree_cpu_s(os.getpid()), time.time())
+    finally:
+        pipeline.stop()
+        report = pipeline.report()
+        pipeline.close()
+    return (before, after, gpu_mb), report
 
 
 # -- the sweep -----------------------------------------------------------------------------------------------------

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import gc
+import importlib.util
 import json
+import logging
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +31,8 @@ def test_a_small_live_sweep_reports_every_camera_and_a_verdict(arch_weights: Pat
         assert not run.get("error"), run
         assert set(run["cameras"]) == {f"cam{i}" for i in range(run["streams"])}
         assert run["cpu_cores_used"] > 0.05
+        pauses = run["pauses"]  # no CUDA graph on the CPU; in a steady state, no collection is due either
+        assert pauses["graph_captures_at_s"] == [] and (pauses["gc_longest_at_s"] or 6) >= 6
         for camera in run["cameras"].values():
             assert 0 < camera["fps"] <= 20.0 * 1.15, camera  # paced: never faster than the source
             assert camera["first_publish_s"] is not None
@@ -49,3 +55,21 @@ def test_the_cameras_can_be_real_rtsp_streams_with_a_password(arch_weights: Path
     assert not run.get("error"), run
     assert all(camera["fps"] > 5 and camera["bus_lost"] == 0 for camera in run["cameras"].values()), run
     assert "s3cret" not in printed
+
+
+def test_the_pause_watch_sees_collections_and_graph_captures() -> None:
+    spec = importlib.util.spec_from_file_location("bench_live", REPO / "bench" / "bench_live.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    t0 = time.time()
+    with bench.PauseWatch(t0) as watch:
+        time.sleep(0.2)
+        gc.collect()
+        logging.getLogger("engines.torch_backend").debug("captured a CUDA graph for input %s", (8, 3, 384, 640))
+    gc.collect()  # after the watch: not counted
+    report = watch.report(since=0.1)
+    assert report["gc_collections"] >= 1 and report["gc_full"] >= 1
+    assert 0.1 <= report["gc_longest_at_s"] < 5 and report["gc_longest_ms"] >= 0
+    assert len(report["graph_captures_at_s"]) == 1 and report["graph_captures_at_s"][0] >= 0.2
+    assert watch.report(since=60)["gc_collections"] == 0, "only what happened in the window"
