@@ -405,7 +405,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
         problems = preflight(config)
         for problem in problems:
-            print(f"edgesight: error: {args.config}: {problem}", file=sys.stderr)
+            _error(f"{args.config}: {problem}")
         if problems:
             return EXIT_BAD_INPUT
     ids = ", ".join(s.id for s in config.streams)

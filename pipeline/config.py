@@ -31,6 +31,12 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _refuse_nvdec_in_process(decoder: str, decode_process: bool | str, cpu_decoders: str) -> None:
+    """A decoding process hands on host frames (or copies them to the GPU itself): NVDEC's stay on the GPU."""
+    if decode_process and decoder == "nvdec":
+        raise ValueError(f"decode_process needs a CPU decoder ({cpu_decoders}): NVDEC frames stay on the GPU")
+
+
 class FileSourceConfig(_Strict):
     """A video file, decoded as fast as the pipeline takes frames (``realtime`` paces it at its own fps)."""
 
@@ -50,8 +56,7 @@ class FileSourceConfig(_Strict):
 
     @model_validator(mode="after")
     def _cpu_decoder_in_process(self) -> FileSourceConfig:
-        if self.decode_process and self.decoder == "nvdec":
-            raise ValueError("decode_process needs a CPU decoder (cpu, pyav or auto): NVDEC frames stay on the GPU")
+        _refuse_nvdec_in_process(self.decoder, self.decode_process, "cpu, pyav or auto")
         return self
 
     @property
@@ -87,8 +92,7 @@ class UrlSourceConfig(_Strict):
 
     @model_validator(mode="after")
     def _cpu_decoder_in_process(self) -> UrlSourceConfig:
-        if self.decode_process and self.decoder == "nvdec":
-            raise ValueError("decode_process needs a CPU decoder (cpu or auto): NVDEC frames stay on the GPU")
+        _refuse_nvdec_in_process(self.decoder, self.decode_process, "cpu or auto")
         return self
 
     @property

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from conftest import free_port
 from test_sources import FakeEngine
@@ -29,19 +30,24 @@ class TtyBuffer(io.StringIO):
         return True
 
 
-def test_the_live_table_shows_each_stream_and_redraws_in_place(tiny_video: Path) -> None:
+def fake_pipeline(*streams: dict[str, Any]) -> Pipeline:
+    """A pipeline of ``streams`` with a scripted engine, tracking off, publishing on a free port."""
     config = build_config(
         {
-            "streams": [
-                {"id": "file", "source": {"type": "file", "path": str(tiny_video), "realtime": True}},
-                {"id": "door-camera", "source": "rtsp://127.0.0.1:1/live", "reconnect": {"base_s": 5}},
-            ],
+            "streams": list(streams),
             "publish": {"endpoint": f"tcp://127.0.0.1:{free_port()}"},
             "tracking": {"enabled": False},
         },
         "t",
     )
-    pipeline = Pipeline(config, engine_factory=lambda _s, _n: FakeEngine())
+    return Pipeline(config, engine_factory=lambda _s, _n: FakeEngine())
+
+
+def test_the_live_table_shows_each_stream_and_redraws_in_place(tiny_video: Path) -> None:
+    pipeline = fake_pipeline(
+        {"id": "file", "source": {"type": "file", "path": str(tiny_video), "realtime": True}},
+        {"id": "door-camera", "source": "rtsp://127.0.0.1:1/live", "reconnect": {"base_s": 5}},
+    )
     pipeline.start()
     try:
         out = TtyBuffer()
@@ -66,18 +72,10 @@ def test_the_live_table_shows_each_stream_and_redraws_in_place(tiny_video: Path)
 
 def test_progress_counts_to_what_the_stream_will_take(tiny_video: Path) -> None:
     """A 40-frame file with max_frames 10 is done at 10/10; with max_frames 100 its 40 frames are the whole."""
-    config = build_config(
-        {
-            "streams": [
-                {"id": "capped", "source": str(tiny_video), "max_frames": 10},
-                {"id": "whole", "source": str(tiny_video), "max_frames": 100},
-            ],
-            "publish": {"endpoint": f"tcp://127.0.0.1:{free_port()}"},
-            "tracking": {"enabled": False},
-        },
-        "t",
+    pipeline = fake_pipeline(
+        {"id": "capped", "source": str(tiny_video), "max_frames": 10},
+        {"id": "whole", "source": str(tiny_video), "max_frames": 100},
     )
-    pipeline = Pipeline(config, engine_factory=lambda _s, _n: FakeEngine())
     pipeline.start()
     try:
         assert pipeline.wait(30)

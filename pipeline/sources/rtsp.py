@@ -36,7 +36,8 @@ class Answer(NamedTuple):
 
 
 def without_userinfo(url: str) -> str:
-    """``url`` without its ``user:password@`` part: the form that may go into logs and messages."""
+    """``url`` without its ``user:password@`` part: the request URI the probe sends (credentials go in the
+    ``Authorization`` header, answering the server's challenge, never in the URI)."""
     parts = urlsplit(url)
     if "@" not in parts.netloc:
         return url
