@@ -34,6 +34,7 @@ from pipeline.queues import BoundedQueue, FanIn, OverflowPolicy, StreamCount
 from pipeline.recorder import FrameSink
 from pipeline.sources import Source, make_source
 from pipeline.sources.base import frame_format
+from pipeline.sources.opening import open_all
 from pipeline.stages import (
     CaptureStage,
     FaceLink,
@@ -244,9 +245,10 @@ class Pipeline:
 
     def _open_sources(self) -> None:
         """Open files, folders and scenes now (a bad one is a start-up error); cameras connect in their threads."""
-        for stream in self.config.streams:
-            source: Source = self._supervised(stream) if stream.supervised else self._source_factory(stream.source)
-            source.open()
+        streams = self.config.streams
+        sources = [self._supervised(s) if s.supervised else self._source_factory(s.source) for s in streams]
+        open_all(sources)
+        for stream, source in zip(streams, sources, strict=True):
             self._sources[stream.id] = source
             log.info("stream '%s': opened %s (queue policy %s)", stream.id, source.description, stream.policy.value)
 

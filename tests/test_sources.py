@@ -341,6 +341,94 @@ def test_a_looped_file_starts_again_with_increasing_timestamps(tiny_video: Path)
     assert np.array_equal(got[0].image, got[frames].image)  # type: ignore[union-attr]
 
 
+class ScriptedFile:
+    """A file of ``frames`` frames that counts how it is started over; ``rewind`` answers ``can_rewind``."""
+
+    live = False
+    description = "scripted file"
+
+    def __init__(self, frames: int, can_rewind: bool) -> None:
+        self.frames, self.can_rewind = frames, can_rewind
+        self.left = frames
+        self.rewinds = 0
+        self.released = False
+
+    def open(self) -> None:
+        self.left = self.frames
+
+    def read(self) -> RawFrame | None:
+        if self.left == 0:
+            return None
+        self.left -= 1
+        return RawFrame(np.zeros((2, 2, 3), np.uint8), (self.frames - self.left - 1) * 40.0)
+
+    def rewind(self) -> bool:
+        if self.can_rewind:
+            self.rewinds += 1
+            self.left = self.frames
+        return self.can_rewind
+
+    def release(self) -> None:
+        self.released = True
+
+    def interrupt(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("can_rewind", [True, False])
+def test_a_looped_source_starts_over_in_place_when_it_can(can_rewind: bool) -> None:
+    from pipeline.sources.looping import LoopingSource
+
+    made: list[ScriptedFile] = []
+
+    def factory() -> ScriptedFile:
+        made.append(ScriptedFile(5, can_rewind))
+        return made[-1]
+
+    looped = LoopingSource(factory)
+    looped.open()
+    got = [looped.read() for _ in range(12)]
+    pts = [f.pts_ms for f in got if f is not None]
+    assert len(pts) == 12 and all(b > a for a, b in itertools.pairwise(pts)), "timestamps keep increasing"
+    assert looped.loops == 2
+    if can_rewind:
+        assert len(made) == 1 and made[0].rewinds == 2, "one decoder for every loop"
+        assert not made[0].released
+    else:
+        assert len(made) == 3 and made[0].released and made[1].released, "released and made anew at each end"
+
+
+class OpeningSource(ScriptedFile):
+    """Opens only once ``barrier`` has been reached by every source (so only when opened together), or fails."""
+
+    def __init__(self, barrier: threading.Barrier, error: str | None = None) -> None:
+        super().__init__(1, False)
+        self.barrier, self.error = barrier, error
+        self.opened = False
+
+    def open(self) -> None:
+        self.barrier.wait()
+        if self.error:
+            raise SourceError(self.error)
+        self.opened = True
+
+
+def test_sources_open_together_and_the_first_failure_is_reported() -> None:
+    from pipeline.sources.opening import open_all
+
+    barrier = threading.Barrier(6, timeout=10)
+    sources = [OpeningSource(barrier) for _ in range(6)]
+    open_all(sources)  # in turn, the first open would wait for the others until the barrier breaks
+    assert all(s.opened and not s.released for s in sources)
+
+    barrier = threading.Barrier(4, timeout=10)
+    sources = [OpeningSource(barrier), OpeningSource(barrier, "first bad"), OpeningSource(barrier)]
+    sources.append(OpeningSource(barrier, "second bad"))
+    with pytest.raises(SourceError, match="first bad"):
+        open_all(sources)
+    assert [s.released for s in sources] == [True, False, True, False], "those that opened are released"
+
+
 def test_odd_images_go_through_the_whole_pipeline(arch_weights: Path, endpoint: str, tmp_path: Path) -> None:
     """Grayscale, 4-channel, 16-bit, 1x1 and 8K images from a folder: each one published, none a crash."""
     from helpers import config_for, run_and_collect

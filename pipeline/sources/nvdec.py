@@ -58,6 +58,8 @@ class NvdecFileSource:
         self._queued: collections.deque[Any] = collections.deque()
         self._fps = 0.0
         self._count = 0
+        self._first: Any = None
+        self.frame_format: FrameFormat | None = None
         self._interrupted = threading.Event()
 
     def open(self) -> None:
@@ -80,6 +82,8 @@ class NvdecFileSource:
             raise SourceError(f"{self.description}: NVDEC cannot decode it ({exc})".split("\n")[0]) from exc
         if not self._fill():
             raise SourceError(f"{self.description}: opened, but no frame could be decoded (corrupt or empty video?)")
+        self._first = bgr_copy(self._queued.popleft())  # handed on by the first read; its shape tells the engine
+        self.frame_format = FrameFormat(tuple(self._first.shape))
 
     def _fill(self) -> bool:
         self._queued.extend(self._decoder.get_batch_frames(PREFETCH // 2))
@@ -88,16 +92,34 @@ class NvdecFileSource:
     def read(self) -> RawFrame | None:
         if self._interrupted.is_set() or self._decoder is None:
             return None
-        if not self._queued and not self._fill():
-            return None
-        image = bgr_copy(self._queued.popleft())
+        image, self._first = self._first, None
+        if image is None:
+            if not self._queued and not self._fill():
+                return None
+            image = bgr_copy(self._queued.popleft())
         pts = self._count * 1000.0 / self._fps if self._fps > 0 else 0.0
         self._count += 1
         return RawFrame(image, pts)
 
+    def rewind(self) -> bool:
+        """Start the file over with the same hardware decoder (PyNvVideoCodec keeps a cache of them): making a new
+        one holds up the process's other CUDA work. False when it cannot, and the caller reopens."""
+        if self._decoder is None or self._interrupted.is_set():
+            return False
+        self._queued.clear()
+        self._first = None
+        try:
+            self._decoder.reconfigure_decoder(str(self.path))
+        except Exception as exc:  # a plain exception from the bindings: reopening is the fallback
+            log.debug("%s: could not start over in place (%s); reopening it", self.description, exc)
+            return False
+        self._count = 0
+        return True
+
     def release(self) -> None:
         decoder, self._decoder = self._decoder, None
         self._queued.clear()
+        self._first = None
         if decoder is not None:
             decoder.end()
 
