@@ -306,15 +306,19 @@ class InferStage(StageThread):
         self.loaded: Future[DetectionEngine] = Future()
         self.keep_classes: frozenset[int] | None = None
         self._names: dict[int, str] = {}
+        self._warmed: set[tuple[int, ...]] = {fmt.shape for fmt in self.warmup_formats}
 
     def run(self) -> None:
         try:
+            start = time.perf_counter()
             engine = self._load()
+            loaded = time.perf_counter()
             self.batch_size = max(1, engine.info.max_batch)
             self.overlaps = engine.info.asynchronous
             self._names = engine.info.names
             self.keep_classes = resolve_classes(self._classes, self._names)
             engine.warmup(self.warmup_formats)
+            log.info("model loaded in %.1f s, warmed up in %.1f s", loaded - start, time.perf_counter() - loaded)
         except BaseException as exc:  # handed to the thread that waits on ``loaded``
             self.loaded.set_exception(exc)
             return
@@ -339,6 +343,11 @@ class InferStage(StageThread):
                     in_flight = None
                 continue
             batch, pending_eos = self._collect(item, self.streams.live)
+            if batch and (fresh := self._unwarmed(batch)):
+                if in_flight:
+                    self._finish(in_flight)
+                    in_flight = None
+                self._warm(fresh)
             submitted = self._submit(batch) if batch else None
             if in_flight:
                 self._finish(in_flight)
@@ -358,6 +367,23 @@ class InferStage(StageThread):
                 self.out.put(eos)
         if in_flight and not self.stop_event.is_set():
             self._finish(in_flight)
+
+    def _unwarmed(self, batch: Sequence[PreparedFrame]) -> list[FrameFormat]:
+        """Formats of frames on the GPU in ``batch`` that the engine has not been warmed up on (a camera that
+        connected after start-up)."""
+        if not self.overlaps:
+            return []
+        shapes = {tuple(p.model_input.shape) for p in batch if hasattr(p.model_input, "tensor")}
+        return [FrameFormat(shape, "i420" if len(shape) == 2 else "bgr") for shape in shapes - self._warmed]
+
+    def _warm(self, formats: Sequence[FrameFormat]) -> None:
+        """Warm the engine up on ``formats`` at every batch size at once (CUDA graphs included): one pause when a
+        camera first delivers, instead of one each time a batch reaches a size not seen before."""
+        start = time.perf_counter()
+        self.engine.warmup(formats)
+        self._warmed.update(fmt.shape for fmt in formats)
+        shapes = ", ".join("x".join(map(str, fmt.shape)) for fmt in formats)
+        log.info("model warmed up for frames of shape %s in %.1f s", shapes, time.perf_counter() - start)
 
     def _collect(self, first: Any, live_streams: int) -> tuple[list[PreparedFrame], list[EndOfStream | PreparedFrame]]:
         """A batch starting with ``first``.

@@ -119,6 +119,49 @@ def test_the_next_batch_is_submitted_before_the_last_one_is_read(endpoint: str) 
     assert overlapped, f"no batch was read after its successor was submitted: {engine.log}"
 
 
+class WarmingEngine(DeferredEngine):
+    """Frames reach it on the device (as NVDEC's or uploaded ones do on a GPU); logs warm-ups and what each batch
+    held, and how many batches were still unread at each warm-up."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[tuple[str, set[tuple[int, ...]], int]] = []
+
+    def prepare(self, image: np.ndarray, layout: str = "bgr") -> Any:
+        import torch
+
+        from engines.detector import GpuInput
+
+        return GpuInput(torch.from_numpy(np.ascontiguousarray(image)))
+
+    def warmup(self, formats: Any = ()) -> None:
+        unread = self.submitted - sum(1 for kind, _ in self.log if kind == "result")
+        self.events.append(("warmup", {tuple(f.shape) for f in formats}, unread))
+
+    def submit(self, inputs: list[Any], shapes: list[tuple[int, int]]) -> Any:
+        self.events.append(("submit", {tuple(i.shape) for i in inputs}, 0))
+        return super().submit(inputs, shapes)
+
+
+def test_frames_of_a_shape_not_warmed_up_warm_the_engine_once_before_their_first_batch(endpoint: str) -> None:
+    engine = WarmingEngine()
+    streams = [
+        {"id": "a", "source": {"type": "synthetic", "frames": 30, "width": 96, "height": 64}},
+        {"id": "b", "source": {"type": "synthetic", "frames": 30, "width": 128, "height": 72}},
+    ]
+    got = run_and_collect(config_for(endpoint, streams, {"batch_size": 2}), engine_factory=lambda _s, _n: engine)
+    assert [len(got.detections(s)) for s in ("a", "b")] == [30, 30]
+    assert engine.events[0] == ("warmup", set(), 0), "start-up knows no camera's frames"
+    warmed: list[tuple[int, ...]] = []
+    for kind, shapes, unread in engine.events[1:]:
+        if kind == "warmup":
+            assert unread == 0, "a warm-up never runs behind a batch not yet read"
+            warmed += shapes
+        else:
+            assert shapes <= set(warmed), f"a batch of {shapes} ran before its shape was warmed up ({warmed})"
+    assert sorted(warmed) == [(64, 96, 3), (72, 128, 3)], "each shape once"
+
+
 class NanEngine(BatchRecordingEngine):
     """Two boxes per frame; in every third batch, the second box of its first frame is NaN (a broken model)."""
 
