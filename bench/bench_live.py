@@ -89,14 +89,14 @@ def listen(endpoint: str, streams: int, t0: float, warmup_s: float, window_s: fl
             last_at[sid], last_seq[sid] = now, msg.seq
     cameras = {}
     for sid, values in latency.items():
-        ms = np.array(values) if values else np.zeros(1)
+        at = np.array(values) if values else np.zeros(1)
         cameras[sid] = {
             "delivered": len(values),
             "fps": round(len(values) / window_s, 3),
             "bus_lost": lost.get(sid, 0),
             "first_publish_s": round(first[sid], 2) if sid in first else None,
-            "latency_ms": {q: round(float(np.percentile(ms, p)), 1) for q, p in (("p50", 50), ("p90", 90), ("p99", 99))}
-            | {"max": round(float(ms.max()), 1)},
+            "latency_ms": {q: round(float(np.percentile(at, p)), 1) for q, p in (("p50", 50), ("p90", 90), ("p99", 99))}
+            | {"max": round(float(at.max()), 1)},
             "worst_at_s": round(worst[sid][1], 2) if sid in worst else None,
             "longest_gap_ms": round(gaps[sid][0] * 1000.0, 1) if sid in gaps else None,
             "longest_gap_at_s": round(gaps[sid][1], 2) if sid in gaps else None,
@@ -199,6 +199,39 @@ class PauseWatch(logging.Handler):
         }
 
 
+class StartupWatch(logging.Handler):
+    """When start-up's steps ended (s since ``t0``): sources opened, engine loaded and warmed up; and each warm-up
+    for a camera's frames that start-up could not foresee."""
+
+    LOGGERS = ("pipeline.runner", "pipeline.stages")
+
+    def __init__(self, t0: float) -> None:
+        super().__init__(logging.INFO)
+        self.t0 = t0
+        self.steps: dict[str, Any] = {}
+
+    def __enter__(self) -> StartupWatch:
+        for name in self.LOGGERS:
+            logging.getLogger(name).addHandler(self)
+            logging.getLogger(name).setLevel(logging.INFO)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for name in self.LOGGERS:
+            logging.getLogger(name).removeHandler(self)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message, at = record.getMessage(), round(record.created - self.t0, 2)
+        if ": opened " in message:
+            self.steps["sources_opened_s"] = at
+        elif message.startswith("engine:"):
+            self.steps["engine_ready_s"] = at
+        elif message.startswith("model loaded"):
+            self.steps["engine"] = message
+        elif message.startswith("model warmed up"):
+            self.steps.setdefault("later_warmups", []).append(f"{at} s: {message}")
+
+
 def run_cameras(args: argparse.Namespace, streams: int) -> dict[str, Any]:
     """The pipeline with ``streams`` paced, looped cameras, here, and the subscriber in a child process."""
     t0 = time.time()
@@ -232,7 +265,7 @@ def run_cameras(args: argparse.Namespace, streams: int) -> dict[str, Any]:
         },
         "bench_live",
     )
-    with PauseWatch(t0) as watch:
+    with PauseWatch(t0) as watch, StartupWatch(t0) as startup:
         window, report = _run_window(Pipeline(config), t0 + args.warmup, args.window)
     out, _ = listener.communicate(timeout=60)
     cameras = json.loads(out.strip().splitlines()[-1])
@@ -251,6 +284,7 @@ def run_cameras(args: argparse.Namespace, streams: int) -> dict[str, Any]:
         "cpu_cores_used": round((after[1] - before[1]) / (after[2] - before[2]), 2),
         "gpu_memory_mb": gpu_mb,
         "error": report.failure,
+        "startup": startup.steps,
         "pauses": watch.report(args.warmup),
         "cameras": cameras,
     }
