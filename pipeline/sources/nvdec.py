@@ -40,9 +40,28 @@ def bgr_copy(frame: Any) -> Any:
     buffer (every later decode call may overwrite it)."""
     import torch
 
-    image = torch.from_dlpack(frame).flip(2)  # RGB -> BGR, and a copy
-    torch.cuda.current_stream().synchronize()  # the copy is done before the decoder may overwrite
+    stream = torch.cuda.current_stream()
+    image = _view(frame, stream).flip(2)  # RGB -> BGR, and a copy
+    stream.synchronize()  # the copy is done before the decoder may overwrite
     return image
+
+
+def _view(frame: Any, stream: Any) -> Any:
+    """The decoded frame as a torch tensor (no copy), ordered after the decoding on ``stream``.
+
+    The frame's ``__dlpack__`` is asked directly, with the stream (1 stands for
+    the legacy default stream). ``torch.from_dlpack`` first tries a newer
+    signature that PyNvVideoCodec refuses with a ``TypeError``, whose message
+    costs more than the rest: 52 µs a frame against 16 µs on an H200 box, all
+    of it holding the interpreter lock that 64 capture threads share.
+    """
+    import torch
+    from torch.utils.dlpack import from_dlpack
+
+    try:
+        return from_dlpack(frame.__dlpack__(stream=stream.cuda_stream or 1))
+    except TypeError:  # a producer with another signature: torch's negotiation
+        return torch.from_dlpack(frame)
 
 
 class NvdecFileSource:
