@@ -13,6 +13,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -214,16 +215,22 @@ class Pipeline:
         """
         cfg = self.config
         try:
-            self._open_sources()
-            curve = cfg.publish.curve
-            self.bus = BusPublisher(
-                cfg.publish.endpoint,
-                cfg.publish.send_hwm,
-                lossless=cfg.publish.wait_for_subscriber,
-                curve=CurveServer.load(curve.server_secret, curve.clients) if curve else None,
-            )
             self._build_queues()
-            self._start_engine()
+            infer, formats = self._launch_engine()
+            try:
+                self._open_sources()
+                curve = cfg.publish.curve
+                self.bus = BusPublisher(
+                    cfg.publish.endpoint,
+                    cfg.publish.send_hwm,
+                    lossless=cfg.publish.wait_for_subscriber,
+                    curve=CurveServer.load(curve.server_secret, curve.clients) if curve else None,
+                )
+            except BaseException as exc:
+                formats.set_exception(exc)
+                raise
+            formats.set_result(self._warmup_formats())
+            self._await_engine(infer, formats)
             self._start_faces()
             self._start_preview()
             self._build_stages()
@@ -279,11 +286,13 @@ class Pipeline:
         )
         return [fmt for fmt, _ in seen.most_common(MAX_WARMUP_FORMATS)]
 
-    def _start_engine(self) -> None:
-        """Start the infer thread, which loads the engine, and wait for it (or its error)."""
+    def _launch_engine(self) -> tuple[InferStage, Future[list[FrameFormat]]]:
+        """Start the infer thread, which loads the engine while the sources open, then warms it up on the frame
+        formats set in the future it returns (or gives the engine up when that future holds an error)."""
         cfg = self.config
         spec = model_spec(cfg)
         assert self._prepared is not None and self._results is not None
+        formats: Future[list[FrameFormat]] = Future()
         infer = InferStage(
             self._prepared,
             self._results,
@@ -293,17 +302,28 @@ class Pipeline:
             lambda: self._engine_factory(spec, cfg.model.engine),
             cfg.model.classes,
             cfg.model.batch_timeout_ms / 1000.0,
-            self._warmup_formats(),
+            formats.result,
         )
-        self._threads.append(infer)
         infer.start()
+        return infer, formats
+
+    def _await_engine(self, infer: InferStage, formats: Future[list[FrameFormat]]) -> None:
+        """Wait for the engine (or its error), then size the queues for its batches.
+
+        The infer thread joins the stages only now: start-up that fails
+        before (a bad source) does not wait for a model still loading.
+        """
+        cfg = self.config
         while True:
             try:
                 self.engine = infer.loaded.result(timeout=0.1)
                 break
             except FutureTimeout:
                 if self.stop_event.is_set():
+                    formats.cancel()
                     raise StartupInterrupted("stopped while loading the model") from None
+        self._threads.append(infer)
+        assert self._prepared is not None and self._results is not None
         info = self.engine.info
         for q in (self._prepared, self._results):
             q.maxsize = max(cfg.queue_size, 2 * info.max_batch)

@@ -284,11 +284,13 @@ class InferStage(StageThread):
         load: Callable[[], DetectionEngine],
         classes: Sequence[int | str] | None = None,
         batch_timeout_s: float = 0.0,
-        warmup_formats: Sequence[FrameFormat] = (),
+        warmup_formats: Sequence[FrameFormat] | Callable[[], Sequence[FrameFormat]] = (),
     ) -> None:
         super().__init__("infer", stop, on_failure)
-        self.warmup_formats = tuple(warmup_formats)
-        """The sources' frame formats, which the engine runs blank frames of before real ones (see ``warmup``)."""
+        self._formats = warmup_formats
+        self.warmup_formats: tuple[FrameFormat, ...] = ()
+        """The sources' frame formats, which the engine runs blank frames of before real ones (see ``warmup``); a
+        callable gives them once the engine has loaded (the sources open meanwhile), or raises why not."""
         self.inp = inp
         self.out = out
         self.streams = streams if isinstance(streams, StreamCount) else StreamCount(streams)
@@ -306,9 +308,10 @@ class InferStage(StageThread):
         self.loaded: Future[DetectionEngine] = Future()
         self.keep_classes: frozenset[int] | None = None
         self._names: dict[int, str] = {}
-        self._warmed: set[tuple[int, ...]] = {fmt.shape for fmt in self.warmup_formats}
+        self._warmed: set[tuple[int, ...]] = set()
 
     def run(self) -> None:
+        engine: DetectionEngine | None = None
         try:
             start = time.perf_counter()
             engine = self._load()
@@ -317,9 +320,15 @@ class InferStage(StageThread):
             self.overlaps = engine.info.asynchronous
             self._names = engine.info.names
             self.keep_classes = resolve_classes(self._classes, self._names)
+            formats = self._formats() if callable(self._formats) else self._formats
+            self.warmup_formats = tuple(formats)
+            self._warmed = {fmt.shape for fmt in self.warmup_formats}
+            ready = time.perf_counter()
             engine.warmup(self.warmup_formats)
-            log.info("model loaded in %.1f s, warmed up in %.1f s", loaded - start, time.perf_counter() - loaded)
+            log.info("model loaded in %.1f s, warmed up in %.1f s", loaded - start, time.perf_counter() - ready)
         except BaseException as exc:  # handed to the thread that waits on ``loaded``
+            if engine is not None:  # the pipeline never gets it (a source failed, or the warm-up did)
+                engine.close()
             self.loaded.set_exception(exc)
             return
         self.engine = engine

@@ -429,6 +429,53 @@ def test_sources_open_together_and_the_first_failure_is_reported() -> None:
     assert [s.released for s in sources] == [True, False, True, False], "those that opened are released"
 
 
+def test_the_model_loads_while_the_sources_open(endpoint: str, tiny_video: Path) -> None:
+    """The engine's loading and the sources' opening meet at a barrier: in turn, the first would wait in vain."""
+    barrier = threading.Barrier(3, timeout=10)
+    engine = FakeEngine()
+
+    def load(_spec: object, _name: str) -> FakeEngine:
+        barrier.wait()
+        return engine
+
+    streams = [{"id": f"s{i}", "source": {"type": "file", "path": str(tiny_video)}} for i in range(2)]
+    config = build_config({"streams": streams, "publish": {"endpoint": endpoint}}, "t")
+    pipeline = Pipeline(config, source_factory=lambda _cfg: OpeningSource(barrier), engine_factory=load)
+    try:
+        pipeline.start()
+    finally:
+        pipeline.stop()
+        pipeline.close()
+    assert engine.warmed == [], "warmed up once the sources were open (scripted ones know no format)"
+
+
+def test_a_bad_source_fails_start_up_without_waiting_for_the_model(endpoint: str, tiny_video: Path) -> None:
+    loading, release = threading.Event(), threading.Event()
+    engine = FakeEngine()
+
+    def load(_spec: object, _name: str) -> FakeEngine:
+        loading.set()
+        release.wait(30)
+        return engine
+
+    def sources(_cfg: object) -> OpeningSource:
+        loading.wait(10)
+        return OpeningSource(threading.Barrier(1), "camera file is corrupt")
+
+    config = build_config(
+        {"streams": [{"id": "bad", "source": str(tiny_video)}], "publish": {"endpoint": endpoint}}, "t"
+    )
+    pipeline = Pipeline(config, source_factory=sources, engine_factory=load)
+    with pytest.raises(SourceError, match="corrupt"):
+        pipeline.start()
+    assert not engine.closed and not release.is_set(), "the error came while the model was still loading"
+    release.set()
+    deadline = time.monotonic() + 10
+    while not engine.closed and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert engine.closed, "the engine that finished loading after the failure was let go of"
+
+
 def test_odd_images_go_through_the_whole_pipeline(arch_weights: Path, endpoint: str, tmp_path: Path) -> None:
     """Grayscale, 4-channel, 16-bit, 1x1 and 8K images from a folder: each one published, none a crash."""
     from helpers import config_for, run_and_collect
