@@ -196,6 +196,7 @@ class PauseWatch(logging.Handler):
             "gc_longest_ms": round(longest[1], 1),
             "gc_longest_at_s": None if longest[0] is None else round(longest[0], 2),
             "graph_captures_at_s": [t for t in self.captures if t >= since],
+            "startup_graph_captures_at_s": [t for t in self.captures if t < since],
         }
 
 
