@@ -74,7 +74,10 @@ class BoundedQueue(Generic[T]):
             self._items.append(item)
             self.high_water = max(self.high_water, len(self._items))
             self._not_empty.notify()
-        if self._ready is not None:
+        if self._ready is not None and not self._ready.is_set():
+            # Only the first producer since the consumer last cleared it sets it (its lock is contended by every
+            # camera of a fan-in); the consumer clears it before it scans, so an item put after that scan finds
+            # the event clear and sets it.
             self._ready.set()
         return True
 
@@ -118,6 +121,8 @@ class BoundedQueue(Generic[T]):
             return self._pop_locked()
 
     def get_nowait(self) -> T | None:
+        if not self._items:  # without the lock: a fan-in asks every queue it reads, most of them empty
+            return None
         with self._lock:
             return self._pop_locked() if self._items else None
 
