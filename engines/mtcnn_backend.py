@@ -17,8 +17,8 @@ import cv2
 import numpy as np
 
 from engines.base import EngineInfo, FrameFormat, ModelSpec, ReadyDetections
+from engines.errors import BackendUnavailable
 from engines.yuv import PixelLayout, on_host
-from pipeline.errors import BackendUnavailable
 
 MODEL_NAME = "mtcnn"
 LANDMARKS = 5

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from engines.engine_cache import CachedArtifact, CacheKey, EngineCache
+from engines.errors import BackendUnavailable, ModelError
 from engines.weights import LoadedModel, file_sha256
-from pipeline.errors import BackendUnavailable, ModelError
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ import torchvision  # noqa: F401  (torchvision's NMS kernel, used by the shared 
 from engines.base import ModelSpec
 from engines.detector import YoloDetector, detector_for
 from engines.engine_cache import default_cache_dir
+from engines.errors import BackendUnavailable
 from engines.onnx_export import export_onnx
 from engines.weights import load_detection_module
-from pipeline.errors import BackendUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from engines.base import DetectionEngine, ModelSpec
-from pipeline.errors import BackendUnavailable, ModelError
+from engines.errors import BackendUnavailable, ModelError
 
 log = logging.getLogger(__name__)
 

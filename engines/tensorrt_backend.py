@@ -25,9 +25,9 @@ import torchvision  # noqa: F401  (torchvision's NMS kernel, used by the shared 
 from engines.base import EngineInfo, ModelSpec
 from engines.detector import YoloDetector, detector_for
 from engines.engine_cache import CachedArtifact, CacheKey, EngineCache, default_cache_dir
+from engines.errors import BackendUnavailable, ModelError
 from engines.tensorrt_build import BuildSettings
 from engines.weights import LoadedModel, file_sha256, load_detection_module
-from pipeline.errors import BackendUnavailable, ModelError
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.errors import ModelError
+from engines.errors import ModelError
 
 log = logging.getLogger(__name__)
 

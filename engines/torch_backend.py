@@ -20,8 +20,8 @@ import torchvision  # noqa: F401  (torchvision's NMS kernel, used by the shared 
 
 from engines.base import EngineInfo, ModelSpec
 from engines.detector import YoloDetector
+from engines.errors import BackendUnavailable
 from engines.weights import load_detection_module
-from pipeline.errors import BackendUnavailable
 
 log = logging.getLogger(__name__)
 

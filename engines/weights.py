@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import ModelError
+from engines.errors import ModelError
 
 log = logging.getLogger(__name__)
 

@@ -6,6 +6,10 @@ from __future__ import annotations
 from edgesight_client.errors import ConfigError as ConfigError
 from edgesight_client.errors import EdgesightError
 
+# the model backends' errors, raised by ``engines`` (which imports nothing from here)
+from engines.errors import BackendUnavailable as BackendUnavailable
+from engines.errors import ModelError as ModelError
+
 
 class SourceError(EdgesightError):
     """A video source cannot be opened or read."""
@@ -15,16 +19,8 @@ class PermanentSourceError(SourceError):
     """A source that retrying cannot fix: the server answered, but has no such stream or refuses us."""
 
 
-class ModelError(EdgesightError):
-    """A model file is missing, corrupt, of the wrong task or cannot be downloaded."""
-
-
 class PublishError(EdgesightError):
     """The ZeroMQ endpoint cannot be bound or connected."""
-
-
-class BackendUnavailable(EdgesightError):
-    """An inference backend cannot run on this machine (not installed, no GPU, …)."""
 
 
 class StartupInterrupted(EdgesightError):
