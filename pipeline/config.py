@@ -43,6 +43,7 @@ class FileSourceConfig(_Strict):
     type: Literal["file"] = "file"
     path: Path
     realtime: bool = False
+    """Pace the file at its own frame rate, as a camera delivers (a stand-in for a live source)."""
     loop: bool = False
     """Play the file again from the start each time it ends (never ends by itself)."""
     decoder: Literal["auto", "cpu", "pyav", "nvdec"] = "cpu"
@@ -82,8 +83,12 @@ class UrlSourceConfig(_Strict):
 
     type: Literal["url"] = "url"
     url: str = Field(pattern=r"^(rtsps?|https?)://")
+    """The stream's address; its ``user:password@`` never appears in logs or messages (``${NAME}`` takes it from the
+    environment)."""
     open_timeout_s: float = Field(10.0, gt=0, le=300)
+    """Longest wait for the stream to open (connect, describe, first packets)."""
     read_timeout_s: float = Field(10.0, gt=0, le=300)
+    """A stream that delivers nothing for this long is treated as gone and reconnected."""
     decoder: Literal["auto", "cpu", "nvdec"] = "cpu"
     """``cpu``: OpenCV (FFmpeg), BGR frames. ``nvdec``: PyAV demuxes, the GPU decodes (PyNvVideoCodec), frames stay
     there. ``auto``: NVDEC where PyNvVideoCodec, PyAV and a CUDA GPU are present, else the CPU."""
@@ -106,6 +111,7 @@ class ImagesSourceConfig(_Strict):
     type: Literal["images"] = "images"
     path: Path
     fps: float = Field(30.0, gt=0, le=1000)
+    """Frame rate the images' timestamps are counted at."""
 
     @property
     def live(self) -> bool:
@@ -167,6 +173,7 @@ class _Region(_Strict):
     classes: list[int | str] | None = None
     """Count only these classes, by label or id (default: all)."""
     min_confidence: float = Field(0.0, ge=0.0, le=1.0)
+    """Detections under this confidence do not count here."""
     confirm_frames: int = Field(3, ge=1, le=1000)
     """Frames in a row an object must be on its new side (of a line, of a zone's border) before it counts: box
     jitter near the border then counts nothing. Events keep the frame where the change began."""
@@ -191,6 +198,7 @@ class LineConfig(_Region):
     """
 
     points: tuple[tuple[float, float], tuple[float, float]]
+    """Two ``[x, y]`` points in source pixels."""
 
     @model_validator(mode="after")
     def _distinct(self) -> LineConfig:
@@ -203,6 +211,7 @@ class ZoneConfig(_Region):
     """A named polygon: objects entering and leaving it, how long they stay, how many are in it."""
 
     points: list[tuple[float, float]] = Field(min_length=3)
+    """Three or more ``[x, y]`` points in source pixels."""
     loiter_s: float | None = Field(None, gt=0)
     """Raise a ``loiter`` event for an object inside longer than this (seconds of stream time)."""
     continue_visits: bool = True
@@ -242,6 +251,7 @@ class EventsConfig(_Strict):
     thumbnails: bool = False
     """Attach a JPEG crop of the object as a third message part to ``new`` events."""
     thumbnail_quality: int = Field(80, ge=10, le=100)
+    """JPEG quality of the thumbnails."""
 
 
 class PrivacyConfig(_Strict):
@@ -251,6 +261,7 @@ class PrivacyConfig(_Strict):
     """Labels (or class ids) whose boxes are redacted; ``[]`` turns redaction off. ``[face, person]`` hides
     whole people with a person detector."""
     method: Literal["pixelate", "blur", "fill"] = "pixelate"
+    """How a redacted box is hidden."""
 
 
 class ReconnectConfig(_Strict):
@@ -363,6 +374,7 @@ class StreamConfig(_Strict):
     """One stream: a source, its id and how its capture queue overflows."""
 
     id: str = Field(pattern=STREAM_ID_PATTERN)
+    """Letters, digits, ``_`` and ``-``; used in topics (``detections.<id>``)."""
     source: SourceConfig
     queue_policy: OverflowPolicy | None = None
     """``drop_oldest`` for live sources and ``block`` for files unless set."""
@@ -370,6 +382,7 @@ class StreamConfig(_Strict):
     """Frames the capture queue holds: 1 for live sources unless set (only the newest frame waits for the model,
     so latency is set by the model, not by a queue), 2 for files (decoding runs ahead while the model works)."""
     max_frames: int | None = Field(None, ge=1)
+    """Stop the stream after this many frames."""
     lines: list[LineConfig] = []
     zones: list[ZoneConfig] = []
     privacy: PrivacyConfig = PrivacyConfig()
@@ -420,12 +433,17 @@ class ModelConfig(_Strict):
     engine: Literal["auto", "tensorrt", "torch", "onnxruntime"] = "auto"
     """``auto`` tries tensorrt → torch on CUDA → onnxruntime → torch on the CPU and reports why it passed any over."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    """``auto``: CUDA when a GPU is usable, else the CPU."""
     precision: Literal["auto", "fp32", "fp16", "int8"] = "auto"
     """``auto``: fp16 on a GPU, fp32 on the CPU. ``int8`` (TensorRT) needs ``calibration``."""
     imgsz: int = Field(640, ge=32, le=4096, multiple_of=32)
+    """Input size (the longer side, letterboxed); a multiple of 32."""
     conf: float = Field(0.25, ge=0.0, le=1.0)
+    """Lowest confidence a detection is kept at."""
     iou: float = Field(0.7, ge=0.0, le=1.0)
+    """IoU above which a box is suppressed by a better one of its class (non-maximum suppression)."""
     max_det: int = Field(300, ge=1, le=10000)
+    """Most detections kept per frame."""
     classes: list[int | str] | None = None
     """Keep only these classes, by id or label."""
     batch_size: int | None = Field(None, ge=1, le=64)
@@ -439,6 +457,7 @@ class ModelConfig(_Strict):
     calibration: str | None = None
     """INT8 calibration frames: a folder of images or a video from the cameras the model will watch."""
     calibration_frames: int = Field(256, ge=8, le=100000)
+    """Images used from ``calibration`` for int8."""
     cuda_graphs: bool = True
     """Replay the torch model as CUDA graphs on a GPU."""
     workspace_gb: float = Field(4.0, gt=0, le=256)
@@ -475,11 +494,13 @@ class PublishConfig(_Strict):
     """Where and how results go out over ZeroMQ."""
 
     endpoint: str = Field(DEFAULT_ENDPOINT, pattern=r"^(tcp|ipc|inproc)://")
+    """Where results are published (bound): ``tcp://host:port``, ``ipc://path``."""
     wait_for_subscriber: bool = False
     """Hold the first message until a subscriber has connected, then never drop (back-pressure instead)."""
     subscriber_timeout_s: float | None = Field(None, gt=0)
     """Give up waiting for a subscriber after this long (``None``: wait until stopped)."""
     send_hwm: int = Field(1000, ge=1)
+    """Messages queued for slow subscribers before new ones are dropped (counted)."""
     masks: MasksConfig = MasksConfig()
     curve: CurveConfig | None = None
     """Off by default (the default endpoint is loopback); set it before binding to a network address."""
@@ -500,6 +521,7 @@ class FacesConfig(_Strict):
     conf: float = Field(0.9, ge=0.0, le=1.0)
     """Face detector threshold (MTCNN's probability)."""
     recognize: bool = False
+    """Match faces against the gallery: ``identity`` / ``anon_id`` and identity events."""
     gallery: str | None = None
     """The SQLite gallery ``edgesight faces enroll`` writes (``None``: ``$XDG_DATA_HOME/edgesight/faces.db``)."""
     weights: str = "vggface2"
@@ -519,6 +541,7 @@ class MetricsConfig(_Strict):
     port: int | None = Field(None, ge=0, le=65535)
     """Serve ``/metrics``, ``/healthz`` and ``/readyz`` here (``None``: off; 0: any free port)."""
     host: str = "127.0.0.1"
+    """Address the endpoints listen on (loopback unless set)."""
     """Bind address; ``0.0.0.0`` for a scraper on another machine."""
     ready_share: float = Field(1.0, ge=0.0, le=1.0)
     """``/readyz`` answers 200 once this share of the streams is online."""
@@ -534,6 +557,7 @@ class PreviewConfig(_Strict):
     port: int | None = Field(None, ge=0, le=65535)
     """Serve the page here (``None``: off; 0: any free port)."""
     host: str = "127.0.0.1"
+    """Address the preview listens on (loopback unless set)."""
     max_fps: float = Field(10.0, gt=0, le=120)
     """Frames per second sent to each viewer at most."""
     processed: bool = False
