@@ -1,0 +1,59 @@
+"""What every stage thread shares: the timed wait, the failure hand-off, the busy-time clock and the heartbeat."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+GET_TIMEOUT_S = 0.1
+"""How long a stage waits on its input before re-checking the stop event."""
+
+FailureHandler = Callable[[str, BaseException], None]
+
+
+class StageClock:
+    """Busy time and item count of one stage thread (read by reports, written only by its thread)."""
+
+    __slots__ = ("busy_s", "items", "observer")
+
+    def __init__(self) -> None:
+        self.busy_s = 0.0
+        self.items = 0
+        self.observer: Callable[[float], None] | None = None
+        """Called with the seconds per item of each ``add`` (metrics histograms); ``None``: nobody listens."""
+
+    def add(self, seconds: float, items: int = 1) -> None:
+        self.busy_s += seconds
+        self.items += items
+        if self.observer is not None and items:
+            self.observer(seconds / items)
+
+    @staticmethod
+    def ms_per_item(clocks: Sequence[StageClock]) -> float:
+        items = sum(c.items for c in clocks)
+        return round(1000.0 * sum(c.busy_s for c in clocks) / items, 3) if items else 0.0
+
+
+class StageThread(threading.Thread):
+    """A named daemon thread whose unexpected exception stops the pipeline instead of vanishing."""
+
+    def __init__(self, name: str, stop: threading.Event, on_failure: FailureHandler) -> None:
+        super().__init__(name=name, daemon=True)
+        self.stop_event = stop
+        self._on_failure = on_failure
+        self.clock = StageClock()
+        self.last_beat = time.monotonic()
+        """When the thread last went round its loop (``/healthz``: a stage that stops beating is stuck)."""
+
+    def beat(self) -> None:
+        self.last_beat = time.monotonic()
+
+    def run(self) -> None:
+        try:
+            self.loop()
+        except BaseException as exc:  # reported to the pipeline, which stops and exits non-zero
+            self._on_failure(self.name, exc)
+
+    def loop(self) -> None:
+        raise NotImplementedError
