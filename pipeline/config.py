@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl, urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from engines.base import ModelSpec
 from pipeline.envexpand import expand_env
 from pipeline.errors import ConfigError
 from pipeline.queues import OverflowPolicy
@@ -24,6 +25,8 @@ from pipeline.queues import OverflowPolicy
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
 DEFAULT_MODEL = "yolo11n.pt"
 """The model when none is given: COCO's 80 classes, downloaded on first use."""
+OFFLINE_FALLBACK_MODEL = "edgesight-det"
+"""Loaded instead of :data:`DEFAULT_MODEL` where that cannot be downloaded (bundled, trained on generated scenes)."""
 STREAM_ID_PATTERN = r"^[A-Za-z0-9_\-]{1,64}$"
 
 
@@ -462,6 +465,31 @@ class ModelConfig(_Strict):
     """Replay the torch model as CUDA graphs on a GPU."""
     workspace_gb: float = Field(4.0, gt=0, le=256)
     """TensorRT builder workspace."""
+
+    def spec(self, streams: int, conf: float | None = None) -> ModelSpec:
+        """What the engine loads for this model, shared by ``streams`` streams; ``conf``: the detector's own
+        threshold where it differs from :attr:`conf` (tracking takes boxes under it)."""
+        ids = tuple(c for c in self.classes or () if isinstance(c, int))
+        only_ids = self.classes is not None and len(ids) == len(self.classes)
+        return ModelSpec(
+            model=self.path or DEFAULT_MODEL,
+            fallback_model=None if self.path else OFFLINE_FALLBACK_MODEL,
+            imgsz=self.imgsz,
+            conf=self.conf if conf is None else conf,
+            iou=self.iou,
+            max_det=self.max_det,
+            classes=ids if only_ids else None,
+            device=self.device,
+            precision=self.precision,
+            threads=self.threads,
+            max_batch=self.batch_size,
+            streams=streams,
+            cache_dir=Path(self.cache_dir).expanduser() if self.cache_dir else None,
+            calibration=self.calibration,
+            calibration_frames=self.calibration_frames,
+            cuda_graphs=self.cuda_graphs,
+            workspace_gb=self.workspace_gb,
+        )
 
     @model_validator(mode="after")
     def _int8_needs_calibration(self) -> ModelConfig:

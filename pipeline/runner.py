@@ -24,7 +24,7 @@ from engines.registry import load_engine
 from pipeline.analytics.stream import StreamAnalytics
 from pipeline.analytics.tracking import TRACKER_LOW_CONF
 from pipeline.bus import BusPublisher
-from pipeline.config import DEFAULT_MODEL, FacesConfig, PipelineConfig, StreamConfig
+from pipeline.config import FacesConfig, PipelineConfig, StreamConfig
 from pipeline.curve import CurveServer
 from pipeline.errors import ConfigError, EdgesightError, StartupInterrupted
 from pipeline.faces.stage import FaceStage, load_recognizer
@@ -54,7 +54,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-OFFLINE_FALLBACK_MODEL = "edgesight-det"
 """Used, with a warning, when the default cannot be downloaded (a box without internet)."""
 STOP_JOIN_DEADLINE_S = 1.5
 STATE_QUEUE_SIZE = 1024
@@ -131,28 +130,8 @@ def detector_conf(config: PipelineConfig) -> float:
 
 
 def model_spec(config: PipelineConfig) -> ModelSpec:
-    m = config.model
-    ids = tuple(c for c in m.classes or () if isinstance(c, int))
-    only_ids = m.classes is not None and len(ids) == len(m.classes)
-    return ModelSpec(
-        model=m.path or DEFAULT_MODEL,
-        fallback_model=None if m.path else OFFLINE_FALLBACK_MODEL,
-        imgsz=m.imgsz,
-        conf=detector_conf(config),
-        iou=m.iou,
-        max_det=m.max_det,
-        classes=ids if only_ids else None,
-        device=m.device,
-        precision=m.precision,
-        threads=m.threads,
-        max_batch=m.batch_size,
-        streams=len(config.streams),
-        cache_dir=Path(m.cache_dir).expanduser() if m.cache_dir else None,
-        calibration=m.calibration,
-        calibration_frames=m.calibration_frames,
-        cuda_graphs=m.cuda_graphs,
-        workspace_gb=m.workspace_gb,
-    )
+    """The engine's spec: the model config's, with the detector's own threshold (see :func:`detector_conf`)."""
+    return config.model.spec(len(config.streams), detector_conf(config))
 
 
 class Pipeline:

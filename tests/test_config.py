@@ -122,3 +122,28 @@ def test_policy_defaults_follow_the_source() -> None:
         "r": OverflowPolicy.DROP_OLDEST,
         "o": OverflowPolicy.BLOCK,
     }
+
+
+def test_the_model_config_builds_the_engines_spec() -> None:
+    from pipeline.runner import model_spec
+
+    model = {"path": "m.pt", "imgsz": 320, "conf": 0.4, "iou": 0.5, "max_det": 20, "classes": [0, 2], "device": "cpu"}
+    model |= {"batch_size": 4, "threads": 2, "cache_dir": "~/engines", "cuda_graphs": False, "workspace_gb": 2}
+    streams = [{"id": f"s{i}", "source": "synthetic://"} for i in range(3)]
+    config = build_config({"streams": streams, "model": model, "tracking": {"enabled": False}}, "t")
+    spec = config.model.spec(len(config.streams))
+    assert (spec.model, spec.fallback_model, spec.imgsz, spec.conf, spec.iou, spec.max_det) == (
+        "m.pt",
+        None,
+        320,
+        0.4,
+        0.5,
+        20,
+    )
+    assert (spec.classes, spec.device, spec.max_batch, spec.threads, spec.streams) == ((0, 2), "cpu", 4, 2, 3)
+    assert spec.cache_dir is not None and "~" not in str(spec.cache_dir) and not spec.cuda_graphs
+    assert model_spec(config) == spec, "without tracking the detector keeps model.conf"
+    tracked = build_config({"streams": streams, "model": model}, "t")
+    assert model_spec(tracked).conf < 0.4, "with tracking the detector also hands low boxes to the tracker"
+    default = build_config({"streams": streams, "model": {"classes": ["person", 0]}}, "t").model.spec(3)
+    assert (default.model, default.fallback_model, default.classes) == ("yolo11n.pt", "edgesight-det", None)
