@@ -17,12 +17,22 @@ import sys
 import threading
 import time
 import traceback
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from pipeline.config import DEFAULT_ENDPOINT, DEFAULT_MODEL, PipelineConfig, build_config, load_config, parse_source
+from engines.registry import BACKENDS
+from pipeline.config import (
+    DEFAULT_ENDPOINT,
+    DEFAULT_MODEL,
+    ModelConfig,
+    PipelineConfig,
+    build_config,
+    load_config,
+    parse_source,
+)
 from pipeline.errors import EdgesightError, StartupInterrupted
 from pipeline.faces.cli import add_faces_parser, cmd_faces
 from pipeline.secrecy import RedactingFilter, redact
@@ -38,8 +48,10 @@ EXIT_BAD_INPUT = 2
 DEMO_VIDEO = "edgesight-demo.mp4"
 DEMO_MODEL = "edgesight-det"
 """The demo's model: bundled, so the demo runs offline."""
-ENGINES = ["auto", "tensorrt", "torch", "onnxruntime"]
-PRECISIONS = ["auto", "fp32", "fp16", "int8"]
+ENGINES = ["auto", *BACKENDS]
+"""``--engine``'s choices: the registry's backends."""
+PRECISIONS = list(typing.get_args(ModelConfig.model_fields["precision"].annotation))
+DEVICES = list(typing.get_args(ModelConfig.model_fields["device"].annotation))
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -57,7 +69,7 @@ def _add_run_overrides(p: argparse.ArgumentParser, default_model: str | None) ->
     )
     p.add_argument("--publish", metavar="ENDPOINT", help=f"ZeroMQ endpoint to bind (default {DEFAULT_ENDPOINT})")
     p.add_argument("--max-frames", type=int, metavar="N", help="stop each stream after N frames")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="inference device")
+    p.add_argument("--device", choices=DEVICES, help="inference device")
     p.add_argument("--engine", choices=ENGINES, help="inference backend (default auto: the fastest that loads)")
     p.add_argument("--precision", choices=PRECISIONS, help="auto: fp16 on a GPU, fp32 on the CPU")
     p.add_argument("--imgsz", type=int, help="model input size (multiple of 32)")

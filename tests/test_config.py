@@ -147,3 +147,17 @@ def test_the_model_config_builds_the_engines_spec() -> None:
     assert model_spec(tracked).conf < 0.4, "with tracking the detector also hands low boxes to the tracker"
     default = build_config({"streams": streams, "model": {"classes": ["person", 0]}}, "t").model.spec(3)
     assert (default.model, default.fallback_model, default.classes) == ("yolo11n.pt", "edgesight-det", None)
+
+
+def test_the_engines_a_config_and_the_command_accept_are_the_registrys() -> None:
+    import typing
+
+    from engines.registry import BACKENDS
+    from pipeline.cli import ENGINES, build_parser
+    from pipeline.config import ModelConfig
+
+    assert typing.get_args(ModelConfig.model_fields["engine"].annotation) == ("auto", *BACKENDS)
+    assert ["auto", *BACKENDS] == ENGINES
+    run = build_parser()._subparsers._group_actions[0].choices["run"]  # type: ignore[union-attr]
+    engine = next(a for a in run._actions if "--engine" in a.option_strings)
+    assert list(engine.choices) == ENGINES  # type: ignore[arg-type]
