@@ -14,7 +14,7 @@ import time
 from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pipeline.runner import Pipeline
+    from pipeline.view import PipelineView
 
 BAR_WIDTH = 20
 
@@ -31,7 +31,7 @@ def progress_bar(done: int, total: int | None) -> str:
 class LiveView:
     """Renders the pipeline's streams; :meth:`draw` writes them (in place on a terminal)."""
 
-    def __init__(self, pipeline: Pipeline, out: IO[str]) -> None:
+    def __init__(self, pipeline: PipelineView, out: IO[str]) -> None:
         self._pipeline = pipeline
         self._out = out
         self._tty = bool(getattr(out, "isatty", lambda: False)())

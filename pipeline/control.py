@@ -21,7 +21,7 @@ from pipeline.errors import EdgesightError, PublishError
 from pipeline.secrecy import redact_json
 
 if TYPE_CHECKING:
-    from pipeline.runner import Pipeline
+    from pipeline.view import PipelineControl
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ POLL_MS = 200
 class ControlServer:
     """Answers control requests in a thread, one at a time (adding a stream opens its source first)."""
 
-    def __init__(self, pipeline: Pipeline, endpoint: str, curve: CurveServer | None = None) -> None:
+    def __init__(self, pipeline: PipelineControl, endpoint: str, curve: CurveServer | None = None) -> None:
         self._pipeline = pipeline
         self._ctx = ServerContext(curve)
         self._sock = self._ctx.socket(zmq.REP)

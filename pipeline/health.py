@@ -25,7 +25,7 @@ from pipeline.secrecy import redact_json
 
 if TYPE_CHECKING:
     from pipeline.metrics import NullMetrics, PrometheusMetrics
-    from pipeline.runner import Pipeline
+    from pipeline.view import PipelineView
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ ONLINE_STATES = ("online", "running")
 STATUS_FILE_INTERVAL_S = 5.0
 
 
-def health(pipeline: Pipeline, stale_after_s: float) -> dict[str, Any]:
+def health(pipeline: PipelineView, stale_after_s: float) -> dict[str, Any]:
     """``healthy``: no stage failed, and every processing stage (not capture: cameras have their own
     supervision) went round its loop within ``stale_after_s``."""
     now = time.monotonic()
@@ -48,7 +48,7 @@ def health(pipeline: Pipeline, stale_after_s: float) -> dict[str, Any]:
     return {"healthy": pipeline.failure is None and not stuck, "failure": pipeline.failure, "stuck": stuck}
 
 
-def readiness(pipeline: Pipeline, ready_share: float) -> dict[str, Any]:
+def readiness(pipeline: PipelineView, ready_share: float) -> dict[str, Any]:
     """``ready``: the engine is loaded and at least ``ready_share`` of the streams are online (or running)."""
     streams = pipeline.stream_states()
     online = sum(s.state in ONLINE_STATES for s in streams)
@@ -66,7 +66,7 @@ class HealthServer:
 
     def __init__(
         self,
-        pipeline: Pipeline,
+        pipeline: PipelineView,
         metrics: PrometheusMetrics | NullMetrics,
         host: str,
         port: int,
@@ -103,7 +103,7 @@ class HealthServer:
 class StatusFile:
     """Writes health and readiness to a JSON file every few seconds (atomically: write, then rename)."""
 
-    def __init__(self, pipeline: Pipeline, path: Path, ready_share: float, stale_after_s: float) -> None:
+    def __init__(self, pipeline: PipelineView, path: Path, ready_share: float, stale_after_s: float) -> None:
         self.path = path
         self._pipeline = pipeline
         self._ready_share = ready_share

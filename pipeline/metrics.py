@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pipeline.runner import Pipeline
+    from pipeline.view import PipelineView
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 STAGE_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -27,7 +27,7 @@ STATES = ("connecting", "online", "reconnecting", "offline", "running", "ended")
 class NullMetrics:
     """Metrics off: attaches nothing, exports nothing."""
 
-    def attach(self, pipeline: Pipeline) -> None:
+    def attach(self, pipeline: PipelineView) -> None:
         pass
 
     def exposition(self) -> bytes:
@@ -55,9 +55,9 @@ class PrometheusMetrics:
             buckets=STAGE_BUCKETS,
             registry=self.registry,
         )
-        self._pipeline: Pipeline | None = None
+        self._pipeline: PipelineView | None = None
 
-    def attach(self, pipeline: Pipeline) -> None:
+    def attach(self, pipeline: PipelineView) -> None:
         """Hook the histograms into a started pipeline and register the collector that reads the rest."""
         self._pipeline = pipeline
         for thread in pipeline.stages:
@@ -90,7 +90,7 @@ def _stage_name(thread_name: str) -> str:
 class _PipelineCollector:
     """Reads the pipeline's counters at scrape time."""
 
-    def __init__(self, pipeline: Pipeline) -> None:
+    def __init__(self, pipeline: PipelineView) -> None:
         self._pipeline = pipeline
 
     def describe(self) -> list[Any]:

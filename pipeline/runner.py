@@ -47,6 +47,7 @@ from pipeline.stages import (
     StreamAdded,
 )
 from pipeline.supervision import StateChange, SupervisedSource
+from pipeline.view import StreamState
 
 if TYPE_CHECKING:
     from pipeline.preview import PreviewServer
@@ -636,23 +637,6 @@ class Pipeline:
             drops=drops,
         )
 
-    @dataclass(frozen=True, slots=True)
-    class StreamState:
-        """One stream as metrics and health checks see it."""
-
-        stream_id: str
-        state: str
-        """A live source's supervision state, else ``running`` or ``ended``."""
-        captured: int
-        published: int
-        reconnects: int
-        drops: dict[str, int]
-        total: int | None = None
-        """Frames the stream will take: what the source holds (files, folders, scenes), capped by ``max_frames``;
-        ``None`` for a live source without ``max_frames``."""
-        latency_ms: float = 0.0
-        """Capture→publish latency of the stream's last published frame."""
-
     def stream_states(self) -> list[StreamState]:
         """Each stream's state and counters now (cheap; read by metrics scrapes and health checks)."""
         publish = self._publish
@@ -663,7 +647,7 @@ class Pipeline:
             ended = publish is not None and sid in publish.ended
             state = "ended" if ended else getattr(source, "state", None) or "running"
             out.append(
-                Pipeline.StreamState(
+                StreamState(
                     sid,
                     state,
                     capture.frames,

@@ -60,7 +60,7 @@ def make_source(config: SourceConfig) -> Source:
     """Build (but do not open) the source a config describes."""
     source: Source
     if isinstance(config, (FileSourceConfig, WebcamSourceConfig, UrlSourceConfig)) and config.decode_process:
-        return ProcessSource(_in_child(config), on_gpu=config.decode_process == "gpu")
+        return ProcessSource(_in_child(config), make_source, on_gpu=config.decode_process == "gpu")
     if isinstance(config, FileSourceConfig):
         source = LoopingSource(lambda: _file_source(config)) if config.loop else _file_source(config)
         return PacedSource(source) if config.realtime else source

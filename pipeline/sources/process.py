@@ -42,10 +42,13 @@ import numpy as np
 from engines.base import FrameFormat
 from engines.yuv import PixelLayout
 from pipeline.errors import PermanentSourceError, SourceError
-from pipeline.sources.base import RawFrame
+from pipeline.sources.base import RawFrame, Source
 
 if TYPE_CHECKING:
     from pipeline.config import SourceConfig
+
+SourceMaker = Callable[["SourceConfig"], Source]
+"""Builds an (unopened) source from its config: :func:`pipeline.sources.make_source`."""
 
 log = logging.getLogger(__name__)
 
@@ -156,11 +159,12 @@ class ProcessSource:
     """``config``'s source, run in a child process; ``read`` returns copies of the frames it decoded (``on_gpu``:
     views of them in a ring on the GPU)."""
 
-    def __init__(self, config: SourceConfig, slots: int | None = None, on_gpu: bool = False) -> None:
-        from pipeline.sources import make_source
-
+    def __init__(self, config: SourceConfig, make: SourceMaker, slots: int | None = None, on_gpu: bool = False) -> None:
         self._config = config
-        probe = make_source(config)  # not opened: only its name and kind
+        self._make = make
+        """Builds the source from ``config``, here and in the child (a module-level function: it is pickled by
+        name, and the child imports it)."""
+        probe = make(config)  # not opened: only its name and kind
         self.description: str = probe.description
         self.live: bool = probe.live
         self.total_frames: int | None = None
@@ -194,7 +198,7 @@ class ProcessSource:
         self._announced = _Announcements(ctx, self._slots + 2)
         self._process = ctx.Process(
             target=serve,
-            args=(self._config, child, self._free, self._announced, self._stop),
+            args=(self._make, self._config, child, self._free, self._announced, self._stop),
             name=f"edgesight-decode {self.description}",
             daemon=True,
         )
@@ -356,15 +360,16 @@ class ProcessSource:
 
 
 # -- the child's side ----------------------------------------------------------------------------
-def serve(config: SourceConfig, conn: Connection, free: _FreeSlots, announced: _Announcements, stop: Event) -> None:
-    """Open ``config``'s source, then decode into the ring the parent names, until the end or ``stop``."""
+def serve(
+    make: SourceMaker, config: SourceConfig, conn: Connection, free: _FreeSlots, announced: _Announcements, stop: Event
+) -> None:
+    """Open ``config``'s source (built by ``make``), then decode into the ring the parent names, until the end or
+    ``stop``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the parent stops us
     # Terminated (a stop that took too long): unwind, so a ring on the GPU is let go of and the parent's CUDA
     # memory can be freed (a killed child's share of it stays held until the pipeline's process exits).
     signal.signal(signal.SIGTERM, _exit_now)
-    from pipeline.sources import make_source
-
-    source = make_source(config)
+    source = make(config)
     ring: _HostSlots | _DeviceSlots | None = None
     try:
         source.open()
