@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from pipeline.stages import StageThread
     from pipeline.view import PipelineView
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -28,6 +29,9 @@ class NullMetrics:
     """Metrics off: attaches nothing, exports nothing."""
 
     def attach(self, pipeline: PipelineView) -> None:
+        pass
+
+    def observe_stage(self, thread: StageThread) -> None:
         pass
 
     def exposition(self) -> bytes:
@@ -61,8 +65,7 @@ class PrometheusMetrics:
         """Hook the histograms into a started pipeline and register the collector that reads the rest."""
         self._pipeline = pipeline
         for thread in pipeline.stages:
-            stage = _stage_name(thread.name)
-            thread.clock.observer = self.stage_time.labels(stage).observe
+            self.observe_stage(thread)
         publish = pipeline.publisher
         if publish is not None:
             children = {sid: self.latency.labels(sid) for sid in publish.stream_ids}
@@ -75,6 +78,11 @@ class PrometheusMetrics:
 
             publish.on_latency = observe
         self.registry.register(_PipelineCollector(pipeline))
+
+    def observe_stage(self, thread: StageThread) -> None:
+        """Feed ``thread``'s time per frame into the stage histogram (each stage at attach, and a stream's capture
+        thread when the stream is added at run time)."""
+        thread.clock.observer = self.stage_time.labels(_stage_name(thread.name)).observe
 
     def exposition(self) -> bytes:
         from prometheus_client import generate_latest

@@ -197,6 +197,11 @@ class FanIn(Generic[T]):
         """The event every queue of this fan-in sets when it gets an item (new queues must share it)."""
         return self._ready
 
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The queues read now, by name."""
+        return tuple(q.name for q in self._queues)
+
     def add(self, queue: BoundedQueue[T]) -> None:
         self._queues = [*self._queues, queue]  # a new list: a concurrent scan keeps its own
 
@@ -218,5 +223,7 @@ class FanIn(Generic[T]):
             item = q.get_nowait()
             if item is not None:
                 self._next = (self._next + k + 1) % n
+                if isinstance(item, EndOfStream):
+                    self.remove(q)  # its stream's last item: read no more (a stream removed at run time is gone)
                 return item
         return None

@@ -30,6 +30,7 @@ from pipeline.errors import ConfigError, EdgesightError, StartupInterrupted
 from pipeline.faces.stage import FaceStage, load_recognizer
 from pipeline.imageops import ImageOps, build_ops
 from pipeline.messages import MaskFormat
+from pipeline.metrics import NullMetrics, PrometheusMetrics
 from pipeline.motion import MotionGate
 from pipeline.queues import BoundedQueue, FanIn, OverflowPolicy, StreamCount
 from pipeline.recorder import FrameSink
@@ -55,11 +56,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-"""Used, with a warning, when the default cannot be downloaded (a box without internet)."""
 STOP_JOIN_DEADLINE_S = 1.5
+"""All stage threads together get this long to finish after ``stop()``."""
 STATE_QUEUE_SIZE = 1024
 """Source state changes waiting for the publish stage (a handful per reconnect)."""
-"""All stage threads together get this long to finish after ``stop()``."""
 
 SourceFactory = Callable[[Any], Source]
 EngineFactory = Callable[[ModelSpec, str], DetectionEngine]
@@ -162,7 +162,6 @@ class Pipeline:
         self._captures: list[CaptureStage] = []
         self._threads: list[StageThread] = []
         self._preprocess: list[PreprocessStage] = []
-        self._capture_queues: list[BoundedQueue[Any]] = []
         self._prepared: BoundedQueue[Any] | None = None
         self._results: BoundedQueue[Any] | None = None
         self._queues: list[BoundedQueue[Any]] = []
@@ -177,6 +176,8 @@ class Pipeline:
         """The health server and status file, closed with the pipeline."""
         self.metrics_port: int | None = None
         """The port actually serving metrics (``metrics.port: 0`` picks a free one)."""
+        self.metrics: NullMetrics | PrometheusMetrics = NullMetrics()
+        """Prometheus metrics once ``metrics.port`` serves them; until then (or without it) nothing."""
         self._state_changes: BoundedQueue[Any] = BoundedQueue(
             "status", STATE_QUEUE_SIZE, OverflowPolicy.BLOCK, self.stop_event
         )
@@ -340,33 +341,19 @@ class Pipeline:
             source: Source = self._supervised(stream) if stream.supervised else self._source_factory(stream.source)
             source.open()
             worker = self._preprocess[len(self._captures) % len(self._preprocess)]
-            queue: BoundedQueue[Any] = BoundedQueue(
-                f"capture.{stream.id}", stream.capacity, stream.policy, self.stop_event, worker.inputs.ready
-            )
-            self._expect_drops(stream.id, queue)
             worker.streams.add()
             infer = next(t for t in self._threads if isinstance(t, InferStage))
             infer.streams.add()
             if self._secondary is not None:
                 self._secondary.streams.add()
-            analytics = (
-                StreamAnalytics(stream, self.config.tracking, self.config.events, self.config.model.conf)
-                if self.config.tracking.enabled
-                else None
-            )
-            self._state_changes.put(StreamAdded(stream.id, stream.privacy, analytics))
-            if stream.preprocess:
-                self.image_ops[stream.id] = worker.image_ops[stream.id] = build_ops(stream.preprocess)
-            if stream.motion is not None and stream.motion.enabled:
-                self.motion_gates[stream.id] = worker.motion[stream.id] = MotionGate(stream.motion)
+            self._state_changes.put(StreamAdded(stream.id, stream.privacy, self._analytics_for(stream)))
             if self.preview is not None:
                 self.preview.add_stream(stream, self.config.preview.processed)
-            worker.inputs.add(queue)
-            capture = CaptureStage(stream.id, source, queue, self.stop_event, self._fail, stream.max_frames)
-            self._sources[stream.id] = source
-            self._captures = [c for c in self._captures if c.stream_id != stream.id] + [capture]
-            self._queues = [q for q in self._queues if q.name != queue.name] + [queue]
+            self._captures = [c for c in self._captures if c.stream_id != stream.id]
+            self._queues = [q for q in self._queues if q.name != f"capture.{stream.id}"]
+            capture = self._wire_stream(stream, source, worker)
             self._threads.append(capture)
+            self.metrics.observe_stage(capture)
             capture.start()
             log.info("stream '%s': added (%s)", stream.id, source.description)
 
@@ -434,10 +421,10 @@ class Pipeline:
         m = self.config.metrics
         if m.port is not None:
             from pipeline.health import HealthServer
-            from pipeline.metrics import PrometheusMetrics
 
             metrics = PrometheusMetrics()
             metrics.attach(self)
+            self.metrics = metrics
             server = HealthServer(self, metrics, m.host, m.port, m.ready_share, m.stale_after_s)
             server.start()
             self._observers.append(server)
@@ -498,17 +485,21 @@ class Pipeline:
         assert self._prepared is not None and self._results is not None
         cfg = self.config
         workers = self._preprocess_threads()
-        ready = [threading.Event() for _ in range(workers)]
-        self._capture_queues = [
-            BoundedQueue(f"capture.{s.id}", s.capacity, s.policy, self.stop_event, ready[i % workers])
-            for i, s in enumerate(cfg.streams)
-        ]
-        self._queues = [*self._capture_queues, *self._queues]
-        for stream, q in zip(cfg.streams, self._capture_queues, strict=True):
-            self._expect_drops(stream.id, q)
-            self._captures.append(
-                CaptureStage(stream.id, self._sources[stream.id], q, self.stop_event, self._fail, stream.max_frames)
+        self._preprocess = [
+            PreprocessStage(
+                FanIn([], threading.Event()),
+                self.engine,
+                self._prepared,
+                StreamCount(len(cfg.streams[w::workers]), open_ended=self.controlled),
+                self.stop_event,
+                self._fail,
+                name="preprocess" if workers == 1 else f"preprocess-{w}",
+                keep_seen=bool(cfg.secondary),
             )
+            for w in range(workers)
+        ]
+        for i, stream in enumerate(cfg.streams):
+            self._wire_stream(stream, self._sources[stream.id], self._preprocess[i % workers])
         info = self.engine.info
         publish_input = self._start_secondary()
         self._publish = PublishStage(
@@ -522,7 +513,7 @@ class Pipeline:
             cfg.publish.wait_for_subscriber,
             cfg.publish.subscriber_timeout_s,
             self._sink,
-            self._analytics(),
+            {s.id: a for s in cfg.streams if (a := self._analytics_for(s)) is not None},
             cfg.events.thumbnail_quality if cfg.events.thumbnails else None,
             {s.id: s.privacy for s in cfg.streams},
             MaskFormat(**cfg.publish.masks.model_dump()),
@@ -530,34 +521,31 @@ class Pipeline:
             self._state_changes,
         )
         self._publish.open_ended = self.controlled
-        self.image_ops = {s.id: build_ops(s.preprocess) for s in cfg.streams if s.preprocess}
-        self.motion_gates = {s.id: MotionGate(s.motion) for s in cfg.streams if s.motion and s.motion.enabled}
-        self._preprocess = []
-        for w in range(workers):
-            mine = self._capture_queues[w::workers]
-            self._preprocess.append(
-                PreprocessStage(
-                    FanIn(mine, ready[w]),
-                    self.engine,
-                    self._prepared,
-                    StreamCount(len(mine), open_ended=self.controlled),
-                    self.stop_event,
-                    self._fail,
-                    name="preprocess" if workers == 1 else f"preprocess-{w}",
-                    image_ops=self.image_ops,
-                    motion=self.motion_gates,
-                    keep_seen=bool(cfg.secondary),
-                )
-            )
         faces = [self._faces] if self._faces is not None else []
         secondary = [self._secondary] if self._secondary is not None else []
         self._threads = [self._publish, *faces, *secondary, *self._threads, *self._preprocess, *self._captures]
 
-    def _analytics(self) -> dict[str, StreamAnalytics]:
+    def _analytics_for(self, stream: StreamConfig) -> StreamAnalytics | None:
         cfg = self.config
-        if not cfg.tracking.enabled:
-            return {}
-        return {s.id: StreamAnalytics(s, cfg.tracking, cfg.events, cfg.model.conf) for s in cfg.streams}
+        return StreamAnalytics(stream, cfg.tracking, cfg.events, cfg.model.conf) if cfg.tracking.enabled else None
+
+    def _wire_stream(self, stream: StreamConfig, source: Source, worker: PreprocessStage) -> CaptureStage:
+        """One stream's capture queue, image operations, motion gate and capture thread, read by ``worker``: the
+        same for a stream configured at start-up and one added at run time (whose thread the caller starts)."""
+        queue: BoundedQueue[Any] = BoundedQueue(
+            f"capture.{stream.id}", stream.capacity, stream.policy, self.stop_event, worker.inputs.ready
+        )
+        self._expect_drops(stream.id, queue)
+        if stream.preprocess:
+            self.image_ops[stream.id] = worker.image_ops[stream.id] = build_ops(stream.preprocess)
+        if stream.motion is not None and stream.motion.enabled:
+            self.motion_gates[stream.id] = worker.motion[stream.id] = MotionGate(stream.motion)
+        worker.inputs.add(queue)
+        capture = CaptureStage(stream.id, source, queue, self.stop_event, self._fail, stream.max_frames)
+        self._sources[stream.id] = source
+        self._captures.append(capture)
+        self._queues.append(queue)
+        return capture
 
     def _fail(self, stage: str, exc: BaseException) -> None:
         log.debug("stage %s failed", stage, exc_info=exc)

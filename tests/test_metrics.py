@@ -240,3 +240,50 @@ def test_metrics_port_from_the_command_line(arch_weights: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
+
+
+def test_a_stream_added_at_run_time_is_wired_as_at_start_and_removed_completely() -> None:
+    """Its capture thread feeds the stage histogram and its frames their series; once removed, its source is let
+    go of, its preprocess thread reads its queue no more, and the rest keeps running."""
+    config = {
+        "streams": [{"id": "first", "source": "synthetic://?frames=5&width=96&height=64"}],
+        "publish": {"endpoint": f"tcp://127.0.0.1:{free_port()}"},
+        "control": {"endpoint": f"tcp://127.0.0.1:{free_port()}"},
+        "metrics": {"port": 0},
+        "tracking": {"enabled": False},
+    }
+    pipeline = running(config, FakeEngine())
+    try:
+        port = pipeline.metrics_port
+        assert port
+        state = {s.stream_id: s for s in pipeline.stream_states()}
+        deadline = time.monotonic() + 30
+        while state["first"].state != "ended" and time.monotonic() < deadline:
+            time.sleep(0.05)
+            state = {s.stream_id: s for s in pipeline.stream_states()}
+        capture = (("stage", "capture"),)
+        before = samples(get(port, "/metrics")[1])[("edgesight_stage_seconds_count", capture)]
+        late = {"id": "late", "source": "synthetic://?frames=100000&width=96&height=64", "preprocess": [{"op": "flip"}]}
+        pipeline.add_stream(StreamConfig.model_validate(late))
+        while state.get("late") is None or state["late"].published < 30:
+            assert time.monotonic() < deadline + 30, "the added stream published too little"
+            time.sleep(0.05)
+            state = {s.stream_id: s for s in pipeline.stream_states()}
+        got = samples(get(port, "/metrics")[1])
+        assert got[("edgesight_stage_seconds_count", capture)] >= before + 30, "its capture thread is timed"
+        assert got[("edgesight_frames_published_total", (("stream", "late"),))] >= 30
+        assert got[("edgesight_image_op_frames_total", (("stream", "late"),))] >= 30
+        readers = [t for t in pipeline.stages if t.name.startswith("preprocess")]
+        assert any("capture.late" in t.inputs.names for t in readers)  # type: ignore[attr-defined]
+        pipeline.remove_stream("late")
+        while state["late"].state != "ended":
+            assert time.monotonic() < deadline + 60, "the removed stream never ended"
+            time.sleep(0.05)
+            state = {s.stream_id: s for s in pipeline.stream_states()}
+        assert not any("capture.late" in t.inputs.names for t in readers), "its queue is read no more"  # type: ignore[attr-defined]
+        source = next(t for t in pipeline.stages if t.name == "capture-late").source  # type: ignore[attr-defined]
+        assert source._index == source.frames, "its source was released (a synthetic one jumps to its end)"
+        assert not pipeline.wait(0.2), "the pipeline keeps running without it"
+    finally:
+        pipeline.stop()
+        pipeline.close()
