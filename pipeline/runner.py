@@ -11,20 +11,24 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engines.base import DetectionEngine, EngineInfo, FrameFormat, ModelSpec
+from engines.base import DetectionEngine, FrameFormat, ModelSpec
 from engines.registry import load_engine
 from pipeline.analytics.stream import StreamAnalytics
-from pipeline.analytics.tracking import TRACKER_LOW_CONF
+from pipeline.assembly import (
+    check_faces_model,
+    face_detector_loader,
+    model_spec,
+    preprocess_threads,
+    warmup_formats,
+)
 from pipeline.bus import BusPublisher
-from pipeline.config import FacesConfig, PipelineConfig, StreamConfig
+from pipeline.config import PipelineConfig, StreamConfig
 from pipeline.curve import CurveServer
 from pipeline.errors import ConfigError, EdgesightError, StartupInterrupted
 from pipeline.faces.stage import FaceStage, load_recognizer
@@ -34,8 +38,8 @@ from pipeline.metrics import NullMetrics, PrometheusMetrics
 from pipeline.motion import MotionGate
 from pipeline.queues import BoundedQueue, FanIn, OverflowPolicy, StreamCount
 from pipeline.recorder import FrameSink
+from pipeline.report import Progress, RunReport, StreamReport, frames_to_take, percentiles
 from pipeline.sources import Source, make_source
-from pipeline.sources.base import frame_format
 from pipeline.sources.opening import open_all
 from pipeline.stages import (
     CaptureStage,
@@ -63,76 +67,6 @@ STATE_QUEUE_SIZE = 1024
 
 SourceFactory = Callable[[Any], Source]
 EngineFactory = Callable[[ModelSpec, str], DetectionEngine]
-
-
-@dataclass(frozen=True)
-class StreamReport:
-    stream_id: str
-    frames: int
-    published: int
-    error: str | None
-    stopped: bool
-    drops: dict[str, int] = field(default_factory=dict)
-    """Dropped frames by queue name."""
-    refused: bool = False
-    """The source refused for good before its first frame (a wrong path or password): bad input."""
-
-
-@dataclass(frozen=True)
-class RunReport:
-    streams: tuple[StreamReport, ...]
-    elapsed_s: float
-    engine: EngineInfo
-    failure: str | None = None
-    stage_ms: dict[str, float] = field(default_factory=dict)
-    """Busy time per frame of each stage (capture is decode/read time)."""
-    latency_ms: dict[str, float] = field(default_factory=dict)
-    """Capture→publish latency percentiles (p50, p90, p99, max)."""
-    mean_batch: float = 1.0
-    queue_peaks: dict[str, int] = field(default_factory=dict)
-    """The most items each queue held at once (a queue at its bound means the next stage is the bottleneck)."""
-    face_frames: int = 0
-    """Frames the face thread processed (``faces`` config)."""
-
-    @property
-    def ok(self) -> bool:
-        return self.failure is None and all(s.error is None for s in self.streams)
-
-    @property
-    def frames_published(self) -> int:
-        return sum(s.published for s in self.streams)
-
-
-@dataclass(frozen=True)
-class Progress:
-    published: int
-    elapsed_s: float
-    latency_ms: float
-    objects: int
-    drops: int
-
-
-PERCENTILES = (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))
-MAX_GPU_PREPROCESS_THREADS = 4
-MAX_WARMUP_FORMATS = 3
-"""Frame formats the model is warmed up on at most (each costs start-up time, and a CUDA graph per batch size,
-which leaves room in the graph cache for the shapes no warm-up foresaw)."""
-
-
-def detector_conf(config: PipelineConfig) -> float:
-    """The detector's own threshold: with tracking on, low-confidence boxes go to the tracker too.
-
-    ByteTrack keeps a track through occlusion and blur by matching it to boxes
-    under the publishing threshold; only boxes at or over ``model.conf`` are published.
-    """
-    if config.tracking.enabled:
-        return min(config.model.conf, TRACKER_LOW_CONF)
-    return config.model.conf
-
-
-def model_spec(config: PipelineConfig) -> ModelSpec:
-    """The engine's spec: the model config's, with the detector's own threshold (see :func:`detector_conf`)."""
-    return config.model.spec(len(config.streams), detector_conf(config))
 
 
 class Pipeline:
@@ -210,7 +144,7 @@ class Pipeline:
             except BaseException as exc:
                 formats.set_exception(exc)
                 raise
-            formats.set_result(self._warmup_formats())
+            formats.set_result(warmup_formats(self.config.streams, self._sources))
             self._await_engine(infer, formats)
             self._start_faces()
             self._start_preview()
@@ -248,24 +182,6 @@ class Pipeline:
         results: BoundedQueue[Any] = BoundedQueue("results", size, OverflowPolicy.BLOCK, self.stop_event)
         self._prepared, self._results = prepared, results
         self._queues = [prepared, results, self._state_changes]
-
-    def _preprocess_threads(self) -> int:
-        assert self.engine is not None
-        if self.config.preprocess_threads:
-            return min(self.config.preprocess_threads, len(self.config.streams))
-        if self.engine.info.device.startswith("cuda"):
-            return min(len(self.config.streams), MAX_GPU_PREPROCESS_THREADS)
-        return 1
-
-    def _warmup_formats(self) -> list[FrameFormat]:
-        """The frame formats the model will see first: those of the opened sources whose frames reach it as they
-        are (no image operations before it), most streams first, at most :data:`MAX_WARMUP_FORMATS`."""
-        seen = Counter(
-            fmt
-            for stream in self.config.streams
-            if not stream.preprocess and (fmt := frame_format(self._sources.get(stream.id))) is not None
-        )
-        return [fmt for fmt, _ in seen.most_common(MAX_WARMUP_FORMATS)]
 
     def _launch_engine(self) -> tuple[InferStage, Future[list[FrameFormat]]]:
         """Start the infer thread, which loads the engine while the sources open, then warms it up on the frame
@@ -443,14 +359,7 @@ class Pipeline:
         if faces is None:
             return
         assert self.engine is not None
-        names = set(self.engine.info.names.values())
-        if faces.detector is None and "face" not in names:
-            raise ConfigError(
-                f"faces: model '{self.engine.info.model}' finds no faces (its labels: {', '.join(sorted(names))}); "
-                "set faces.detector (e.g. mtcnn) or run a face model"
-            )
-        if faces.search == "persons" and "person" not in names:
-            raise ConfigError(f"faces.search: persons needs a model that finds persons, not '{self.engine.info.model}'")
+        check_faces_model(faces, self.engine.info)
         jobs: BoundedQueue[Any] = BoundedQueue("faces.jobs", 1, OverflowPolicy.DROP_OLDEST, self.stop_event)
         results: BoundedQueue[Any] = BoundedQueue("faces.results", 64, OverflowPolicy.BLOCK, self.stop_event)
         stage = FaceStage(
@@ -459,7 +368,7 @@ class Pipeline:
             faces,
             self.stop_event,
             self._fail,
-            detector=self._face_detector_loader(faces),
+            detector=face_detector_loader(faces, self.config.model.device),
             recognizer=(lambda: load_recognizer(faces, self.config.model.device)) if faces.recognize else None,
         )
         stage.load()
@@ -474,17 +383,11 @@ class Pipeline:
         if self._face_link is not None:
             self._face_link.jobs.expect(stream_id)
 
-    def _face_detector_loader(self, faces: FacesConfig) -> Callable[[], DetectionEngine] | None:
-        if faces.detector is None:
-            return None
-        spec = ModelSpec(model=faces.detector, conf=faces.conf, device=self.config.model.device, max_batch=1)
-        return lambda: load_engine(spec, "auto")
-
     def _build_stages(self) -> None:
         assert self.engine is not None and self.bus is not None
         assert self._prepared is not None and self._results is not None
         cfg = self.config
-        workers = self._preprocess_threads()
+        workers = preprocess_threads(cfg, self.engine.info)
         self._preprocess = [
             PreprocessStage(
                 FanIn([], threading.Event()),
@@ -642,7 +545,7 @@ class Pipeline:
                     publish.seq.get(sid, 0) if publish else 0,
                     int(getattr(source, "reconnects", 0)),
                     self._drops(sid),
-                    _frames_to_take(getattr(source, "total_frames", None), capture.max_frames),
+                    frames_to_take(getattr(source, "total_frames", None), capture.max_frames),
                     publish.latency_ms_by_stream.get(sid, 0.0) if publish else 0.0,
                 )
             )
@@ -710,19 +613,3 @@ class Pipeline:
             queue_peaks={q.name: q.high_water for q in self._queues},
             face_frames=self._faces.clock.items if self._faces is not None else 0,
         )
-
-
-def _frames_to_take(total: int | None, max_frames: int | None) -> int | None:
-    """The smaller of a source's length and a stream's ``max_frames``, where known."""
-    known = [n for n in (total, max_frames) if n is not None]
-    return min(known) if known else None
-
-
-def percentiles(values: Sequence[float]) -> dict[str, float]:
-    """p50, p90, p99 and max of ``values`` (empty when there are none)."""
-    if not values:
-        return {}
-    ordered = sorted(values)
-    out = {name: ordered[min(len(ordered) - 1, int(q * len(ordered)))] for name, q in PERCENTILES}
-    out["max"] = ordered[-1]
-    return {name: round(v, 2) for name, v in out.items()}
