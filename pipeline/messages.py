@@ -274,4 +274,9 @@ class EndOfStream:
     stopped: bool = False
 
 
-QueueItem = Frame | PreparedFrame | FrameResult | EndOfStream
+CaptureItem = Frame | EndOfStream
+"""What a capture queue holds: a stream's frames, then its end."""
+PreparedItem = PreparedFrame | EndOfStream
+"""What the model's input queue holds (a still frame motion gating kept from the model is a PreparedFrame too)."""
+ResultItem = FrameResult | EndOfStream
+"""What the results queues hold, on the way to the publish stage."""

@@ -14,7 +14,7 @@ import threading
 from collections import Counter, deque
 from collections.abc import Sequence
 from enum import Enum
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from pipeline.messages import EndOfStream
 
@@ -153,6 +153,19 @@ class BoundedQueue(Generic[T]):
             self._not_full.notify_all()
         if self._ready is not None:
             self._ready.set()
+
+
+class QueueView(Protocol):
+    """A queue of any item type, as reports and metrics read it."""
+
+    name: str
+    high_water: int
+
+    def __len__(self) -> int: ...
+
+    def drops(self) -> dict[str, int]: ...
+
+    def wake(self) -> None: ...
 
 
 class StreamCount:

@@ -31,12 +31,13 @@ from pipeline.bus import BusPublisher
 from pipeline.config import PipelineConfig, StreamConfig
 from pipeline.curve import CurveServer
 from pipeline.errors import ConfigError, EdgesightError, StartupInterrupted
+from pipeline.faces.messages import FaceJob, FaceResult
 from pipeline.faces.stage import FaceStage, load_recognizer
 from pipeline.imageops import ImageOps, build_ops
-from pipeline.messages import MaskFormat
+from pipeline.messages import CaptureItem, MaskFormat, PreparedItem, ResultItem
 from pipeline.metrics import NullMetrics, PrometheusMetrics
 from pipeline.motion import MotionGate
-from pipeline.queues import BoundedQueue, FanIn, OverflowPolicy, StreamCount
+from pipeline.queues import BoundedQueue, FanIn, OverflowPolicy, QueueView, StreamCount
 from pipeline.recorder import FrameSink
 from pipeline.report import Progress, RunReport, StreamReport, frames_to_take, percentiles
 from pipeline.sources import Source, make_source
@@ -96,9 +97,9 @@ class Pipeline:
         self._captures: list[CaptureStage] = []
         self._threads: list[StageThread] = []
         self._preprocess: list[PreprocessStage] = []
-        self._prepared: BoundedQueue[Any] | None = None
-        self._results: BoundedQueue[Any] | None = None
-        self._queues: list[BoundedQueue[Any]] = []
+        self._prepared: BoundedQueue[PreparedItem] | None = None
+        self._results: BoundedQueue[ResultItem] | None = None
+        self._queues: list[QueueView] = []
         self._publish: PublishStage | None = None
         self._faces: FaceStage | None = None
         self._secondary: SecondaryStage | None = None
@@ -112,7 +113,7 @@ class Pipeline:
         """The port actually serving metrics (``metrics.port: 0`` picks a free one)."""
         self.metrics: NullMetrics | PrometheusMetrics = NullMetrics()
         """Prometheus metrics once ``metrics.port`` serves them; until then (or without it) nothing."""
-        self._state_changes: BoundedQueue[Any] = BoundedQueue(
+        self._state_changes: BoundedQueue[StateChange | StreamAdded] = BoundedQueue(
             "status", STATE_QUEUE_SIZE, OverflowPolicy.BLOCK, self.stop_event
         )
         """Live sources' state changes, on their way to the publish stage (the only thread that sends)."""
@@ -178,8 +179,8 @@ class Pipeline:
         """The queues between preprocess, infer and publish (resized to two batches once the engine is known)."""
         cfg = self.config
         size = cfg.queue_size
-        prepared: BoundedQueue[Any] = BoundedQueue("prepared", size, OverflowPolicy.BLOCK, self.stop_event)
-        results: BoundedQueue[Any] = BoundedQueue("results", size, OverflowPolicy.BLOCK, self.stop_event)
+        prepared: BoundedQueue[PreparedItem] = BoundedQueue("prepared", size, OverflowPolicy.BLOCK, self.stop_event)
+        results: BoundedQueue[ResultItem] = BoundedQueue("results", size, OverflowPolicy.BLOCK, self.stop_event)
         self._prepared, self._results = prepared, results
         self._queues = [prepared, results, self._state_changes]
 
@@ -282,7 +283,7 @@ class Pipeline:
             capture.remove()
             log.info("stream '%s': removed", stream_id)
 
-    def _start_secondary(self) -> BoundedQueue[Any]:
+    def _start_secondary(self) -> BoundedQueue[ResultItem]:
         """Secondary models (``secondary``) between infer and publish; returns the queue the publisher reads."""
         assert self._results is not None
         cfg = self.config
@@ -291,7 +292,9 @@ class Pipeline:
         from pipeline.secondary import SecondaryStage, load_crop_model
 
         models = [(s, load_crop_model(s, cfg.model.device)) for s in cfg.secondary]
-        out: BoundedQueue[Any] = BoundedQueue("secondary", self._results.maxsize, OverflowPolicy.BLOCK, self.stop_event)
+        out: BoundedQueue[ResultItem] = BoundedQueue(
+            "secondary", self._results.maxsize, OverflowPolicy.BLOCK, self.stop_event
+        )
         self._secondary = SecondaryStage(
             self._results,
             out,
@@ -360,8 +363,8 @@ class Pipeline:
             return
         assert self.engine is not None
         check_faces_model(faces, self.engine.info)
-        jobs: BoundedQueue[Any] = BoundedQueue("faces.jobs", 1, OverflowPolicy.DROP_OLDEST, self.stop_event)
-        results: BoundedQueue[Any] = BoundedQueue("faces.results", 64, OverflowPolicy.BLOCK, self.stop_event)
+        jobs: BoundedQueue[FaceJob] = BoundedQueue("faces.jobs", 1, OverflowPolicy.DROP_OLDEST, self.stop_event)
+        results: BoundedQueue[FaceResult] = BoundedQueue("faces.results", 64, OverflowPolicy.BLOCK, self.stop_event)
         stage = FaceStage(
             jobs,
             results,
@@ -377,7 +380,7 @@ class Pipeline:
         self._face_link = FaceLink(jobs, results, faces.every_n_frames, stage.settled, model)
         self._queues = [*self._queues, jobs, results]
 
-    def _expect_drops(self, stream_id: str, capture: BoundedQueue[Any]) -> None:
+    def _expect_drops(self, stream_id: str, capture: BoundedQueue[CaptureItem]) -> None:
         """Count a new stream's drops from 0 in each queue that can drop its frames (metrics series from the start)."""
         capture.expect(stream_id)
         if self._face_link is not None:
@@ -435,7 +438,7 @@ class Pipeline:
     def _wire_stream(self, stream: StreamConfig, source: Source, worker: PreprocessStage) -> CaptureStage:
         """One stream's capture queue, image operations, motion gate and capture thread, read by ``worker``: the
         same for a stream configured at start-up and one added at run time (whose thread the caller starts)."""
-        queue: BoundedQueue[Any] = BoundedQueue(
+        queue: BoundedQueue[CaptureItem] = BoundedQueue(
             f"capture.{stream.id}", stream.capacity, stream.policy, self.stop_event, worker.inputs.ready
         )
         self._expect_drops(stream.id, queue)

@@ -27,7 +27,7 @@ import numpy as np
 from pipeline.config import SecondaryConfig
 from pipeline.errors import ModelError
 from pipeline.imageops import map_boxes
-from pipeline.messages import EndOfStream, FrameResult, SeenImage
+from pipeline.messages import EndOfStream, FrameResult, ResultItem, SeenImage
 from pipeline.queues import BoundedQueue, StreamCount
 from pipeline.stages import GET_TIMEOUT_S, FailureHandler, StageThread
 
@@ -178,8 +178,8 @@ class SecondaryStage(StageThread):
 
     def __init__(
         self,
-        inp: BoundedQueue[Any],
-        out: BoundedQueue[Any],
+        inp: BoundedQueue[ResultItem],
+        out: BoundedQueue[ResultItem],
         streams: StreamCount,
         models: Sequence[tuple[SecondaryConfig, CropModel]],
         stop: threading.Event,

@@ -5,10 +5,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
 
 from pipeline.errors import PermanentSourceError, SourceError
-from pipeline.messages import EndOfStream, Frame
+from pipeline.messages import CaptureItem, EndOfStream, Frame
 from pipeline.queues import BoundedQueue
 from pipeline.sources import Source
 from pipeline.stages.base import FailureHandler, StageThread
@@ -23,7 +22,7 @@ class CaptureStage(StageThread):
         self,
         stream_id: str,
         source: Source,
-        out: BoundedQueue[Any],
+        out: BoundedQueue[CaptureItem],
         stop: threading.Event,
         on_failure: FailureHandler,
         max_frames: int | None = None,

@@ -16,7 +16,7 @@ from engines.base import DetectionEngine, FrameFormat, PendingDetections
 from engines.masks import InstanceMasks
 from pipeline.errors import ConfigError
 from pipeline.imageops import map_boxes
-from pipeline.messages import EndOfStream, FrameResult, PreparedFrame
+from pipeline.messages import EndOfStream, FrameResult, PreparedFrame, PreparedItem, ResultItem
 from pipeline.queues import BoundedQueue, StreamCount
 from pipeline.stages.base import GET_TIMEOUT_S, FailureHandler, StageThread
 
@@ -62,8 +62,8 @@ class InferStage(StageThread):
 
     def __init__(
         self,
-        inp: BoundedQueue[Any],
-        out: BoundedQueue[Any],
+        inp: BoundedQueue[PreparedItem],
+        out: BoundedQueue[ResultItem],
         streams: int | StreamCount,
         stop: threading.Event,
         on_failure: FailureHandler,

@@ -5,14 +5,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any
 
 import numpy as np
 
 from engines.base import DetectionEngine
 from engines.yuv import to_bgr
 from pipeline.imageops import ImageOps, upload
-from pipeline.messages import EndOfStream, Frame, PreparedFrame, SeenImage
+from pipeline.messages import CaptureItem, EndOfStream, Frame, PreparedFrame, PreparedItem, SeenImage
 from pipeline.motion import MotionGate
 from pipeline.queues import BoundedQueue, FanIn, StreamCount
 from pipeline.stages.base import GET_TIMEOUT_S, FailureHandler, StageThread
@@ -27,9 +26,9 @@ class PreprocessStage(StageThread):
 
     def __init__(
         self,
-        inputs: FanIn[Any],
+        inputs: FanIn[CaptureItem],
         engine: DetectionEngine,
-        out: BoundedQueue[Any],
+        out: BoundedQueue[PreparedItem],
         streams: int | StreamCount,
         stop: threading.Event,
         on_failure: FailureHandler,

@@ -18,7 +18,7 @@ from pipeline.analytics.thumbnails import thumbnail
 from pipeline.bus import BusPublisher
 from pipeline.config import PrivacyConfig
 from pipeline.faces.messages import FaceJob, FaceResult
-from pipeline.messages import EndOfStream, FrameResult, MaskFormat
+from pipeline.messages import EndOfStream, FrameResult, MaskFormat, ResultItem
 from pipeline.privacy import redacted
 from pipeline.queues import BoundedQueue
 from pipeline.recorder import FrameSink, NullSink
@@ -34,6 +34,7 @@ from pipeline.schema import (
 )
 from pipeline.secrecy import redact_json
 from pipeline.stages.base import GET_TIMEOUT_S, FailureHandler, StageThread
+from pipeline.supervision import StateChange
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +55,8 @@ class StreamAdded:
 class FaceLink:
     """The publish stage's side of the face thread: where it offers frames and collects faces."""
 
-    jobs: BoundedQueue[Any]
-    results: BoundedQueue[Any]
+    jobs: BoundedQueue[FaceJob]
+    results: BoundedQueue[FaceResult]
     every_n_frames: int
     settled: Callable[[], bool]
     """True when the face thread holds no job (checked before a stream's end is published)."""
@@ -70,7 +71,7 @@ class PublishStage(StageThread):
 
     def __init__(
         self,
-        inp: BoundedQueue[Any],
+        inp: BoundedQueue[ResultItem],
         bus: BusPublisher,
         stream_ids: Sequence[str],
         model_name: str,
@@ -85,7 +86,7 @@ class PublishStage(StageThread):
         privacy: Mapping[str, PrivacyConfig] | None = None,
         mask_format: MaskFormat | None = None,
         faces: FaceLink | None = None,
-        state_changes: BoundedQueue[Any] | None = None,
+        state_changes: BoundedQueue[StateChange | StreamAdded] | None = None,
     ) -> None:
         super().__init__("publish", stop, on_failure)
         self.state_changes = state_changes
@@ -227,7 +228,7 @@ class PublishStage(StageThread):
             if isinstance(change, StreamAdded):
                 self._add_stream(change)
                 continue
-            extra = {"attempt": change.attempt} if change.state in ("reconnecting", "offline") else {}
+            extra: dict[str, Any] = {"attempt": change.attempt} if change.state in ("reconnecting", "offline") else {}
             if change.retry_in_s is not None:
                 extra["retry_in_s"] = change.retry_in_s
             if change.reason:
