@@ -1,0 +1,146 @@
+"""Where a stream's frames come from: files, webcams, RTSP/HTTP streams, image folders, the generated scene."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import parse_qsl, urlsplit
+
+from pydantic import Field, model_validator
+
+from pipeline.config.base import (
+    _Strict,
+)
+
+
+def _refuse_nvdec_in_process(decoder: str, decode_process: bool | str, cpu_decoders: str) -> None:
+    """A decoding process hands on host frames (or copies them to the GPU itself): NVDEC's stay on the GPU."""
+    if decode_process and decoder == "nvdec":
+        raise ValueError(f"decode_process needs a CPU decoder ({cpu_decoders}): NVDEC frames stay on the GPU")
+
+
+class FileSourceConfig(_Strict):
+    """A video file, decoded as fast as the pipeline takes frames (``realtime`` paces it at its own fps)."""
+
+    type: Literal["file"] = "file"
+    path: Path
+    realtime: bool = False
+    """Pace the file at its own frame rate, as a camera delivers (a stand-in for a live source)."""
+    loop: bool = False
+    """Play the file again from the start each time it ends (never ends by itself)."""
+    decoder: Literal["auto", "cpu", "pyav", "nvdec"] = "cpu"
+    """``cpu``: OpenCV, BGR frames. ``pyav``: PyAV on the CPU, frames kept as the decoder's I420 planes (converted on
+    the GPU). ``nvdec``: on the GPU (PyNvVideoCodec), frames stay there. ``auto``: NVDEC where it can run, else
+    PyAV where it is installed, else OpenCV."""
+    decode_process: bool | Literal["gpu"] = False
+    """Decode in a child process (CPU decoders only; see :mod:`pipeline.sources.process`): a decoder that crashes takes
+    only its child down, and its per-frame Python stays off the pipeline's interpreter lock. ``gpu``: the child also
+    copies each frame to the GPU, and the pipeline gets it there (as NVDEC's frames); one CUDA context per stream."""
+
+    @model_validator(mode="after")
+    def _cpu_decoder_in_process(self) -> FileSourceConfig:
+        _refuse_nvdec_in_process(self.decoder, self.decode_process, "cpu, pyav or auto")
+        return self
+
+    @property
+    def live(self) -> bool:
+        return self.realtime
+
+
+class WebcamSourceConfig(_Strict):
+    """A local camera: an index (``0``) or a device path (``/dev/video0``)."""
+
+    type: Literal["webcam"] = "webcam"
+    device: int | str = 0
+    decode_process: bool | Literal["gpu"] = False
+    """Decode in a child process (see the file source's ``decode_process``)."""
+
+    @property
+    def live(self) -> bool:
+        return True
+
+
+class UrlSourceConfig(_Strict):
+    """An RTSP or HTTP stream (RTSP over TCP)."""
+
+    type: Literal["url"] = "url"
+    url: str = Field(pattern=r"^(rtsps?|https?)://")
+    """The stream's address; its ``user:password@`` never appears in logs or messages (``${NAME}`` takes it from the
+    environment)."""
+    open_timeout_s: float = Field(10.0, gt=0, le=300)
+    """Longest wait for the stream to open (connect, describe, first packets)."""
+    read_timeout_s: float = Field(10.0, gt=0, le=300)
+    """A stream that delivers nothing for this long is treated as gone and reconnected."""
+    decoder: Literal["auto", "cpu", "nvdec"] = "cpu"
+    """``cpu``: OpenCV (FFmpeg), BGR frames. ``nvdec``: PyAV demuxes, the GPU decodes (PyNvVideoCodec), frames stay
+    there. ``auto``: NVDEC where PyNvVideoCodec, PyAV and a CUDA GPU are present, else the CPU."""
+    decode_process: bool | Literal["gpu"] = False
+    """Decode in a child process (see the file source's ``decode_process``)."""
+
+    @model_validator(mode="after")
+    def _cpu_decoder_in_process(self) -> UrlSourceConfig:
+        _refuse_nvdec_in_process(self.decoder, self.decode_process, "cpu or auto")
+        return self
+
+    @property
+    def live(self) -> bool:
+        return True
+
+
+class ImagesSourceConfig(_Strict):
+    """Every image in a folder, in name order."""
+
+    type: Literal["images"] = "images"
+    path: Path
+    fps: float = Field(30.0, gt=0, le=1000)
+    """Frame rate the images' timestamps are counted at."""
+
+    @property
+    def live(self) -> bool:
+        return False
+
+
+class SyntheticSourceConfig(_Strict):
+    """A generated street scene (no camera or file needed)."""
+
+    type: Literal["synthetic"] = "synthetic"
+    seed: int = Field(0, ge=0)
+    frames: int = Field(300, ge=1)
+    width: int = Field(640, ge=64, le=7680)
+    height: int = Field(360, ge=64, le=4320)
+    fps: float = Field(30.0, gt=0, le=240)
+
+    @property
+    def live(self) -> bool:
+        return False
+
+
+SourceConfig = Annotated[
+    FileSourceConfig | WebcamSourceConfig | UrlSourceConfig | ImagesSourceConfig | SyntheticSourceConfig,
+    Field(discriminator="type"),
+]
+
+
+SOURCE_TYPES = frozenset({"file", "webcam", "url", "images", "synthetic"})
+
+
+def parse_source(text: str) -> dict[str, Any]:
+    """Turn a ``--source`` string into a source config dict.
+
+    ``0`` or ``/dev/video0`` → webcam; ``rtsp://…``/``http(s)://…`` → url;
+    ``synthetic://?seed=7&frames=300`` → synthetic; a folder → images; anything
+    else → a video file.
+    """
+    if text.isdigit():
+        return {"type": "webcam", "device": int(text)}
+    if re.match(r"^/dev/video\d+$", text):
+        return {"type": "webcam", "device": text}
+    if re.match(r"^(rtsps?|https?)://", text):
+        return {"type": "url", "url": text}
+    if text.startswith("synthetic://"):
+        query = dict(parse_qsl(urlsplit(text).query))
+        return {"type": "synthetic", **query}
+    if Path(text).is_dir():
+        return {"type": "images", "path": text}
+    return {"type": "file", "path": text}
