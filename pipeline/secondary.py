@@ -17,7 +17,6 @@ from __future__ import annotations
 import importlib.util
 import logging
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, Protocol
@@ -27,9 +26,9 @@ import numpy as np
 from pipeline.config import SecondaryConfig
 from pipeline.errors import ModelError
 from pipeline.imageops import map_boxes
-from pipeline.messages import EndOfStream, FrameResult, ResultItem, SeenImage
+from pipeline.messages import FrameResult, ResultItem, SeenImage
 from pipeline.queues import BoundedQueue, StreamCount
-from pipeline.stages import GET_TIMEOUT_S, FailureHandler, StageThread
+from pipeline.stages.base import FailureHandler, QueueStage
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +172,7 @@ def load_crop_model(config: SecondaryConfig, device: str) -> CropModel:
     return CropClassifier(config.model, config.imgsz, config.top_k, device)
 
 
-class SecondaryStage(StageThread):
+class SecondaryStage(QueueStage[FrameResult, FrameResult]):
     """Runs the secondary models on each result's matching detections and passes the result on, in order."""
 
     def __init__(
@@ -185,23 +184,8 @@ class SecondaryStage(StageThread):
         stop: threading.Event,
         on_failure: FailureHandler,
     ) -> None:
-        super().__init__("secondary", stop, on_failure)
-        self.inp, self.out, self.streams = inp, out, streams
+        super().__init__("secondary", inp, out, streams, stop, on_failure)
         self.models = list(models)
-
-    def loop(self) -> None:
-        while not self.streams.done() and not self.stop_event.is_set():
-            self.beat()
-            item = self.inp.get(GET_TIMEOUT_S)
-            if item is None:
-                continue
-            if isinstance(item, EndOfStream):
-                self.streams.end()
-            elif isinstance(item, FrameResult):
-                started = time.perf_counter()
-                item = self.process(item)
-                self.clock.add(time.perf_counter() - started)
-            self.out.put(item)
 
     def process(self, result: FrameResult) -> FrameResult:
         labels = [result.labels.get(int(c), str(int(c))) for c in result.boxes[:, 5]]

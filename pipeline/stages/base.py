@@ -5,6 +5,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import Generic, Protocol, TypeVar
+
+from pipeline.messages import EndOfStream
+from pipeline.queues import BoundedQueue, StreamCount
 
 GET_TIMEOUT_S = 0.1
 """How long a stage waits on its input before re-checking the stop event."""
@@ -57,3 +61,63 @@ class StageThread(threading.Thread):
 
     def loop(self) -> None:
         raise NotImplementedError
+
+
+In = TypeVar("In")
+Out = TypeVar("Out")
+Item = TypeVar("Item", covariant=True)
+
+
+class Inbox(Protocol[Item]):
+    """Where a stage takes its items: a queue, or a fan-in over several."""
+
+    def get(self, timeout: float) -> Item | EndOfStream | None: ...
+
+
+class QueueStage(StageThread, Generic[In, Out]):
+    """A stage that turns each item it takes into one it puts: the loop such stages share.
+
+    It takes with a timed wait, passes each stream's :class:`EndOfStream` on
+    (and ends once every stream has ended), times :meth:`process` on the
+    stage's clock, puts with the output queue's policy and stops on the stop
+    event. A subclass supplies :meth:`process`, and :meth:`ready` when it
+    should take an item only at certain times.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        inp: Inbox[In],
+        out: BoundedQueue[Out | EndOfStream],
+        streams: StreamCount,
+        stop: threading.Event,
+        on_failure: FailureHandler,
+    ) -> None:
+        super().__init__(name, stop, on_failure)
+        self.inp = inp
+        self.out = out
+        self.streams = streams
+
+    def ready(self) -> bool:
+        """Whether to take an item now (waiting at most about :data:`GET_TIMEOUT_S`)."""
+        return True
+
+    def process(self, item: In) -> Out:
+        raise NotImplementedError
+
+    def loop(self) -> None:
+        while not self.streams.done() and not self.stop_event.is_set():
+            self.beat()
+            if not self.ready():
+                continue
+            item = self.inp.get(GET_TIMEOUT_S)
+            if item is None:
+                continue
+            if isinstance(item, EndOfStream):
+                self.streams.end()
+                self.out.put(item)
+                continue
+            started = time.perf_counter()
+            result = self.process(item)
+            self.clock.add(time.perf_counter() - started)
+            self.out.put(result)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Mapping
 
 import numpy as np
@@ -11,13 +10,13 @@ import numpy as np
 from engines.base import DetectionEngine
 from engines.yuv import to_bgr
 from pipeline.imageops import ImageOps, upload
-from pipeline.messages import CaptureItem, EndOfStream, Frame, PreparedFrame, PreparedItem, SeenImage
+from pipeline.messages import CaptureItem, Frame, PreparedFrame, PreparedItem, SeenImage
 from pipeline.motion import MotionGate
 from pipeline.queues import BoundedQueue, FanIn, StreamCount
-from pipeline.stages.base import GET_TIMEOUT_S, FailureHandler, StageThread
+from pipeline.stages.base import GET_TIMEOUT_S, FailureHandler, QueueStage
 
 
-class PreprocessStage(StageThread):
+class PreprocessStage(QueueStage[Frame, PreparedFrame]):
     """Turns frames from its capture queues into model inputs (letterbox, layout, normalize; upload on a GPU).
 
     There may be several, each serving a fixed set of streams, so frames of one
@@ -37,7 +36,10 @@ class PreprocessStage(StageThread):
         motion: Mapping[str, MotionGate] | None = None,
         keep_seen: bool = False,
     ) -> None:
-        super().__init__(name, stop, on_failure)
+        counted = streams if isinstance(streams, StreamCount) else StreamCount(streams)
+        super().__init__(name, inputs, out, counted, stop, on_failure)
+        self.inputs = inputs
+        """The fan-in over this thread's capture queues (streams added at run time join it)."""
         self.keep_seen = keep_seen
         """Keep the operated-on picture with each frame (secondary models crop from it)."""
         self.motion = dict(motion or {})
@@ -49,29 +51,15 @@ class PreprocessStage(StageThread):
         """Where host frames are uploaded before their image operations: the GPU the engine takes tensors on."""
         if info is not None and info.backend in ("torch", "tensorrt") and info.device.startswith("cuda"):
             self._ops_device = info.device
-        self.inputs = inputs
         self.engine = engine
-        self.out = out
-        self.streams = streams if isinstance(streams, StreamCount) else StreamCount(streams)
 
-    def loop(self) -> None:
-        while not self.streams.done() and not self.stop_event.is_set():
-            self.beat()
-            # Take a frame only when the model's queue has room for it: a frame taken early would wait there,
-            # aging, while a live camera's newer frames replace each other in its capture queue.
-            if not self.out.wait_for_room(GET_TIMEOUT_S):
-                continue
-            item = self.inputs.get(GET_TIMEOUT_S)
-            if item is None:
-                continue
-            if isinstance(item, EndOfStream):
-                self.streams.end()
-                self.out.put(item)
-            else:
-                started = time.perf_counter()
-                prepared = self._prepare(item)
-                self.clock.add(time.perf_counter() - started)
-                self.out.put(prepared)
+    def ready(self) -> bool:
+        # Take a frame only when the model's queue has room for it: a frame taken early would wait there,
+        # aging, while a live camera's newer frames replace each other in its capture queue.
+        return self.out.wait_for_room(GET_TIMEOUT_S)
+
+    def process(self, frame: Frame) -> PreparedFrame:
+        return self._prepare(frame)
 
     def _prepare(self, frame: Frame) -> PreparedFrame:
         gate = self.motion.get(frame.stream_id)
