@@ -146,7 +146,7 @@ class Pipeline:
                 formats.set_exception(exc)
                 raise
             formats.set_result(warmup_formats(self.config.streams, self._sources))
-            self._await_engine(infer, formats)
+            self._await_engine(infer)
             self._start_faces()
             self._start_preview()
             self._build_stages()
@@ -205,7 +205,7 @@ class Pipeline:
         infer.start()
         return infer, formats
 
-    def _await_engine(self, infer: InferStage, formats: Future[list[FrameFormat]]) -> None:
+    def _await_engine(self, infer: InferStage) -> None:
         """Wait for the engine (or its error), then size the queues for its batches.
 
         The infer thread joins the stages only now: start-up that fails
@@ -218,7 +218,6 @@ class Pipeline:
                 break
             except FutureTimeout:
                 if self.stop_event.is_set():
-                    formats.cancel()
                     raise StartupInterrupted("stopped while loading the model") from None
         self._threads.append(infer)
         assert self._prepared is not None and self._results is not None
@@ -266,8 +265,6 @@ class Pipeline:
             self._state_changes.put(StreamAdded(stream.id, stream.privacy, self._analytics_for(stream)))
             if self.preview is not None:
                 self.preview.add_stream(stream, self.config.preview.processed)
-            self._captures = [c for c in self._captures if c.stream_id != stream.id]
-            self._queues = [q for q in self._queues if q.name != f"capture.{stream.id}"]
             capture = self._wire_stream(stream, source, worker)
             self._threads.append(capture)
             self.metrics.observe_stage(capture)
@@ -437,7 +434,8 @@ class Pipeline:
 
     def _wire_stream(self, stream: StreamConfig, source: Source, worker: PreprocessStage) -> CaptureStage:
         """One stream's capture queue, image operations, motion gate and capture thread, read by ``worker``: the
-        same for a stream configured at start-up and one added at run time (whose thread the caller starts)."""
+        same for a stream configured at start-up and one added at run time (whose thread the caller starts); a
+        stream added again under an ended one's id takes its place in the reports."""
         queue: BoundedQueue[CaptureItem] = BoundedQueue(
             f"capture.{stream.id}", stream.capacity, stream.policy, self.stop_event, worker.inputs.ready
         )
@@ -449,8 +447,8 @@ class Pipeline:
         worker.inputs.add(queue)
         capture = CaptureStage(stream.id, source, queue, self.stop_event, self._fail, stream.max_frames)
         self._sources[stream.id] = source
-        self._captures.append(capture)
-        self._queues.append(queue)
+        self._captures = [c for c in self._captures if c.stream_id != stream.id] + [capture]
+        self._queues = [q for q in self._queues if q.name != queue.name] + [queue]
         return capture
 
     def _fail(self, stage: str, exc: BaseException) -> None:

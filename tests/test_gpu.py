@@ -316,7 +316,7 @@ def test_host_frames_are_operated_on_where_the_model_runs(tmp_path: Path, endpoi
         keep_seen=True,
     )
     image = textured(360, 640)
-    prepared = stage._prepare(Frame("s", 0, 0.0, 0.0, image))
+    prepared = stage.process(Frame("s", 0, 0.0, 0.0, image))
     assert prepared.seen is not None
     tensor = prepared.seen.image  # what the operations made, before the engine's own upload
     assert tensor.is_cuda and tensor.shape == (360, 640, 3)

@@ -134,21 +134,26 @@ def test_metrics_health_and_readiness_of_a_running_pipeline(tiny_video: Path, tm
     assert check.returncode == 1 and "stopping" in check.stderr
 
 
-def test_each_stream_s_counters_are_series_at_zero_before_anything_happens() -> None:
-    """Drops, bus drops, reconnects and image-operation time exist from a stream's start (``rate()`` and alerts
-    work before the first drop), for a stream added at run time too."""
-    dead = {"base_s": 5, "cap_s": 5}
-    config = {
-        "streams": [
-            {"id": "gen", "source": "synthetic://?frames=500&width=96&height=64"},
-            {"id": "cam", "source": "rtsp://127.0.0.1:1/live", "reconnect": dead, "preprocess": [{"op": "flip"}]},
-        ],
+def controlled(streams: list[dict[str, Any]]) -> dict[str, Any]:
+    """A config that takes streams at run time and serves metrics on a free port, without tracking."""
+    return {
+        "streams": streams,
         "publish": {"endpoint": f"tcp://127.0.0.1:{free_port()}"},
         "control": {"endpoint": f"tcp://127.0.0.1:{free_port()}"},
         "metrics": {"port": 0},
         "tracking": {"enabled": False},
     }
-    pipeline = running(config, FakeEngine())
+
+
+def test_each_stream_s_counters_are_series_at_zero_before_anything_happens() -> None:
+    """Drops, bus drops, reconnects and image-operation time exist from a stream's start (``rate()`` and alerts
+    work before the first drop), for a stream added at run time too."""
+    dead = {"base_s": 5, "cap_s": 5}
+    streams = [
+        {"id": "gen", "source": "synthetic://?frames=500&width=96&height=64"},
+        {"id": "cam", "source": "rtsp://127.0.0.1:1/live", "reconnect": dead, "preprocess": [{"op": "flip"}]},
+    ]
+    pipeline = running(controlled(streams), FakeEngine())
     try:
         pipeline.add_stream(
             StreamConfig.model_validate({"id": "late", "source": "rtsp://127.0.0.1:1/b", "reconnect": dead})
@@ -245,14 +250,8 @@ def test_metrics_port_from_the_command_line(arch_weights: Path) -> None:
 def test_a_stream_added_at_run_time_is_wired_as_at_start_and_removed_completely() -> None:
     """Its capture thread feeds the stage histogram and its frames their series; once removed, its source is let
     go of, its preprocess thread reads its queue no more, and the rest keeps running."""
-    config = {
-        "streams": [{"id": "first", "source": "synthetic://?frames=5&width=96&height=64"}],
-        "publish": {"endpoint": f"tcp://127.0.0.1:{free_port()}"},
-        "control": {"endpoint": f"tcp://127.0.0.1:{free_port()}"},
-        "metrics": {"port": 0},
-        "tracking": {"enabled": False},
-    }
-    pipeline = running(config, FakeEngine())
+    first = {"id": "first", "source": "synthetic://?frames=5&width=96&height=64"}
+    pipeline = running(controlled([first]), FakeEngine())
     try:
         port = pipeline.metrics_port
         assert port

@@ -70,13 +70,12 @@ class InferStage(StageThread):
         load: Callable[[], DetectionEngine],
         classes: Sequence[int | str] | None = None,
         batch_timeout_s: float = 0.0,
-        warmup_formats: Sequence[FrameFormat] | Callable[[], Sequence[FrameFormat]] = (),
+        warmup_formats: Callable[[], Sequence[FrameFormat]] = tuple,
     ) -> None:
         super().__init__("infer", stop, on_failure)
         self._formats = warmup_formats
-        self.warmup_formats: tuple[FrameFormat, ...] = ()
-        """The sources' frame formats, which the engine runs blank frames of before real ones (see ``warmup``); a
-        callable gives them once the engine has loaded (the sources open meanwhile), or raises why not."""
+        """The sources' frame formats, which the engine runs blank frames of before real ones (see ``warmup``): asked
+        for once the engine has loaded (the sources open meanwhile); raises why not when start-up failed."""
         self.inp = inp
         self.out = out
         self.streams = streams if isinstance(streams, StreamCount) else StreamCount(streams)
@@ -106,11 +105,10 @@ class InferStage(StageThread):
             self.overlaps = engine.info.asynchronous
             self._names = engine.info.names
             self.keep_classes = resolve_classes(self._classes, self._names)
-            formats = self._formats() if callable(self._formats) else self._formats
-            self.warmup_formats = tuple(formats)
-            self._warmed = {fmt.shape for fmt in self.warmup_formats}
+            formats = tuple(self._formats())
+            self._warmed = {fmt.shape for fmt in formats}
             ready = time.perf_counter()
-            engine.warmup(self.warmup_formats)
+            engine.warmup(formats)
             log.info("model loaded in %.1f s, warmed up in %.1f s", loaded - start, time.perf_counter() - ready)
         except BaseException as exc:  # handed to the thread that waits on ``loaded``
             if engine is not None:  # the pipeline never gets it (a source failed, or the warm-up did)

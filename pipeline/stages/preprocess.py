@@ -59,9 +59,6 @@ class PreprocessStage(QueueStage[Frame, PreparedFrame]):
         return self.out.wait_for_room(GET_TIMEOUT_S)
 
     def process(self, frame: Frame) -> PreparedFrame:
-        return self._prepare(frame)
-
-    def _prepare(self, frame: Frame) -> PreparedFrame:
         gate = self.motion.get(frame.stream_id)
         if gate is not None and not gate.moving(to_bgr(frame.image, frame.layout), frame.pts_ms):
             return PreparedFrame(frame, None, gated=gate.config.on_still)
