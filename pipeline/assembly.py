@@ -1,19 +1,31 @@
 """Turning a validated config into the parts a pipeline is made of: the engine's spec, how many preprocess
-threads, which frame formats to warm up on, the face detector; what :class:`~pipeline.runner.Pipeline` builds
-at start-up and when a stream is added, kept apart from its lifecycle."""
+threads, which frame formats to warm up on, the face detector, each stream's queue, capture thread and plan,
+and the sinks; what :class:`~pipeline.runner.Pipeline` builds at start-up and when a stream is added, kept
+apart from its lifecycle."""
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 from engines.base import DetectionEngine, DeviceName, EngineInfo, FrameFormat, ModelSpec
 from engines.registry import load_engine
+from pipeline.analytics.stream import StreamAnalytics
 from pipeline.analytics.tracking import TRACKER_LOW_CONF
 from pipeline.config import FacesConfig, PipelineConfig, StreamConfig
 from pipeline.errors import ConfigError
+from pipeline.imageops import ImageOps, build_ops
+from pipeline.messages import CaptureItem
+from pipeline.motion import MotionGate
+from pipeline.queues import BoundedQueue
+from pipeline.recorder import FrameSink
+from pipeline.sinks import BusSink, BusWriter, FaceSink, PictureSink, Redactor, ResultSink, SinkSet, Thumbnailer
 from pipeline.sources import Source
 from pipeline.sources.base import frame_format
+from pipeline.stages import CaptureStage, FailureHandler, PreprocessStage
+from pipeline.stages.publish import StreamPlan
 
 MAX_GPU_PREPROCESS_THREADS = 4
 """Preprocess threads on a GPU at most (they only copy bytes; the letterbox runs in the batch)."""
@@ -74,3 +86,56 @@ def face_detector_loader(faces: FacesConfig, device: DeviceName) -> Callable[[],
         return None
     spec = ModelSpec(model=faces.detector, conf=faces.conf, device=device, max_batch=1)
     return lambda: load_engine(spec, "auto")
+
+
+@dataclass(frozen=True, slots=True)
+class StreamParts:
+    """What one stream adds to a pipeline: its capture queue and thread, its image operations and motion gate."""
+
+    queue: BoundedQueue[CaptureItem]
+    capture: CaptureStage
+    image_ops: ImageOps | None
+    motion: MotionGate | None
+
+
+def build_stream(
+    stream: StreamConfig, source: Source, worker: PreprocessStage, stop: threading.Event, on_failure: FailureHandler
+) -> StreamParts:
+    """One stream's parts, joined to the preprocess thread ``worker`` that reads it: the same for a stream
+    configured at start-up and one added at run time (whose capture thread the caller starts)."""
+    queue: BoundedQueue[CaptureItem] = BoundedQueue(
+        f"capture.{stream.id}", stream.capacity, stream.policy, stop, worker.inputs.ready
+    )
+    queue.expect(stream.id)  # its drop counts are series from 0
+    ops = build_ops(stream.preprocess) if stream.preprocess else None
+    if ops is not None:
+        worker.image_ops[stream.id] = ops
+    gate = MotionGate(stream.motion) if stream.motion is not None and stream.motion.enabled else None
+    if gate is not None:
+        worker.motion[stream.id] = gate
+    worker.inputs.add(queue)
+    capture = CaptureStage(stream.id, source, queue, stop, on_failure, stream.max_frames)
+    return StreamParts(queue, capture, ops, gate)
+
+
+def stream_plan(config: PipelineConfig, stream: StreamConfig) -> StreamPlan:
+    """What the publish stage does with a stream's frames before its sinks: analytics when tracking is on, and
+    the stream's redaction."""
+    analytics = None
+    if config.tracking.enabled:
+        analytics = StreamAnalytics(stream, config.tracking, config.events, config.model.conf)
+    return StreamPlan(stream.id, stream.privacy, analytics)
+
+
+def build_sinks(
+    config: PipelineConfig, writer: BusWriter, faces: FaceSink | None, pictures: Mapping[str, FrameSink]
+) -> SinkSet:
+    """The publish stage's sinks, in order: the face thread's side (its faces go out before a stream's closing
+    events), the bus, then each consumer of redacted frames (``pictures``: a recording, the preview)."""
+    redactor = Redactor(faces.recent_boxes if faces is not None else None)
+    thumbnails = Thumbnailer(redactor, config.events.thumbnail_quality) if config.events.thumbnails else None
+    bus = BusSink(writer, faces.annotations if faces is not None else None, thumbnails)
+    sinks: list[ResultSink] = [faces] if faces is not None else []
+    sinks.append(bus)
+    sinks += [PictureSink(name, frames, redactor) for name, frames in pictures.items()]
+    return SinkSet(sinks)

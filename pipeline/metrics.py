@@ -60,23 +60,22 @@ class PrometheusMetrics:
             registry=self.registry,
         )
         self._pipeline: PipelineView | None = None
+        self._latency_by_stream: dict[str, Any] = {}
+
+    def observe_latency(self, stream_id: str, seconds: float) -> None:
+        """One published frame's capture→publish time (the publish stage's ``on_latency``)."""
+        child = self._latency_by_stream.get(stream_id)
+        if child is None:
+            child = self._latency_by_stream[stream_id] = self.latency.labels(stream_id)
+        child.observe(seconds)
 
     def attach(self, pipeline: PipelineView) -> None:
         """Hook the histograms into a started pipeline and register the collector that reads the rest."""
         self._pipeline = pipeline
         for thread in pipeline.stages:
             self.observe_stage(thread)
-        publish = pipeline.publisher
-        if publish is not None:
-            children = {sid: self.latency.labels(sid) for sid in publish.stream_ids}
-
-            def observe(sid: str, seconds: float) -> None:
-                child = children.get(sid)
-                if child is None:  # a stream added at run time
-                    child = children[sid] = self.latency.labels(sid)
-                child.observe(seconds)
-
-            publish.on_latency = observe
+        for state in pipeline.stream_states():  # each stream's latency series from its start
+            self._latency_by_stream.setdefault(state.stream_id, self.latency.labels(state.stream_id))
         self.registry.register(_PipelineCollector(pipeline))
 
     def observe_stage(self, thread: StageThread) -> None:
@@ -167,6 +166,13 @@ class _PipelineCollector:
                 bus_dropped.add_metric([topic], n)
             sent.add_metric([], p.bus.sent)
         yield from (bus_dropped, sent)
+
+        sink_failures = CounterMetricFamily(
+            "edgesight_sink_failures", "Failed calls of each result sink (isolated: the others go on)", labels=["sink"]
+        )
+        for name, n in p.sink_failures().items():
+            sink_failures.add_metric([name], n)
+        yield sink_failures
 
         if p.engine is not None:
             info = p.engine.info

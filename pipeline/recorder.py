@@ -32,31 +32,6 @@ class FrameSink(Protocol):
     def close(self) -> None: ...
 
 
-class NullSink:
-    """The default: records nothing."""
-
-    def write(self, result: FrameResult, track_ids: np.ndarray | None = None) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-class TeeSink:
-    """Hands each result to several sinks (a recording and a preview)."""
-
-    def __init__(self, sinks: list[FrameSink]) -> None:
-        self.sinks = sinks
-
-    def write(self, result: FrameResult, track_ids: np.ndarray | None = None) -> None:
-        for sink in self.sinks:
-            sink.write(result, track_ids)
-
-    def close(self) -> None:
-        for sink in self.sinks:
-            sink.close()
-
-
 LINE_COLOUR = (0, 255, 255)  # yellow: counting lines
 ZONE_COLOUR = (255, 0, 255)  # magenta: zones
 

@@ -37,6 +37,8 @@ class RunReport:
     """The most items each queue held at once (a queue at its bound means the next stage is the bottleneck)."""
     face_frames: int = 0
     """Frames the face thread processed (``faces`` config)."""
+    sink_failures: dict[str, int] = field(default_factory=dict)
+    """Failed calls of each sink that failed (a failing sink is isolated: the others and the run go on)."""
 
     @property
     def ok(self) -> bool:

@@ -14,17 +14,18 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engines.base import DetectionEngine, FrameFormat, ModelSpec
 from engines.registry import load_engine
-from pipeline.analytics.stream import StreamAnalytics
 from pipeline.assembly import (
+    build_sinks,
+    build_stream,
     check_faces_model,
     face_detector_loader,
     model_spec,
     preprocess_threads,
+    stream_plan,
     warmup_formats,
 )
 from pipeline.bus import BusPublisher
@@ -34,17 +35,18 @@ from pipeline.errors import ConfigError, EdgesightError, StartupInterrupted
 from pipeline.faces.messages import FaceJob, FaceResult
 from pipeline.faces.stage import FaceStage, load_recognizer
 from pipeline.imageops import ImageOps, build_ops
-from pipeline.messages import CaptureItem, MaskFormat, PreparedItem, ResultItem
-from pipeline.metrics import NullMetrics, PrometheusMetrics
+from pipeline.messages import MaskFormat, PreparedItem, ResultItem
+from pipeline.metrics import PrometheusMetrics
 from pipeline.motion import MotionGate
+from pipeline.observers import Observer, metrics_for, start_observers
 from pipeline.queues import BoundedQueue, FanIn, OverflowPolicy, QueueView, StreamCount
 from pipeline.recorder import FrameSink
 from pipeline.report import Progress, RunReport, StreamReport, frames_to_take, percentiles
+from pipeline.sinks import BusWriter, FaceSink
 from pipeline.sources import Source, make_source
 from pipeline.sources.opening import open_all
 from pipeline.stages import (
     CaptureStage,
-    FaceLink,
     InferStage,
     PreprocessStage,
     PublishStage,
@@ -81,10 +83,11 @@ class Pipeline:
         engine_factory: EngineFactory = load_engine,
         sink: FrameSink | None = None,
     ) -> None:
+        """``sink``: also hand every published frame, redacted, to this (a recording)."""
         self.config = config
         self._source_factory = source_factory
         self._engine_factory = engine_factory
-        self._sink = sink
+        self._pictures: dict[str, FrameSink] = {"recording": sink} if sink is not None else {}
         self.preview: PreviewServer | None = None
         """The browser preview (``preview.port``), serving from start to close."""
         self.engine: DetectionEngine | None = None
@@ -104,20 +107,19 @@ class Pipeline:
         self._faces: FaceStage | None = None
         self._secondary: SecondaryStage | None = None
         self.image_ops: dict[str, ImageOps] = {}
+        """Per stream: the image operations before the model, with their running costs."""
         self.motion_gates: dict[str, MotionGate] = {}
         """Per stream: motion gating, with its frame and gated counts."""
-        """Per stream: the image operations before the model, with their running costs."""
-        self._observers: list[Any] = []
-        """The health server and status file, closed with the pipeline."""
+        self._observers: list[Observer] = []
+        """The preview, control endpoint, health server and status file, closed with the pipeline."""
         self.metrics_port: int | None = None
         """The port actually serving metrics (``metrics.port: 0`` picks a free one)."""
-        self.metrics: NullMetrics | PrometheusMetrics = NullMetrics()
-        """Prometheus metrics once ``metrics.port`` serves them; until then (or without it) nothing."""
+        self.metrics = metrics_for(config)
+        """Prometheus metrics when ``metrics.port`` serves them, else the null object."""
         self._state_changes: BoundedQueue[StateChange | StreamAdded] = BoundedQueue(
             "status", STATE_QUEUE_SIZE, OverflowPolicy.BLOCK, self.stop_event
         )
         """Live sources' state changes, on their way to the publish stage (the only thread that sends)."""
-        self._face_link: FaceLink | None = None
         self.bus: BusPublisher | None = None
         self._started_at = 0.0
         self._finished_at: float | None = None
@@ -158,7 +160,8 @@ class Pipeline:
         for thread in self._threads:
             if not thread.is_alive():
                 thread.start()
-        self._start_observers()
+        observers, self.metrics_port = start_observers(self, cfg, self.metrics)
+        self._observers += observers
 
     def _supervised(self, stream: StreamConfig) -> SupervisedSource:
         def report(change: StateChange) -> None:
@@ -262,7 +265,7 @@ class Pipeline:
             infer.streams.add()
             if self._secondary is not None:
                 self._secondary.streams.add()
-            self._state_changes.put(StreamAdded(stream.id, stream.privacy, self._analytics_for(stream)))
+            self._state_changes.put(StreamAdded(stream_plan(self.config, stream)))
             if self.preview is not None:
                 self.preview.add_stream(stream, self.config.preview.processed)
             capture = self._wire_stream(stream, source, worker)
@@ -309,7 +312,7 @@ class Pipeline:
         if p.port is None:
             return
         from pipeline.preview import PreviewServer
-        from pipeline.recorder import Overlays, TeeSink
+        from pipeline.recorder import Overlays
 
         streams = self.config.streams
         views = {s.id: build_ops(s.preprocess) for s in streams if s.preprocess} if p.processed else {}
@@ -317,41 +320,8 @@ class Pipeline:
             p.host, p.port, [s.id for s in streams], Overlays.from_streams(streams), p.max_fps, views
         )
         self._observers.append(self.preview)
-        self._sink = self.preview if self._sink is None else TeeSink([self._sink, self.preview])
+        self._pictures["preview"] = self.preview
         log.info("preview on http://%s:%d/", p.host, self.preview.port)
-
-    def _start_observers(self) -> None:
-        """Metrics, health, the status file and the control endpoint, when configured."""
-        if self.config.control.endpoint is not None:
-            from pipeline.control import ControlServer
-
-            curve = self.config.publish.curve
-            control = ControlServer(
-                self,
-                self.config.control.endpoint,
-                CurveServer.load(curve.server_secret, curve.clients) if curve else None,
-            )
-            control.start()
-            self._observers.append(control)
-            log.info("streams can be added and removed on %s", self.config.control.endpoint)
-        m = self.config.metrics
-        if m.port is not None:
-            from pipeline.health import HealthServer
-
-            metrics = PrometheusMetrics()
-            metrics.attach(self)
-            self.metrics = metrics
-            server = HealthServer(self, metrics, m.host, m.port, m.ready_share, m.stale_after_s)
-            server.start()
-            self._observers.append(server)
-            self.metrics_port = server.port
-            log.info("metrics and health on http://%s:%d (/metrics /healthz /readyz)", m.host, server.port)
-        if m.status_file:
-            from pipeline.health import StatusFile
-
-            status = StatusFile(self, Path(m.status_file).expanduser(), m.ready_share, m.stale_after_s)
-            status.start()
-            self._observers.append(status)
 
     def _start_faces(self) -> None:
         """Load the face thread's models (``faces`` config) and link it to the publish stage."""
@@ -372,16 +342,16 @@ class Pipeline:
             recognizer=(lambda: load_recognizer(faces, self.config.model.device)) if faces.recognize else None,
         )
         stage.load()
-        model = "" if stage.detector is None else stage.detector.info.model
         self._faces = stage
-        self._face_link = FaceLink(jobs, results, faces.every_n_frames, stage.settled, model)
         self._queues = [*self._queues, jobs, results]
 
-    def _expect_drops(self, stream_id: str, capture: BoundedQueue[CaptureItem]) -> None:
-        """Count a new stream's drops from 0 in each queue that can drop its frames (metrics series from the start)."""
-        capture.expect(stream_id)
-        if self._face_link is not None:
-            self._face_link.jobs.expect(stream_id)
+    def _face_sink(self, writer: BusWriter) -> FaceSink | None:
+        """The publish stage's side of the face thread, when there is one."""
+        stage = self._faces
+        if stage is None:
+            return None
+        model = "" if stage.detector is None else stage.detector.info.model
+        return FaceSink(stage.inp, stage.out, stage.config.every_n_frames, stage.settled, model, writer)
 
     def _build_stages(self) -> None:
         assert self.engine is not None and self.bus is not None
@@ -405,51 +375,39 @@ class Pipeline:
             self._wire_stream(stream, self._sources[stream.id], self._preprocess[i % workers])
         info = self.engine.info
         publish_input = self._start_secondary()
+        writer = BusWriter(
+            self.bus, self.stop_event, info.model, info.to_json(), MaskFormat(**cfg.publish.masks.model_dump())
+        )
+        metrics = self.metrics
         self._publish = PublishStage(
             publish_input,
-            self.bus,
-            [s.id for s in cfg.streams],
-            info.model,
-            info.to_json(),
+            [stream_plan(cfg, s) for s in cfg.streams],
+            build_sinks(cfg, writer, self._face_sink(writer), self._pictures),
+            writer,
             self.stop_event,
             self._fail,
-            cfg.publish.wait_for_subscriber,
-            cfg.publish.subscriber_timeout_s,
-            self._sink,
-            {s.id: a for s in cfg.streams if (a := self._analytics_for(s)) is not None},
-            cfg.events.thumbnail_quality if cfg.events.thumbnails else None,
-            {s.id: s.privacy for s in cfg.streams},
-            MaskFormat(**cfg.publish.masks.model_dump()),
-            self._face_link,
-            self._state_changes,
+            state_changes=self._state_changes,
+            open_ended=self.controlled,
+            wait_for_subscriber=cfg.publish.wait_for_subscriber,
+            subscriber_timeout_s=cfg.publish.subscriber_timeout_s,
+            on_latency=metrics.observe_latency if isinstance(metrics, PrometheusMetrics) else None,
         )
-        self._publish.open_ended = self.controlled
         faces = [self._faces] if self._faces is not None else []
         secondary = [self._secondary] if self._secondary is not None else []
         self._threads = [self._publish, *faces, *secondary, *self._threads, *self._preprocess, *self._captures]
 
-    def _analytics_for(self, stream: StreamConfig) -> StreamAnalytics | None:
-        cfg = self.config
-        return StreamAnalytics(stream, cfg.tracking, cfg.events, cfg.model.conf) if cfg.tracking.enabled else None
-
     def _wire_stream(self, stream: StreamConfig, source: Source, worker: PreprocessStage) -> CaptureStage:
-        """One stream's capture queue, image operations, motion gate and capture thread, read by ``worker``: the
-        same for a stream configured at start-up and one added at run time (whose thread the caller starts); a
-        stream added again under an ended one's id takes its place in the reports."""
-        queue: BoundedQueue[CaptureItem] = BoundedQueue(
-            f"capture.{stream.id}", stream.capacity, stream.policy, self.stop_event, worker.inputs.ready
-        )
-        self._expect_drops(stream.id, queue)
-        if stream.preprocess:
-            self.image_ops[stream.id] = worker.image_ops[stream.id] = build_ops(stream.preprocess)
-        if stream.motion is not None and stream.motion.enabled:
-            self.motion_gates[stream.id] = worker.motion[stream.id] = MotionGate(stream.motion)
-        worker.inputs.add(queue)
-        capture = CaptureStage(stream.id, source, queue, self.stop_event, self._fail, stream.max_frames)
+        """Build one stream's parts (:func:`~pipeline.assembly.build_stream`) and keep them; a stream added again
+        under an ended one's id takes its place in the reports."""
+        parts = build_stream(stream, source, worker, self.stop_event, self._fail)
+        if parts.image_ops is not None:
+            self.image_ops[stream.id] = parts.image_ops
+        if parts.motion is not None:
+            self.motion_gates[stream.id] = parts.motion
         self._sources[stream.id] = source
-        self._captures = [c for c in self._captures if c.stream_id != stream.id] + [capture]
-        self._queues = [q for q in self._queues if q.name != queue.name] + [queue]
-        return capture
+        self._captures = [c for c in self._captures if c.stream_id != stream.id] + [parts.capture]
+        self._queues = [q for q in self._queues if q.name != parts.queue.name] + [parts.queue]
+        return parts.capture
 
     def _fail(self, stage: str, exc: BaseException) -> None:
         log.debug("stage %s failed", stage, exc_info=exc)
@@ -566,6 +524,10 @@ class Pipeline:
     def publisher(self) -> PublishStage | None:
         return self._publish
 
+    def sink_failures(self) -> dict[str, int]:
+        """Failed calls per sink so far (0 for each sink that has not failed)."""
+        return dict(self._publish.sinks.failures) if self._publish is not None else {}
+
     def queue_depths(self) -> dict[str, int]:
         """Items waiting in each queue now (for soak runs and metrics)."""
         return {q.name: len(q) for q in self._queues}
@@ -613,4 +575,5 @@ class Pipeline:
             mean_batch=round(infer.clock.items / infer.batches, 2) if infer and infer.batches else 0.0,
             queue_peaks={q.name: q.high_water for q in self._queues},
             face_frames=self._faces.clock.items if self._faces is not None else 0,
+            sink_failures={name: n for name, n in self.sink_failures().items() if n},
         )

@@ -62,6 +62,8 @@ class PipelineView(Protocol):
 
     def queue_depths(self) -> dict[str, int]: ...
 
+    def sink_failures(self) -> dict[str, int]: ...
+
 
 class PipelineControl(PipelineView, Protocol):
     """A running pipeline that takes streams and lets them go (the control endpoint's side)."""

@@ -100,6 +100,7 @@ def test_metrics_health_and_readiness_of_a_running_pipeline(tiny_video: Path, tm
         assert got[("edgesight_stage_seconds_count", (("stage", "infer"),))] > 0
         assert ("edgesight_queue_depth", (("queue", "capture.cam"),)) in got
         assert ("edgesight_bus_sent_total", ()) in got
+        assert got[("edgesight_sink_failures_total", (("sink", "bus"),))] == 0, "every sink's series from the start"
         engine = [labels for (name, labels) in got if name == "edgesight_engine_info"]
         assert engine and ("backend", "fake") in engine[0]
         states = {labels: v for (name, labels), v in got.items() if name == "edgesight_stream_state"}

@@ -166,6 +166,8 @@ def run_pipeline(config: PipelineConfig, quiet: bool = False, save: str | None =
         log.info(
             "stream '%s' %s: %d frames published (%.1f fps), drops: %s", s.stream_id, state, s.published, rate, drops
         )
+    for name, n in report.sink_failures.items():
+        log.warning("sink '%s' failed %d times; the other sinks and the run went on", name, n)
     if recorder is not None and recorder.frames:
         log.info("annotated video: %s (%d frames)", recorder.path, recorder.frames)
     if report.failure:

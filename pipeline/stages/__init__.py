@@ -10,13 +10,12 @@ from pipeline.stages.base import GET_TIMEOUT_S, FailureHandler, StageClock, Stag
 from pipeline.stages.capture import CaptureStage
 from pipeline.stages.infer import InferStage, resolve_classes, to_frame
 from pipeline.stages.preprocess import PreprocessStage
-from pipeline.stages.publish import LATENCY_WINDOW, FaceLink, PublishStage, StreamAdded
+from pipeline.stages.publish import LATENCY_WINDOW, PublishStage, StreamAdded, StreamPlan
 
 __all__ = [
     "GET_TIMEOUT_S",
     "LATENCY_WINDOW",
     "CaptureStage",
-    "FaceLink",
     "FailureHandler",
     "InferStage",
     "PreprocessStage",
@@ -24,6 +23,7 @@ __all__ = [
     "StageClock",
     "StageThread",
     "StreamAdded",
+    "StreamPlan",
     "resolve_classes",
     "to_frame",
 ]
