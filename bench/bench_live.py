@@ -386,7 +386,12 @@ def child(args: argparse.Namespace, model: Path, streams: int) -> dict[str, Any]
     if done.returncode != 0:
         tail = done.stderr.strip().splitlines()[-1:] or ["failed"]
         print(f"bench_live: {streams} cameras failed:\n{done.stderr[-3000:]}", file=sys.stderr)
-        return {"streams": streams, "error": tail[0], "cameras": {}}
+        failed: dict[str, Any] = {"streams": streams, "error": tail[0], "exit_code": done.returncode, "cameras": {}}
+        if args.out:  # the whole log beside the results: a crash's thread dumps (PYTHONFAULTHANDLER=1) run long
+            log_path = Path(args.out).with_suffix(f".{streams}.stderr.txt")
+            log_path.write_text(done.stderr)
+            failed["log"] = str(log_path)
+        return failed
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 

@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torchvision  # noqa: F401  (torchvision's NMS kernel, used by the shared post-processing)
 
 from engines.base import ModelSpec
 from engines.detector import YoloDetector, detector_for

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torchvision  # noqa: F401  (torchvision's NMS kernel, used by the shared post-processing)
 
 from engines.base import EngineInfo, ModelSpec
 from engines.detector import YoloDetector, detector_for

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torchvision  # noqa: F401  (torchvision's NMS kernel, used by the shared post-processing)
 
 from engines.base import EngineInfo, ModelSpec
 from engines.detector import YoloDetector
