@@ -264,12 +264,15 @@ def run_cameras(args: argparse.Namespace, streams: int) -> dict[str, Any]:
         stdout=subprocess.PIPE,
         text=True,
     )
-    process = {None: False, "cpu": True, "gpu": "gpu"}[args.decode_process]
+    decoding = {"decode_process": {None: False, "cpu": True, "gpu": "gpu"}[args.decode_process]}
+    if args.decode_threads:
+        decoding["decode_threads"] = args.decode_threads
     if args.rtsp:
-        sources = [{"type": "url", "url": f"{args.rtsp}/cam{i}", "decode_process": process} for i in range(streams)]
+        url_decoder = {"decoder": args.decoder} if args.decoder in ("cpu", "nvdec") else {}
+        sources = [{"type": "url", "url": f"{args.rtsp}/cam{i}", **url_decoder, **decoding} for i in range(streams)]
     else:
         source = {"type": "file", "path": str(args.video), "realtime": True, "loop": True, "decoder": args.decoder}
-        sources = [source | {"decode_process": process}] * streams
+        sources = [source | decoding] * streams
     model = {"path": str(args.model), "imgsz": args.imgsz, "device": args.device, "engine": args.engine}
     if args.max_det:
         model["max_det"] = args.max_det
@@ -380,6 +383,7 @@ def child(args: argparse.Namespace, model: Path, streams: int) -> dict[str, Any]
     cmd += [*_window(args), *(["--precision", args.precision] if args.precision else [])]
     cmd += ["--max-det", str(args.max_det)] if args.max_det else []
     cmd += [*(["--decode-process", args.decode_process] if args.decode_process else [])]
+    cmd += ["--decode-threads", str(args.decode_threads)] if args.decode_threads else []
     cmd += ["--tracking"] if args.tracking else []
     cmd += ["--rtsp", args.rtsp] if args.rtsp else []
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.warmup + args.window + 600)
@@ -439,6 +443,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--decoder", default="cpu")
     parser.add_argument("--decode-process", choices=["cpu", "gpu"])
+    parser.add_argument("--decode-threads", type=int, help="threads of each CPU decoder (FFmpeg's choice when unset)")
     parser.add_argument("--tracking", action="store_true")
     parser.add_argument(
         "--rtsp",

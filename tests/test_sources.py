@@ -41,6 +41,48 @@ def test_video_file_decodes_every_frame(people1: Path) -> None:
     assert pts == sorted(pts) and pts[-1] > 28_000  # 686 frames at 23.98 fps
 
 
+@pytest.mark.parametrize("decoder", ["cpu", "pyav"])
+def test_decode_threads_reach_the_decoder_and_it_still_decodes_every_frame(
+    h264_video: Path, tmp_path: Path, decoder: str
+) -> None:
+    """``decode_threads`` (many cameras on one box: a thread or two each) is the decoder's own thread count."""
+    if decoder == "pyav" and importlib.util.find_spec("av") is None:
+        pytest.skip("PyAV is not installed")
+    from pipeline.sources import make_source
+
+    config = build_config(
+        {
+            "streams": [
+                {
+                    "id": "a",
+                    "source": {"type": "file", "path": str(h264_video), "decoder": decoder, "decode_threads": 1},
+                }
+            ]
+        },
+        "t",
+    )
+    reference = make_source(build_config({"streams": [{"id": "a", "source": str(h264_video)}]}, "t").streams[0].source)
+    source = make_source(config.streams[0].source)
+    frames = []
+    for src in (source, reference):
+        src.open()
+        try:
+            n = 0
+            while src.read() is not None:
+                n += 1
+            frames.append(n)
+            if src is source:
+                threads = (
+                    src._container.streams.video[0].codec_context.thread_count  # type: ignore[attr-defined]
+                    if decoder == "pyav"
+                    else src._cap.get(cv2.CAP_PROP_N_THREADS)  # type: ignore[attr-defined]
+                )
+                assert threads == 1
+        finally:
+            src.release()
+    assert frames[0] == frames[1] > 0
+
+
 def test_tiny_video_written_here(tiny_video: Path) -> None:
     frames = read_all(VideoFileSource(tiny_video))
     assert len(frames) == 40

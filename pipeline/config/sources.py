@@ -37,6 +37,10 @@ class FileSourceConfig(_Strict):
     """Decode in a child process (CPU decoders only; see :mod:`pipeline.sources.process`): a decoder that crashes takes
     only its child down, and its per-frame Python stays off the pipeline's interpreter lock. ``gpu``: the child also
     copies each frame to the GPU, and the pipeline gets it there (as NVDEC's frames); one CUDA context per stream."""
+    decode_threads: int | None = Field(None, ge=1, le=64)
+    """Threads of a CPU decoder (FFmpeg's, through OpenCV or PyAV); ``None``: FFmpeg's choice, about one per core.
+    With many cameras on one box, 1 or 2 each keeps the decoders from crowding the cores, and a live stream decoded
+    with frame threads waits a frame per thread before its first frame comes out."""
 
     @model_validator(mode="after")
     def _cpu_decoder_in_process(self) -> FileSourceConfig:
@@ -77,6 +81,8 @@ class UrlSourceConfig(_Strict):
     there. ``auto``: NVDEC where PyNvVideoCodec, PyAV and a CUDA GPU are present, else the CPU."""
     decode_process: bool | Literal["gpu"] = False
     """Decode in a child process (see the file source's ``decode_process``)."""
+    decode_threads: int | None = Field(None, ge=1, le=64)
+    """Threads of the CPU decoder (see the file source's ``decode_threads``)."""
 
     @model_validator(mode="after")
     def _cpu_decoder_in_process(self) -> UrlSourceConfig:

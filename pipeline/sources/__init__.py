@@ -28,9 +28,9 @@ def _file_source(config: FileSourceConfig) -> Source:
     """The decoder ``config.decoder`` names; ``auto``: NVDEC, else PyAV, else OpenCV, by what is installed."""
     if config.decoder == "nvdec":
         return NvdecFileSource(config.path)
-    cpu: Source = VideoFileSource(config.path)
+    cpu: Source = VideoFileSource(config.path, config.decode_threads)
     if config.decoder == "pyav" or (config.decoder == "auto" and pyav_available()):
-        cpu = PyAvFileSource(config.path)
+        cpu = PyAvFileSource(config.path, config.decode_threads)
     if config.decoder == "auto" and nvdec_available():
         return FallbackSource(NvdecFileSource(config.path), cpu)
     return cpu
@@ -39,7 +39,7 @@ def _file_source(config: FileSourceConfig) -> Source:
 def _url_source(config: UrlSourceConfig) -> Source:
     """The decoder ``config.decoder`` names; ``auto``: NVDEC where it can run (falling back if it cannot open), else
     OpenCV."""
-    cpu = StreamUrlSource(config.url, config.open_timeout_s, config.read_timeout_s)
+    cpu = StreamUrlSource(config.url, config.open_timeout_s, config.read_timeout_s, config.decode_threads)
     if config.decoder == "cpu" or (config.decoder == "auto" and not nvdec_stream_available()):
         return cpu
     gpu = NvdecStreamSource(config.url, config.open_timeout_s, config.read_timeout_s)

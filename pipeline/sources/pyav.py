@@ -35,9 +35,10 @@ def pyav_available() -> bool:
 class PyAvFileSource(DecoderSource):
     """A video file decoded on the CPU by PyAV; ``read`` returns I420 arrays (BGR for other pixel formats)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
         super().__init__()
         self.path = Path(path)
+        self.threads = threads
         self.description = f"video file '{self.path}'"
         self._container: Any = None
         self._frames: Iterator[Any] | None = None
@@ -57,6 +58,8 @@ class PyAvFileSource(DecoderSource):
             why = f"not a video or an unsupported format ({reason})"
             raise SourceError(f"cannot open {self.description}: {why}") from exc
         stream.thread_type = "AUTO"  # frame and slice threads, as OpenCV's capture uses
+        if self.threads is not None:
+            stream.codec_context.thread_count = self.threads
         self._fps = float(stream.average_rate or 0.0)
         self.total_frames = int(stream.frames) or None
         self._frames = self._container.decode(stream)

@@ -36,6 +36,11 @@ def to_bgr(image: np.ndarray, where: str) -> np.ndarray:
     raise SourceError(f"{where}: unsupported frame shape {image.shape}")
 
 
+def thread_params(threads: int | None) -> list[int]:
+    """OpenCV capture parameters that set FFmpeg's decoding threads (none: its own choice)."""
+    return [] if threads is None else [cv2.CAP_PROP_N_THREADS, threads]
+
+
 def check_video_file(path: Path) -> None:
     """Fail with a one-line reason when ``path`` is missing, not a file, or empty."""
     if not path.exists():
@@ -93,14 +98,15 @@ class VideoFileSource(_CaptureSource):
 
     live = False
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
         super().__init__()
         self.path = Path(path)
+        self.threads = threads
         self.description = f"video file '{self.path}'"
 
     def _open_capture(self) -> cv2.VideoCapture:
         check_video_file(self.path)
-        cap = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
+        cap = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG, thread_params(self.threads))
         if not cap.isOpened():
             cap.release()
             raise SourceError(f"cannot open video file '{self.path}': not a video or an unsupported format")
@@ -132,9 +138,12 @@ class StreamUrlSource(_CaptureSource):
 
     live = True
 
-    def __init__(self, url: str, open_timeout_s: float = 10.0, read_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, url: str, open_timeout_s: float = 10.0, read_timeout_s: float = 10.0, threads: int | None = None
+    ) -> None:
         super().__init__()
         self.url = url
+        self.threads = threads
         self.open_timeout_s = open_timeout_s
         self.read_timeout_s = read_timeout_s
         self.description = f"stream '{redact(url)}'"
@@ -148,6 +157,7 @@ class StreamUrlSource(_CaptureSource):
             int(self.open_timeout_s * 1000),
             cv2.CAP_PROP_READ_TIMEOUT_MSEC,
             int(self.read_timeout_s * 1000),
+            *thread_params(self.threads),
         ]
         cap = cv2.VideoCapture(self.url, cv2.CAP_FFMPEG, params)
         if not cap.isOpened():
