@@ -161,9 +161,16 @@ class TorchRunner:
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         # Graphs replay one at a time, so they share memory. "thread_local": the preprocess threads keep
-        # uploading frames on their own streams while a new shape is captured here.
-        with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
-            static_out = fn(static_in)
+        # uploading frames on their own streams while a new shape is captured here. Not torch.cuda.graph():
+        # it empties torch's device and pinned-host caches before each capture, which took 1.5-2 s with
+        # 64 cameras' buffers cached on an H200 box and held up every CUDA thread meanwhile.
+        with torch.cuda.stream(side):
+            graph.capture_begin(self._pool, capture_error_mode="thread_local")
+            try:
+                static_out = fn(static_in)
+            finally:
+                graph.capture_end()
+        torch.cuda.current_stream().wait_stream(side)
         head = self.model.model.model[-1] if hasattr(self.model, "model") else None
         keep = tuple(getattr(head, name) for name in ("anchors", "strides") if hasattr(head, name))
         record = _Graph(graph, static_in, static_out, keep)
