@@ -150,6 +150,18 @@ def test_paced_source_keeps_the_frame_rate() -> None:
     assert 0.22 < time.monotonic() - t0 < 1.0  # 5 intervals of 50 ms
 
 
+def test_a_paced_source_held_up_goes_on_at_its_rate_without_a_burst() -> None:
+    """As a camera: a reader that was held up (start-up, a full ring) does not get the missed frames in a rush."""
+    source = PacedSource(SyntheticSource(seed=1, frames=12, fps=20))
+    source.open()
+    assert source.read() is not None
+    time.sleep(1.0)  # 20 frames' worth, past the source's lag limit
+    t0 = time.monotonic()
+    for _ in range(10):
+        assert source.read() is not None
+    assert time.monotonic() - t0 > 0.3  # 9 intervals of 50 ms after the first; all ten at once without it
+
+
 class BlockingSource:
     """A scripted fake: ``n`` frames, then a read that hangs until interrupted (a dead camera)."""
 

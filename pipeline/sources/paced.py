@@ -8,9 +8,19 @@ import time
 from engines.base import FrameFormat
 from pipeline.sources.base import RawFrame, Source, frame_format
 
+MAX_LAG_S = 0.5
+"""A frame due longer ago than this starts the schedule over from now."""
+
 
 class PacedSource:
-    """Wraps a source and releases each frame no earlier than its ``pts_ms`` after the first."""
+    """Wraps a source and releases each frame no earlier than its ``pts_ms`` after the first.
+
+    A reader held up for longer than :data:`MAX_LAG_S` (start-up still
+    loading the model while a decoding process waits on its full ring) does
+    not get the frames it missed in a burst, faster than the file's rate: the
+    schedule starts over, so the source goes on at its own rate, as a camera
+    would.
+    """
 
     def __init__(self, inner: Source) -> None:
         self._inner = inner
@@ -39,7 +49,9 @@ class PacedSource:
         if self._start is None:
             self._start, self._first_pts = now, frame.pts_ms
         due = self._start + (frame.pts_ms - self._first_pts) / 1000.0
-        if due > now:
+        if now - due > MAX_LAG_S:
+            self._start, self._first_pts = now, frame.pts_ms
+        elif due > now:
             self._interrupted.wait(due - now)
         return frame
 
