@@ -9,12 +9,13 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeGuard
 
 from engines.base import DetectionEngine, DeviceName, EngineInfo, FrameFormat, ModelSpec
 from engines.registry import load_engine
 from pipeline.analytics.stream import StreamAnalytics
 from pipeline.analytics.tracking import TRACKER_LOW_CONF
-from pipeline.config import FacesConfig, PipelineConfig, StreamConfig
+from pipeline.config import FacesConfig, FileSourceConfig, PipelineConfig, SourceConfig, StreamConfig, UrlSourceConfig
 from pipeline.errors import ConfigError
 from pipeline.imageops import ImageOps, build_ops
 from pipeline.messages import CaptureItem
@@ -66,6 +67,25 @@ def warmup_formats(streams: Sequence[StreamConfig], sources: Mapping[str, Source
         fmt for stream in streams if not stream.preprocess and (fmt := frame_format(sources.get(stream.id))) is not None
     )
     return [fmt for fmt, _ in seen.most_common(MAX_WARMUP_FORMATS)]
+
+
+def decoder_threads(streams: Sequence[StreamConfig], cores: int) -> int | None:
+    """Threads for each CPU decoder that sets no ``decode_threads``: the box's cores shared among the streams
+    decoded on the CPU, at least one each; ``None`` (FFmpeg's own choice, about one per core) for a lone one."""
+    shared = sum(1 for s in streams if _cpu_decoded(s.source) and s.source.decode_threads is None)
+    return max(1, cores // shared) if shared > 1 else None
+
+
+def with_decoder_threads(source: SourceConfig, threads: int | None) -> SourceConfig:
+    """``source`` with ``threads`` decoding threads when it is decoded on the CPU and sets none itself."""
+    if threads is None or not _cpu_decoded(source) or source.decode_threads is not None:
+        return source
+    return source.model_copy(update={"decode_threads": threads})
+
+
+def _cpu_decoded(source: SourceConfig) -> TypeGuard[FileSourceConfig | UrlSourceConfig]:
+    """A file or stream that a CPU decoder may decode (not one that names NVDEC)."""
+    return isinstance(source, (FileSourceConfig, UrlSourceConfig)) and source.decoder != "nvdec"
 
 
 def check_faces_model(faces: FacesConfig, engine: EngineInfo) -> None:

@@ -9,6 +9,7 @@ unblocks sources and queues, and joins with a deadline.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -22,11 +23,13 @@ from pipeline.assembly import (
     build_sinks,
     build_stream,
     check_faces_model,
+    decoder_threads,
     face_detector_loader,
     model_spec,
     preprocess_threads,
     stream_plan,
     warmup_formats,
+    with_decoder_threads,
 )
 from pipeline.bus import BusPublisher
 from pipeline.config import PipelineConfig, StreamConfig
@@ -88,6 +91,8 @@ class Pipeline:
         self._source_factory = source_factory
         self._engine_factory = engine_factory
         self._pictures: dict[str, FrameSink] = {"recording": sink} if sink is not None else {}
+        self._decoder_threads = decoder_threads(config.streams, os.cpu_count() or 1)
+        """Decoding threads of each CPU decoder that sets none (the cores shared among them)."""
         self.preview: PreviewServer | None = None
         """The browser preview (``preview.port``), serving from start to close."""
         self.engine: DetectionEngine | None = None
@@ -167,12 +172,15 @@ class Pipeline:
         def report(change: StateChange) -> None:
             self._state_changes.put(change)
 
-        return SupervisedSource(stream.id, lambda: self._source_factory(stream.source), stream.reconnect, report)
+        return SupervisedSource(stream.id, lambda: self._source(stream), stream.reconnect, report)
+
+    def _source(self, stream: StreamConfig) -> Source:
+        return self._source_factory(with_decoder_threads(stream.source, self._decoder_threads))
 
     def _open_sources(self) -> None:
         """Open files, folders and scenes now (a bad one is a start-up error); cameras connect in their threads."""
         streams = self.config.streams
-        sources = [self._supervised(s) if s.supervised else self._source_factory(s.source) for s in streams]
+        sources = [self._supervised(s) if s.supervised else self._source(s) for s in streams]
         open_all(sources)
         for stream, source in zip(streams, sources, strict=True):
             self._sources[stream.id] = source
@@ -257,7 +265,7 @@ class Pipeline:
             live = {c.stream_id for c in self._captures if c.is_alive()}
             if stream.id in live:
                 raise ConfigError(f"stream '{stream.id}' is already running")
-            source: Source = self._supervised(stream) if stream.supervised else self._source_factory(stream.source)
+            source: Source = self._supervised(stream) if stream.supervised else self._source(stream)
             source.open()
             worker = self._preprocess[len(self._captures) % len(self._preprocess)]
             worker.streams.add()

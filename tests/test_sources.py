@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -17,7 +18,7 @@ from engines.base import FrameFormat, ReadyDetections
 from pipeline.config import build_config
 from pipeline.errors import SourceError
 from pipeline.runner import Pipeline
-from pipeline.sources.base import RawFrame
+from pipeline.sources.base import RawFrame, Source
 from pipeline.sources.images import ImageFolderSource
 from pipeline.sources.paced import PacedSource
 from pipeline.sources.synthetic import SyntheticSource
@@ -81,6 +82,34 @@ def test_decode_threads_reach_the_decoder_and_it_still_decodes_every_frame(
         finally:
             src.release()
     assert frames[0] == frames[1] > 0
+
+
+def test_cpu_decoders_share_the_cores_unless_a_stream_sets_its_own(
+    tiny_video: Path, arch_weights: Path, endpoint: str
+) -> None:
+    """Many cameras decoded on the CPU get the box's cores between them (a thread per core each crowds them)."""
+    from helpers import config_for, run_and_collect
+
+    from pipeline.assembly import decoder_threads
+    from pipeline.config import SourceConfig
+    from pipeline.sources import make_source
+
+    file = {"type": "file", "path": str(tiny_video)}
+    streams = [{"id": f"c{i}", "source": file} for i in range(3)]
+    streams.append({"id": "own", "source": file | {"decode_threads": 3}})
+    config = config_for(endpoint, streams, {"path": str(arch_weights), "device": "cpu", "imgsz": 160})
+    opened: dict[str, int | None] = {}
+
+    def factory(source: SourceConfig) -> Source:
+        opened[str(len(opened))] = getattr(source, "decode_threads", None)
+        return make_source(source)
+
+    got = run_and_collect(config, source_factory=factory)
+    assert got.report is not None and got.report.ok
+    assert all(s.published == 40 for s in got.report.streams)
+    cores = os.cpu_count() or 1
+    assert sorted(opened.values(), key=str) == sorted([max(1, cores // 3)] * 3 + [3], key=str)
+    assert decoder_threads(config.streams[:1], cores) is None, "a lone stream keeps FFmpeg's own choice"
 
 
 def test_tiny_video_written_here(tiny_video: Path) -> None:

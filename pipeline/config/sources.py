@@ -38,9 +38,10 @@ class FileSourceConfig(_Strict):
     only its child down, and its per-frame Python stays off the pipeline's interpreter lock. ``gpu``: the child also
     copies each frame to the GPU, and the pipeline gets it there (as NVDEC's frames); one CUDA context per stream."""
     decode_threads: int | None = Field(None, ge=1, le=64)
-    """Threads of a CPU decoder (FFmpeg's, through OpenCV or PyAV); ``None``: FFmpeg's choice, about one per core.
-    With many cameras on one box, 1 or 2 each keeps the decoders from crowding the cores, and a live stream decoded
-    with frame threads waits a frame per thread before its first frame comes out."""
+    """Threads of a CPU decoder (FFmpeg's, through OpenCV or PyAV). ``None``: the box's cores shared among the
+    streams decoded on the CPU, at least one each (FFmpeg's own choice, about one per core, for a lone stream):
+    many decoders with a thread per core each crowd the cores, and a live stream decoded with frame threads waits
+    a frame per thread before its first frame comes out."""
 
     @model_validator(mode="after")
     def _cpu_decoder_in_process(self) -> FileSourceConfig:
