@@ -125,7 +125,7 @@ def test_policy_defaults_follow_the_source() -> None:
 
 
 def test_the_model_config_builds_the_engines_spec() -> None:
-    from pipeline.runner import model_spec
+    from pipeline.assembly import model_spec
 
     model = {"path": "m.pt", "imgsz": 320, "conf": 0.4, "iou": 0.5, "max_det": 20, "classes": [0, 2], "device": "cpu"}
     model |= {"batch_size": 4, "threads": 2, "cache_dir": "~/engines", "cuda_graphs": False, "workspace_gb": 2}

@@ -71,7 +71,7 @@ def street_config(people1: Path) -> PipelineConfig:
 def street_detections(people1: Path) -> list[np.ndarray]:
     """The bundled detector's boxes on the first frames of people1.mp4, down to the tracker's threshold."""
     from engines.registry import load_engine
-    from pipeline.runner import model_spec
+    from pipeline.assembly import model_spec
 
     engine = load_engine(model_spec(street_config(people1)))
     cap = cv2.VideoCapture(str(people1))

@@ -174,7 +174,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
 def cmd_build_engine(args: argparse.Namespace) -> int:
     """Build the engine the pipeline will load for the same model, precision, batch and size."""
     from engines.tensorrt_backend import build_only
-    from pipeline.runner import model_spec
+    from pipeline.assembly import model_spec
 
     model = {
         "path": args.model,
