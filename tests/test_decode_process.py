@@ -24,7 +24,8 @@ from pipeline.runner import Pipeline
 from pipeline.schema import DetectionsMessage, StatusMessage
 from pipeline.sources import make_source
 from pipeline.sources.base import RawFrame, Source
-from pipeline.sources.process import ProcessSource, _ring_dir
+from pipeline.sources.process import ProcessSource
+from pipeline.sources.ring import ring_dir as _ring_dir
 from pipeline.subscriber import Subscriber
 
 HAS_PYAV = importlib.util.find_spec("av") is not None
@@ -235,7 +236,7 @@ def test_a_leased_slot_is_freed_once_every_tensor_made_from_its_frame_is_gone() 
 
     import torch
 
-    from pipeline.sources.process import leased
+    from pipeline.sources.ring import leased
 
     ring = torch.zeros((4, 12), dtype=torch.uint8)
     freed: list[int] = []

@@ -1,0 +1,165 @@
+"""The decoding process's side: open the source, map the ring the parent made, decode into its free slots and
+announce each frame, until the end or the stop flag (see :mod:`pipeline.sources.process`)."""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+import signal
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from multiprocessing.synchronize import Event
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from engines.yuv import PixelLayout
+from pipeline.errors import PermanentSourceError, SourceError
+from pipeline.sources.base import RawFrame, Source
+from pipeline.sources.ring import LAYOUTS, ON_PIPE, Announcements, FreeSlots
+
+if TYPE_CHECKING:
+    from pipeline.config import SourceConfig
+
+SourceMaker = Callable[["SourceConfig"], Source]
+"""Builds an (unopened) source from its config: :func:`pipeline.sources.make_source`."""
+
+
+def serve(
+    make: SourceMaker, config: SourceConfig, conn: Connection, free: FreeSlots, announced: Announcements, stop: Event
+) -> None:
+    """Open ``config``'s source (built by ``make``), then decode into the ring the parent names, until the end or
+    ``stop``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the parent stops us
+    # Terminated (a stop that took too long): unwind, so a ring on the GPU is let go of and the parent's CUDA
+    # memory can be freed (a killed child's share of it stays held until the pipeline's process exits).
+    signal.signal(signal.SIGTERM, _exit_now)
+    source = make(config)
+    ring: _HostSlots | _DeviceSlots | None = None
+    try:
+        source.open()
+        first = source.read()
+        if first is None:
+            raise SourceError(f"{source.description}: opened, but no frame could be decoded")
+        total = getattr(source, "total_frames", None)
+        conn.send(("opened", source.description, total, first.image.nbytes, first.image.shape, first.layout))
+        ring = _map_ring(conn)
+        conn.send(("ready",))
+        _pump(source, first, _Outbox(conn, announced, stop), free, ring)
+    except SourceError as exc:
+        _report(conn, announced, stop, ("error", isinstance(exc, PermanentSourceError), str(exc)))
+    except (BrokenPipeError, EOFError):
+        pass  # the parent has gone
+    except Exception as exc:  # reported to the parent as one line, never a traceback here
+        first_line = next(iter(str(exc).splitlines()), "")
+        text = f"{source.description}: decoding failed ({type(exc).__name__}: {first_line})"
+        _report(conn, announced, stop, ("error", False, text))
+    finally:
+        source.release()
+        if ring is not None:
+            ring.close()
+        conn.close()
+
+
+class _HostSlots:
+    """The child's side of a ring in shared memory."""
+
+    def __init__(self, path: str, slot_bytes: int, slots: int) -> None:
+        self.slot_bytes = slot_bytes
+        fd = os.open(path, os.O_RDWR)
+        try:
+            self._ring = mmap.mmap(fd, slot_bytes * slots)
+        finally:
+            os.close(fd)
+
+    def write(self, slot: int, image: np.ndarray) -> None:
+        view = np.frombuffer(self._ring, np.uint8, image.nbytes, slot * self.slot_bytes).reshape(image.shape)
+        np.copyto(view, image)
+        del view  # the ring's buffer stays unexported, so it can be closed
+
+    def close(self) -> None:
+        self._ring.close()
+
+
+class _DeviceSlots:
+    """The child's side of a ring on the GPU: a frame goes through a pinned buffer into its slot, on a stream of the
+    child's own, and is there (the copy waited for) before the parent hears of it."""
+
+    def __init__(self, ring: Any) -> None:
+        import torch
+
+        torch.cuda.set_device(ring.device)
+        self.slot_bytes = int(ring.shape[1])
+        self._ring = ring
+        self._stream = torch.cuda.Stream(ring.device)
+        self._staging = torch.empty(self.slot_bytes, dtype=torch.uint8, pin_memory=True)
+        self._host = self._staging.numpy()
+
+    def write(self, slot: int, image: np.ndarray) -> None:
+        import torch
+
+        n = image.nbytes
+        np.copyto(self._host[:n], image.reshape(-1))
+        with torch.cuda.stream(self._stream):
+            self._ring[slot, :n].copy_(self._staging[:n], non_blocking=True)
+        self._stream.synchronize()
+
+    def close(self) -> None:
+        self._ring = None
+
+
+def _map_ring(conn: Connection) -> _HostSlots | _DeviceSlots:
+    message = conn.recv()
+    if message[0] == "gpu-ring":
+        return _DeviceSlots(message[1])
+    _, path, slot_bytes, slots = message
+    return _HostSlots(path, slot_bytes, slots)
+
+
+class _Outbox:
+    """The child's way to the parent once frames flow: announcements, and pipe messages announced first."""
+
+    def __init__(self, conn: Connection, announced: Announcements, stop: Event) -> None:
+        self.conn, self.announced, self.stop = conn, announced, stop
+
+    def frame(self, slot: int, image: np.ndarray, pts_ms: float, layout: PixelLayout) -> bool:
+        channels = image.shape[2] if image.ndim == 3 else 0
+        entry = (float(slot), image.shape[0], image.shape[1], channels, pts_ms, LAYOUTS.index(layout))
+        return self.announced.put(entry, self.stop, self.conn)
+
+    def message(self, message: tuple[Any, ...]) -> bool:
+        if not self.announced.put((ON_PIPE, 0, 0, 0, 0, 0), self.stop, self.conn):
+            return False
+        self.conn.send(message)
+        return True
+
+
+def _pump(source: Any, first: RawFrame, out: _Outbox, free: FreeSlots, ring: _HostSlots | _DeviceSlots) -> None:
+    frame: RawFrame | None = first
+    while frame is not None and not out.stop.is_set():
+        image = np.ascontiguousarray(frame.image)
+        if image.dtype != np.uint8 or image.ndim not in (2, 3) or image.nbytes > ring.slot_bytes:
+            if not out.message(("inline", image, frame.pts_ms, frame.layout)):
+                return
+        else:
+            slot = free.take(out.stop, out.conn)
+            if slot is None:
+                return
+            ring.write(slot, image)
+            if not out.frame(slot, image, frame.pts_ms, frame.layout):
+                return
+        frame = source.read()
+    if frame is None:
+        out.message(("end",))
+
+
+def _exit_now(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
+def _report(conn: Connection, announced: Announcements, stop: Event, message: tuple[Any, ...]) -> None:
+    """Send ``message`` (an error) whether the parent is still opening the source (it reads the pipe) or reading
+    frames (it waits for an announcement)."""
+    with contextlib.suppress(BrokenPipeError, OSError):
+        _Outbox(conn, announced, stop).message(message)
