@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ONLINE_STATES = ("online", "running")
 STATUS_FILE_INTERVAL_S = 5.0
 
 
@@ -51,7 +50,7 @@ def health(pipeline: PipelineView, stale_after_s: float) -> dict[str, Any]:
 def readiness(pipeline: PipelineView, ready_share: float) -> dict[str, Any]:
     """``ready``: the engine is loaded and at least ``ready_share`` of the streams are online (or running)."""
     streams = pipeline.stream_states()
-    online = sum(s.state in ONLINE_STATES for s in streams)
+    online = sum(s.state.delivering for s in streams)
     needed = math.ceil(ready_share * len(streams)) if streams else 1
     return {
         "ready": pipeline.engine is not None and bool(streams) and online >= needed,

@@ -16,13 +16,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from pipeline.view import StreamStatus
+
 if TYPE_CHECKING:
     from pipeline.stages import StageThread
     from pipeline.view import PipelineView
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 STAGE_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-STATES = ("connecting", "online", "reconnecting", "offline", "running", "ended")
 
 
 class NullMetrics:
@@ -127,8 +128,8 @@ class _PipelineCollector:
             reconnects.add_metric([s.stream_id], s.reconnects)
             for queue, n in s.drops.items():
                 dropped.add_metric([s.stream_id, queue, "queue_full_drop_oldest"], n)
-            for name in STATES:
-                state.add_metric([s.stream_id, name], 1.0 if s.state == name else 0.0)
+            for status in StreamStatus:
+                state.add_metric([s.stream_id, status.value], 1.0 if s.state == status else 0.0)
         yield from (captured, published, dropped, reconnects, state)
 
         op_time = CounterMetricFamily(

@@ -13,7 +13,7 @@ from pipeline.queues import QueueView
 from pipeline.report import Progress, RunReport, StreamReport, frames_to_take, percentiles
 from pipeline.sources import Source
 from pipeline.stages import CaptureStage, InferStage, PreprocessStage, PublishStage, StageClock, StageThread
-from pipeline.view import StreamState
+from pipeline.view import StreamState, StreamStatus
 
 if TYPE_CHECKING:
     from pipeline.faces.stage import FaceStage
@@ -52,7 +52,7 @@ class Parts:
             sid = capture.stream_id
             source = self.sources.get(sid)
             ended = publish is not None and sid in publish.ended
-            state = "ended" if ended else getattr(source, "state", None) or "running"
+            state = StreamStatus.ENDED if ended else getattr(source, "state", None) or StreamStatus.RUNNING
             out.append(
                 StreamState(
                     sid,

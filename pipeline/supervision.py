@@ -22,15 +22,16 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Literal
 
 from pipeline.config import ReconnectConfig
 from pipeline.errors import PermanentSourceError, SourceError
 from pipeline.sources.base import RawFrame, Source
+from pipeline.view import StreamStatus
 
 log = logging.getLogger(__name__)
 
-SourceState = Literal["connecting", "online", "reconnecting", "offline"]
+SourceState = StreamStatus
+"""One of the supervision states: connecting, online, reconnecting, offline."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +105,7 @@ class SupervisedSource:
     # -- the Source protocol -----------------------------------------------------------------------------
     def open(self) -> None:
         """Report ``connecting``; the first attempt is made by the capture thread's first ``read``."""
-        self._set_state("connecting")
+        self._set_state(StreamStatus.CONNECTING)
 
     def read(self) -> RawFrame | None:
         while not self._stop.is_set():
@@ -144,10 +145,10 @@ class SupervisedSource:
             if not self._stop.is_set():
                 self._lost(reason or "lost")
             return None
-        if self.state != "online":
+        if self.state != StreamStatus.ONLINE:
             self._backoff.reset()
             self._down_since = None
-            self._set_state("online")
+            self._set_state(StreamStatus.ONLINE)
         pts = frame.pts_ms + self._offset_ms
         if pts <= self._last_ms:  # a reconnected stream starts its clock again
             self._offset_ms += self._last_ms - pts + 1.0
@@ -177,14 +178,14 @@ class SupervisedSource:
         now = time.monotonic()
         if self._down_since is None:
             self._down_since = now
-        if self.state == "online":
+        if self.state == StreamStatus.ONLINE:
             self.reconnects += 1
         attempts = self._backoff.failures + 1
         if self.config.max_attempts is not None and attempts > self.config.max_attempts:
             raise SourceError(f"{self.description}: gave up after {self.config.max_attempts} attempts ({reason})")
         delay = self._backoff.next_delay()
         down_for = now - self._down_since
-        state: SourceState = "offline" if down_for >= self.config.offline_after_s else "reconnecting"
+        state = StreamStatus.OFFLINE if down_for >= self.config.offline_after_s else StreamStatus.RECONNECTING
         self._set_state(state, attempt=attempts, retry_in_s=round(delay, 3), reason=reason, force=True)
         self._retry_at = now + delay
 
@@ -207,8 +208,8 @@ class SupervisedSource:
             return
         changed = state != self.state
         self.state = state
-        if changed or state == "offline":
-            level = logging.INFO if state in ("connecting", "online") else logging.WARNING
+        if changed or state == StreamStatus.OFFLINE:
+            level = logging.INFO if state in (StreamStatus.CONNECTING, StreamStatus.ONLINE) else logging.WARNING
             detail = f" (attempt {attempt}, retry in {retry_in_s:g} s: {reason})" if reason else ""
             log.log(level, "stream '%s': %s%s", self.stream_id, state, detail)
         if changed:

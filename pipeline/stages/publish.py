@@ -16,7 +16,10 @@ from pipeline.queues import BoundedQueue
 from pipeline.sinks import BusWriter, Published, SinkSet, StreamEnding
 from pipeline.stages.base import GET_TIMEOUT_S, FailureHandler, StageThread
 from pipeline.supervision import StateChange
+from pipeline.view import StreamStatus
 
+RETRYING = (StreamStatus.RECONNECTING, StreamStatus.OFFLINE)
+"""States whose status says which attempt failed."""
 LATENCY_WINDOW = 100_000
 """Capture→publish latencies kept for percentiles (the most recent ones)."""
 
@@ -148,7 +151,7 @@ class PublishStage(StageThread):
             if isinstance(change, StreamAdded):
                 self._add_stream(change.plan)
                 continue
-            extra: dict[str, Any] = {"attempt": change.attempt} if change.state in ("reconnecting", "offline") else {}
+            extra: dict[str, Any] = {"attempt": change.attempt} if change.state in RETRYING else {}
             if change.retry_in_s is not None:
                 extra["retry_in_s"] = change.retry_in_s
             if change.reason:
