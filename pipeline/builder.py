@@ -181,11 +181,11 @@ class StageBuilder:
         start-up; returns its capture thread (not started)."""
         parts = self.parts
         worker = parts.preprocess[len(parts.captures) % len(parts.preprocess)]
-        worker.streams.add()
+        worker.stream_added()
         assert parts.infer is not None
         parts.infer.streams.add()
         if parts.secondary is not None:
-            parts.secondary.streams.add()
+            parts.secondary.stream_added()
         self.state_changes.put(StreamAdded(stream_plan(self.config, stream)))
         capture = self.wire_stream(stream, source, worker)
         parts.threads.append(capture)
@@ -213,4 +213,4 @@ class StageBuilder:
         if stage is None:
             return None
         model = "" if stage.detector is None else stage.detector.info.model
-        return FaceSink(stage.inp, stage.out, stage.config.every_n_frames, stage.settled, model, writer)
+        return FaceSink(stage.jobs, stage.results, stage.config.every_n_frames, stage.settled, model, writer)

@@ -28,7 +28,8 @@ from pipeline.faces.identities import TrackFace, TrackIdentities
 from pipeline.faces.messages import FaceJob, FaceResult
 from pipeline.messages import FrameResult
 from pipeline.queues import BoundedQueue
-from pipeline.stages import GET_TIMEOUT_S, FailureHandler, StageThread
+from pipeline.stages import FailureHandler
+from pipeline.stages.base import QueueStage
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ PERSON_MARGIN = 0.1
 """Person crops are grown by this share of their size on each side before face detection."""
 
 
-class FaceStage(StageThread):
+class FaceStage(QueueStage[FaceJob, FaceResult]):
     """Detects faces (unless the main model does) and recognizes them, on the frames it is offered."""
 
     def __init__(
@@ -51,9 +52,9 @@ class FaceStage(StageThread):
         detector: Callable[[], DetectionEngine] | None = None,
         recognizer: Callable[[], tuple[FaceEmbedder, Matcher]] | None = None,
     ) -> None:
-        super().__init__("faces", stop, on_failure)
-        self.inp = inp
-        self.out = out
+        super().__init__("faces", inp, out, None, stop, on_failure)
+        self.jobs = inp
+        self.results = out
         self.config = config
         self._load_detector = detector
         self._load_recognizer = recognizer
@@ -62,12 +63,10 @@ class FaceStage(StageThread):
         self.matcher: Matcher | None = None
         self._trackers: dict[str, StreamTracker] = {}
         self._identities: dict[str, TrackIdentities] = {}
-        self.busy = False
-        """True while a job is taken but its result not yet queued."""
 
     def settled(self) -> bool:
         """No job waiting or running (the publish stage drains the results before a stream's end)."""
-        return not self.busy and len(self.inp) == 0
+        return not self.busy and len(self.jobs) == 0
 
     def load(self) -> None:
         """Load the face detector and the recognizer (called by the pipeline at start-up, before frames flow)."""
@@ -76,18 +75,6 @@ class FaceStage(StageThread):
             self.detector.warmup()
         if self._load_recognizer is not None:
             self.embedder, self.matcher = self._load_recognizer()
-
-    def loop(self) -> None:
-        while not self.stop_event.is_set():
-            self.beat()
-            job = self.inp.get(GET_TIMEOUT_S)
-            if job is None:
-                continue
-            self.busy = True
-            result = self.process(job)
-            self.clock.add(result.face_ms / 1000.0)
-            self.out.put(result)
-            self.busy = False
 
     def process(self, job: FaceJob) -> FaceResult:
         started = time.perf_counter()

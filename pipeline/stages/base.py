@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from pipeline.messages import EndOfStream
 from pipeline.queues import BoundedQueue, StreamCount
@@ -78,9 +78,10 @@ class QueueStage(StageThread, Generic[In, Out]):
     """A stage that turns each item it takes into one it puts: the loop such stages share.
 
     It takes with a timed wait, passes each stream's :class:`EndOfStream` on
-    (and ends once every stream has ended), times :meth:`process` on the
-    stage's clock, puts with the output queue's policy and stops on the stop
-    event. A subclass supplies :meth:`process`, and :meth:`ready` when it
+    (and ends once every stream has ended; with ``streams`` ``None`` its
+    input carries no ends and it runs until stopped), times :meth:`process`
+    on the stage's clock, puts with the output queue's policy and stops on the
+    stop event. A subclass supplies :meth:`process`, and :meth:`ready` when it
     should take an item only at certain times.
     """
 
@@ -88,15 +89,22 @@ class QueueStage(StageThread, Generic[In, Out]):
         self,
         name: str,
         inp: Inbox[In],
-        out: BoundedQueue[Out | EndOfStream],
-        streams: StreamCount,
+        out: BoundedQueue[Out | EndOfStream] | BoundedQueue[Out],
+        streams: StreamCount | None,
         stop: threading.Event,
         on_failure: FailureHandler,
     ) -> None:
         super().__init__(name, stop, on_failure)
         self.inp = inp
-        self.out = out
+        self.out: BoundedQueue[Any] = out
         self.streams = streams
+        self.busy = False
+        """True while an item is taken but its result not yet put."""
+
+    def stream_added(self) -> None:
+        """One more stream's items (and end) will come: a stream added at run time."""
+        if self.streams is not None:
+            self.streams.add()
 
     def ready(self) -> bool:
         """Whether to take an item now (waiting at most about :data:`GET_TIMEOUT_S`)."""
@@ -106,7 +114,8 @@ class QueueStage(StageThread, Generic[In, Out]):
         raise NotImplementedError
 
     def loop(self) -> None:
-        while not self.streams.done() and not self.stop_event.is_set():
+        streams = self.streams
+        while not (streams is not None and streams.done()) and not self.stop_event.is_set():
             self.beat()
             if not self.ready():
                 continue
@@ -114,10 +123,13 @@ class QueueStage(StageThread, Generic[In, Out]):
             if item is None:
                 continue
             if isinstance(item, EndOfStream):
-                self.streams.end()
+                if streams is not None:
+                    streams.end()
                 self.out.put(item)
                 continue
+            self.busy = True
             started = time.perf_counter()
             result = self.process(item)
             self.clock.add(time.perf_counter() - started)
             self.out.put(result)
+            self.busy = False
