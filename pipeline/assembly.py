@@ -26,6 +26,7 @@ from pipeline.sinks import BusSink, BusWriter, FaceSink, PictureSink, Redactor, 
 from pipeline.sources import Source
 from pipeline.sources.base import frame_format
 from pipeline.stages import CaptureStage, FailureHandler, PreprocessStage
+from pipeline.stages.base import Observe
 from pipeline.stages.publish import StreamPlan
 
 MAX_GPU_PREPROCESS_THREADS = 4
@@ -119,7 +120,12 @@ class StreamParts:
 
 
 def build_stream(
-    stream: StreamConfig, source: Source, worker: PreprocessStage, stop: threading.Event, on_failure: FailureHandler
+    stream: StreamConfig,
+    source: Source,
+    worker: PreprocessStage,
+    stop: threading.Event,
+    on_failure: FailureHandler,
+    observe: Observe | None = None,
 ) -> StreamParts:
     """One stream's parts, joined to the preprocess thread ``worker`` that reads it: the same for a stream
     configured at start-up and one added at run time (whose capture thread the caller starts)."""
@@ -134,7 +140,7 @@ def build_stream(
     if gate is not None:
         worker.motion[stream.id] = gate
     worker.inputs.add(queue)
-    capture = CaptureStage(stream.id, source, queue, stop, on_failure, stream.max_frames)
+    capture = CaptureStage(stream.id, source, queue, stop, on_failure, stream.max_frames, observe)
     return StreamParts(queue, capture, ops, gate)
 
 

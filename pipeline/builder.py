@@ -30,6 +30,7 @@ from pipeline.recorder import FrameSink
 from pipeline.sinks import BusWriter, FaceSink
 from pipeline.sources import Source
 from pipeline.stages import CaptureStage, FailureHandler, InferStage, PreprocessStage, PublishStage, StreamAdded
+from pipeline.stages.base import Observe
 from pipeline.supervision import StateChange
 
 log = logging.getLogger(__name__)
@@ -47,8 +48,11 @@ class StageBuilder:
         stop: threading.Event,
         on_failure: FailureHandler,
         state_changes: BoundedQueue[StateChange | StreamAdded],
+        observer: Callable[[str], Observe | None] = lambda kind: None,
     ) -> None:
+        """``observer``: for a kind of stage, what its stages are made with to report their time (metrics)."""
         self.config = config
+        self.observer = observer
         self.parts = parts
         self.stop = stop
         self.on_failure = on_failure
@@ -82,6 +86,7 @@ class StageBuilder:
             cfg.model.classes,
             cfg.model.batch_timeout_ms / 1000.0,
             formats.result,
+            observe=self.observer("infer"),
         )
         infer.start()
         return infer, formats
@@ -113,6 +118,7 @@ class StageBuilder:
             self.on_failure,
             detector=face_detector_loader(faces, device),
             recognizer=(lambda: load_recognizer(faces, device)) if faces.recognize else None,
+            observe=self.observer("faces"),
         )
         stage.load()
         self.parts.faces = stage
@@ -139,6 +145,7 @@ class StageBuilder:
                 self.on_failure,
                 name="preprocess" if workers == 1 else f"preprocess-{w}",
                 keep_seen=bool(cfg.secondary),
+                observe=self.observer("preprocess"),
             )
             for w in range(workers)
         ]
@@ -158,6 +165,7 @@ class StageBuilder:
             wait_for_subscriber=cfg.publish.wait_for_subscriber,
             subscriber_timeout_s=cfg.publish.subscriber_timeout_s,
             on_latency=on_latency,
+            observe=self.observer("publish"),
         )
         extra = [stage for stage in (parts.faces, parts.secondary) if stage is not None]
         parts.threads = [parts.publish, *extra, *parts.threads, *parts.preprocess, *parts.captures]
@@ -165,7 +173,7 @@ class StageBuilder:
     def wire_stream(self, stream: StreamConfig, source: Source, worker: PreprocessStage) -> CaptureStage:
         """Build one stream's parts (:func:`~pipeline.assembly.build_stream`) and keep them; a stream added again
         under an ended one's id takes its place in the reports."""
-        built = build_stream(stream, source, worker, self.stop, self.on_failure)
+        built = build_stream(stream, source, worker, self.stop, self.on_failure, self.observer("capture"))
         parts = self.parts
         if built.image_ops is not None:
             parts.image_ops[stream.id] = built.image_ops
@@ -201,7 +209,13 @@ class StageBuilder:
         models = [(s, load_crop_model(s, cfg.model.device)) for s in cfg.secondary]
         out: BoundedQueue[ResultItem] = BoundedQueue("secondary", self.results.maxsize, OverflowPolicy.BLOCK, self.stop)
         self.parts.secondary = SecondaryStage(
-            self.results, out, self.streams(len(cfg.streams)), models, self.stop, self.on_failure
+            self.results,
+            out,
+            self.streams(len(cfg.streams)),
+            models,
+            self.stop,
+            self.on_failure,
+            observe=self.observer("secondary"),
         )
         self.parts.queues.append(out)
         log.info("secondary models: %s", ", ".join(f"{s.kind} {model.name}" for s, model in models))

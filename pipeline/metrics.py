@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from pipeline.view import StreamStatus
 
 if TYPE_CHECKING:
-    from pipeline.stages import StageThread
+    from pipeline.stages.base import Observe
     from pipeline.view import PipelineView
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -32,8 +32,8 @@ class NullMetrics:
     def attach(self, pipeline: PipelineView) -> None:
         pass
 
-    def observe_stage(self, thread: StageThread) -> None:
-        pass
+    def stage_observer(self, kind: str) -> Observe | None:
+        return None
 
     def exposition(self) -> bytes:
         return b""
@@ -71,28 +71,22 @@ class PrometheusMetrics:
         child.observe(seconds)
 
     def attach(self, pipeline: PipelineView) -> None:
-        """Hook the histograms into a started pipeline and register the collector that reads the rest."""
+        """Register the collector that reads a started pipeline's counters (its stages feed the histograms)."""
         self._pipeline = pipeline
-        for thread in pipeline.stages:
-            self.observe_stage(thread)
         for state in pipeline.stream_states():  # each stream's latency series from its start
             self._latency_by_stream.setdefault(state.stream_id, self.latency.labels(state.stream_id))
         self.registry.register(_PipelineCollector(pipeline))
 
-    def observe_stage(self, thread: StageThread) -> None:
-        """Feed ``thread``'s time per frame into the stage histogram (each stage at attach, and a stream's capture
-        thread when the stream is added at run time)."""
-        thread.clock.observer = self.stage_time.labels(_stage_name(thread.name)).observe
+    def stage_observer(self, kind: str) -> Observe:
+        """What a stage of ``kind`` (``capture``, ``preprocess``, ``infer``, …) is made with to feed its time per frame
+        into the stage histogram."""
+        observe: Observe = self.stage_time.labels(kind).observe
+        return observe
 
     def exposition(self) -> bytes:
         from prometheus_client import generate_latest
 
         return bytes(generate_latest(self.registry))
-
-
-def _stage_name(thread_name: str) -> str:
-    """``capture-cam0`` → ``capture``, ``preprocess-1`` → ``preprocess``: one histogram series per stage kind."""
-    return thread_name.split("-", 1)[0]
 
 
 class _PipelineCollector:

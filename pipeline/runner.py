@@ -97,7 +97,9 @@ class Pipeline:
             "status", STATE_QUEUE_SIZE, OverflowPolicy.BLOCK, self.stop_event
         )
         """Live sources' state changes, on their way to the publish stage (the only thread that sends)."""
-        self._builder = StageBuilder(config, self._parts, self.stop_event, self._fail, self._state_changes)
+        self._builder = StageBuilder(
+            config, self._parts, self.stop_event, self._fail, self._state_changes, self.metrics.stage_observer
+        )
         self.bus: BusPublisher | None = None
         self._started_at = 0.0
         self._finished_at: float | None = None
@@ -203,7 +205,6 @@ class Pipeline:
             if self.preview is not None:
                 self.preview.add_stream(stream, self.config.preview.processed)
             capture = self._builder.add_stream(stream, source)
-            self.metrics.observe_stage(capture)
             capture.start()
             log.info("stream '%s': added (%s)", stream.id, source.description)
 

@@ -28,7 +28,7 @@ from pipeline.errors import ModelError
 from pipeline.imageops import map_boxes
 from pipeline.messages import FrameResult, ResultItem, SeenImage
 from pipeline.queues import BoundedQueue, StreamCount
-from pipeline.stages.base import FailureHandler, QueueStage
+from pipeline.stages.base import FailureHandler, Observe, QueueStage
 
 log = logging.getLogger(__name__)
 
@@ -183,8 +183,9 @@ class SecondaryStage(QueueStage[FrameResult, FrameResult]):
         models: Sequence[tuple[SecondaryConfig, CropModel]],
         stop: threading.Event,
         on_failure: FailureHandler,
+        observe: Observe | None = None,
     ) -> None:
-        super().__init__("secondary", inp, out, streams, stop, on_failure)
+        super().__init__("secondary", inp, out, streams, stop, on_failure, observe)
         self.models = list(models)
 
     def process(self, result: FrameResult) -> FrameResult:

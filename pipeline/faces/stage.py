@@ -29,7 +29,7 @@ from pipeline.faces.messages import FaceJob, FaceResult
 from pipeline.messages import FrameResult
 from pipeline.queues import BoundedQueue
 from pipeline.stages import FailureHandler
-from pipeline.stages.base import QueueStage
+from pipeline.stages.base import Observe, QueueStage
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +51,9 @@ class FaceStage(QueueStage[FaceJob, FaceResult]):
         on_failure: FailureHandler,
         detector: Callable[[], DetectionEngine] | None = None,
         recognizer: Callable[[], tuple[FaceEmbedder, Matcher]] | None = None,
+        observe: Observe | None = None,
     ) -> None:
-        super().__init__("faces", inp, out, None, stop, on_failure)
+        super().__init__("faces", inp, out, None, stop, on_failure, observe)
         self.jobs = inp
         self.results = out
         self.config = config

@@ -14,6 +14,8 @@ GET_TIMEOUT_S = 0.1
 """How long a stage waits on its input before re-checking the stop event."""
 
 FailureHandler = Callable[[str, BaseException], None]
+Observe = Callable[[float], None]
+"""Called with the seconds per item of each stretch of a stage's work (metrics histograms)."""
 
 
 class StageClock:
@@ -21,10 +23,10 @@ class StageClock:
 
     __slots__ = ("busy_s", "items", "observer")
 
-    def __init__(self) -> None:
+    def __init__(self, observer: Observe | None = None) -> None:
         self.busy_s = 0.0
         self.items = 0
-        self.observer: Callable[[float], None] | None = None
+        self.observer = observer
         """Called with the seconds per item of each ``add`` (metrics histograms); ``None``: nobody listens."""
 
     def add(self, seconds: float, items: int = 1) -> None:
@@ -42,11 +44,14 @@ class StageClock:
 class StageThread(threading.Thread):
     """A named daemon thread whose unexpected exception stops the pipeline instead of vanishing."""
 
-    def __init__(self, name: str, stop: threading.Event, on_failure: FailureHandler) -> None:
+    def __init__(
+        self, name: str, stop: threading.Event, on_failure: FailureHandler, observe: Observe | None = None
+    ) -> None:
+        """``observe``: called with each stretch of work's seconds per item (metrics); ``None``: nobody listens."""
         super().__init__(name=name, daemon=True)
         self.stop_event = stop
         self._on_failure = on_failure
-        self.clock = StageClock()
+        self.clock = StageClock(observe)
         self.last_beat = time.monotonic()
         """When the thread last went round its loop (``/healthz``: a stage that stops beating is stuck)."""
 
@@ -93,8 +98,9 @@ class QueueStage(StageThread, Generic[In, Out]):
         streams: StreamCount | None,
         stop: threading.Event,
         on_failure: FailureHandler,
+        observe: Observe | None = None,
     ) -> None:
-        super().__init__(name, stop, on_failure)
+        super().__init__(name, stop, on_failure, observe)
         self.inp = inp
         self.out: BoundedQueue[Any] = out
         self.streams = streams

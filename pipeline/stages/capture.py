@@ -10,7 +10,7 @@ from pipeline.errors import PermanentSourceError, SourceError
 from pipeline.messages import CaptureItem, EndOfStream, Frame
 from pipeline.queues import BoundedQueue
 from pipeline.sources import Source
-from pipeline.stages.base import FailureHandler, StageThread
+from pipeline.stages.base import FailureHandler, Observe, StageThread
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +26,9 @@ class CaptureStage(StageThread):
         stop: threading.Event,
         on_failure: FailureHandler,
         max_frames: int | None = None,
+        observe: Observe | None = None,
     ) -> None:
-        super().__init__(f"capture-{stream_id}", stop, on_failure)
+        super().__init__(f"capture-{stream_id}", stop, on_failure, observe)
         self.stream_id = stream_id
         self.source = source
         self.out = out

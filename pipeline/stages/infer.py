@@ -18,7 +18,7 @@ from pipeline.errors import ConfigError
 from pipeline.imageops import map_boxes
 from pipeline.messages import EndOfStream, FrameResult, PreparedFrame, PreparedItem, ResultItem
 from pipeline.queues import BoundedQueue, StreamCount
-from pipeline.stages.base import GET_TIMEOUT_S, FailureHandler, StageThread
+from pipeline.stages.base import GET_TIMEOUT_S, FailureHandler, Observe, StageThread
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +71,9 @@ class InferStage(StageThread):
         classes: Sequence[int | str] | None = None,
         batch_timeout_s: float = 0.0,
         warmup_formats: Callable[[], Sequence[FrameFormat]] = tuple,
+        observe: Observe | None = None,
     ) -> None:
-        super().__init__("infer", stop, on_failure)
+        super().__init__("infer", stop, on_failure, observe)
         self._formats = warmup_formats
         """The sources' frame formats, which the engine runs blank frames of before real ones (see ``warmup``): asked
         for once the engine has loaded (the sources open meanwhile); raises why not when start-up failed."""

@@ -13,7 +13,7 @@ from pipeline.imageops import ImageOps, upload
 from pipeline.messages import CaptureItem, Frame, PreparedFrame, PreparedItem, SeenImage
 from pipeline.motion import MotionGate
 from pipeline.queues import BoundedQueue, FanIn, StreamCount
-from pipeline.stages.base import GET_TIMEOUT_S, FailureHandler, QueueStage
+from pipeline.stages.base import GET_TIMEOUT_S, FailureHandler, Observe, QueueStage
 
 
 class PreprocessStage(QueueStage[Frame, PreparedFrame]):
@@ -35,9 +35,10 @@ class PreprocessStage(QueueStage[Frame, PreparedFrame]):
         image_ops: Mapping[str, ImageOps] | None = None,
         motion: Mapping[str, MotionGate] | None = None,
         keep_seen: bool = False,
+        observe: Observe | None = None,
     ) -> None:
         counted = streams if isinstance(streams, StreamCount) else StreamCount(streams)
-        super().__init__(name, inputs, out, counted, stop, on_failure)
+        super().__init__(name, inputs, out, counted, stop, on_failure, observe)
         self.inputs = inputs
         """The fan-in over this thread's capture queues (streams added at run time join it)."""
         self.keep_seen = keep_seen

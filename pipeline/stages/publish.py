@@ -14,7 +14,7 @@ from pipeline.config import PrivacyConfig
 from pipeline.messages import EndOfStream, FrameResult, ResultItem
 from pipeline.queues import BoundedQueue
 from pipeline.sinks import BusWriter, Published, SinkSet, StreamEnding
-from pipeline.stages.base import GET_TIMEOUT_S, FailureHandler, StageThread
+from pipeline.stages.base import GET_TIMEOUT_S, FailureHandler, Observe, StageThread
 from pipeline.supervision import StateChange
 from pipeline.view import StreamStatus
 
@@ -59,11 +59,12 @@ class PublishStage(StageThread):
         wait_for_subscriber: bool = False,
         subscriber_timeout_s: float | None = None,
         on_latency: Callable[[str, float], None] | None = None,
+        observe: Observe | None = None,
     ) -> None:
         """``wait_for_subscriber``: hold the first message until someone subscribes (at most
         ``subscriber_timeout_s``). ``on_latency`` is called with each published frame's stream and capture→publish
         seconds (metrics)."""
-        super().__init__("publish", stop, on_failure)
+        super().__init__("publish", stop, on_failure, observe)
         self.inp = inp
         self.plans: dict[str, StreamPlan] = {plan.stream_id: plan for plan in plans}
         self.sinks = sinks
