@@ -12,9 +12,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from engines.base import DetectionEngine
 from engines.registry import load_engine
@@ -37,6 +36,7 @@ from pipeline.queues import BoundedQueue, OverflowPolicy
 from pipeline.recorder import FrameSink
 from pipeline.report import Progress, RunReport
 from pipeline.sources import Source, make_source
+from pipeline.sources.base import SourceMaker
 from pipeline.sources.opening import open_all
 from pipeline.stages import (
     InferStage,
@@ -57,8 +57,6 @@ STOP_JOIN_DEADLINE_S = 1.5
 STATE_QUEUE_SIZE = 1024
 """Source state changes waiting for the publish stage (a handful per reconnect)."""
 
-SourceFactory = Callable[[Any], Source]
-
 
 class Pipeline:
     """One process's pipeline: N capture threads feeding one preprocess, infer and publish thread."""
@@ -67,7 +65,7 @@ class Pipeline:
         self,
         config: PipelineConfig,
         *,
-        source_factory: SourceFactory = make_source,
+        source_factory: SourceMaker = make_source,
         engine_factory: EngineFactory = load_engine,
         sink: FrameSink | None = None,
     ) -> None:

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from engines.base import FrameFormat
 from engines.yuv import PixelLayout
 from pipeline.errors import SourceError
+
+if TYPE_CHECKING:
+    from pipeline.config import SourceConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +45,10 @@ class Source(Protocol):
     def release(self) -> None: ...
 
     def interrupt(self) -> None: ...
+
+
+SourceMaker = Callable[["SourceConfig"], Source]
+"""Builds an (unopened) source from its config: :func:`pipeline.sources.make_source`, or a test's stand-in."""
 
 
 def frame_format(source: object) -> FrameFormat | None:

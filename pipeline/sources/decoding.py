@@ -7,7 +7,6 @@ import contextlib
 import mmap
 import os
 import signal
-from collections.abc import Callable
 from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Event
 from typing import TYPE_CHECKING, Any
@@ -16,14 +15,11 @@ import numpy as np
 
 from engines.yuv import PixelLayout
 from pipeline.errors import PermanentSourceError, SourceError
-from pipeline.sources.base import RawFrame, Source
+from pipeline.sources.base import RawFrame, SourceMaker
 from pipeline.sources.ring import LAYOUTS, ON_PIPE, Announcements, FreeSlots
 
 if TYPE_CHECKING:
     from pipeline.config import SourceConfig
-
-SourceMaker = Callable[["SourceConfig"], Source]
-"""Builds an (unopened) source from its config: :func:`pipeline.sources.make_source`."""
 
 
 def serve(

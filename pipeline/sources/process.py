@@ -38,8 +38,8 @@ import numpy as np
 
 from engines.base import FrameFormat
 from pipeline.errors import PermanentSourceError, SourceError
-from pipeline.sources.base import RawFrame
-from pipeline.sources.decoding import SourceMaker, serve
+from pipeline.sources.base import RawFrame, SourceMaker
+from pipeline.sources.decoding import serve
 from pipeline.sources.ring import (
     DEVICE_RING_SLOTS,
     LAYOUTS,
