@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from pipeline.view import StreamStatus
+from pipeline.status import StreamStatus
 
 if TYPE_CHECKING:
     from pipeline.stages.base import Observe

@@ -13,7 +13,8 @@ from pipeline.queues import QueueView
 from pipeline.report import Progress, RunReport, StreamReport, frames_to_take, percentiles
 from pipeline.sources import Source
 from pipeline.stages import CaptureStage, InferStage, PreprocessStage, PublishStage, StageClock, StageThread
-from pipeline.view import StreamState, StreamStatus
+from pipeline.status import StreamStatus
+from pipeline.view import StreamState
 
 if TYPE_CHECKING:
     from pipeline.faces.stage import FaceStage

@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from pipeline.config import ReconnectConfig
 from pipeline.errors import PermanentSourceError, SourceError
 from pipeline.sources.base import RawFrame, Source
-from pipeline.view import StreamStatus
+from pipeline.status import StreamStatus
 
 log = logging.getLogger(__name__)
 

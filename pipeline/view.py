@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from enum import Enum
 from typing import TYPE_CHECKING, Protocol
+
+from pipeline.status import StreamStatus
 
 if TYPE_CHECKING:
     from engines.base import DetectionEngine
@@ -15,28 +16,6 @@ if TYPE_CHECKING:
     from pipeline.imageops import ImageOps
     from pipeline.motion import MotionGate
     from pipeline.stages import PublishStage, StageThread
-
-
-class StreamStatus(str, Enum):
-    """A stream's state: a live source's supervision state (the first four), else ``running`` or ``ended``.
-
-    Compares equal to its value, which is what ``status`` messages, metrics and health checks carry.
-    """
-
-    CONNECTING = "connecting"
-    ONLINE = "online"
-    RECONNECTING = "reconnecting"
-    OFFLINE = "offline"
-    RUNNING = "running"
-    ENDED = "ended"
-
-    def __str__(self) -> str:
-        return self.value
-
-    @property
-    def delivering(self) -> bool:
-        """Frames are coming (what readiness counts)."""
-        return self in (StreamStatus.ONLINE, StreamStatus.RUNNING)
 
 
 @dataclass(frozen=True, slots=True)

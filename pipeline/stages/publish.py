@@ -15,8 +15,8 @@ from pipeline.messages import EndOfStream, FrameResult, ResultItem
 from pipeline.queues import BoundedQueue
 from pipeline.sinks import BusWriter, Published, SinkSet, StreamEnding
 from pipeline.stages.base import GET_TIMEOUT_S, FailureHandler, Observe, StageThread
+from pipeline.status import StreamStatus
 from pipeline.supervision import StateChange
-from pipeline.view import StreamStatus
 
 RETRYING = (StreamStatus.RECONNECTING, StreamStatus.OFFLINE)
 """States whose status says which attempt failed."""
