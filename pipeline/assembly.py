@@ -23,6 +23,8 @@ from pipeline.motion import MotionGate
 from pipeline.queues import BoundedQueue
 from pipeline.recorder import FrameSink
 from pipeline.sinks import BusSink, BusWriter, FaceSink, PictureSink, Redactor, ResultSink, SinkSet, Thumbnailer
+from pipeline.sinks.mqtt import MqttSink
+from pipeline.sinks.webhook import WebhookSink
 from pipeline.sources import Source
 from pipeline.sources.base import frame_format
 from pipeline.stages import CaptureStage, FailureHandler, PreprocessStage
@@ -157,11 +159,16 @@ def build_sinks(
     config: PipelineConfig, writer: BusWriter, faces: FaceSink | None, pictures: Mapping[str, FrameSink]
 ) -> SinkSet:
     """The publish stage's sinks, in order: the face thread's side (its faces go out before a stream's closing
-    events), the bus, then each consumer of redacted frames (``pictures``: a recording, the preview)."""
+    events), the bus, MQTT and the webhook where configured, then each consumer of redacted frames
+    (``pictures``: a recording, the preview)."""
     redactor = Redactor(faces.recent_boxes if faces is not None else None)
     thumbnails = Thumbnailer(redactor, config.events.thumbnail_quality) if config.events.thumbnails else None
     bus = BusSink(writer, faces.annotations if faces is not None else None, thumbnails)
     sinks: list[ResultSink] = [faces] if faces is not None else []
     sinks.append(bus)
+    if config.publish.mqtt is not None:
+        sinks.append(MqttSink(config.publish.mqtt))
+    if config.publish.webhook is not None:
+        sinks.append(WebhookSink(config.publish.webhook))
     sinks += [PictureSink(name, frames, redactor) for name, frames in pictures.items()]
     return SinkSet(sinks)

@@ -169,6 +169,13 @@ class _PipelineCollector:
             sink_failures.add_metric([name], n)
         yield sink_failures
 
+        sink_drops = CounterMetricFamily(
+            "edgesight_sink_dropped", "Messages each sink dropped (its broker or endpoint away)", labels=["sink"]
+        )
+        for name, n in p.sink_drops().items():
+            sink_drops.add_metric([name], n)
+        yield sink_drops
+
         if p.engine is not None:
             info = p.engine.info
             engine = InfoMetricFamily("edgesight_engine", "The loaded inference engine")

@@ -87,6 +87,10 @@ class Parts:
         """Failed calls per sink so far (0 for each sink that has not failed)."""
         return dict(self.publish.sinks.failures) if self.publish is not None else {}
 
+    def sink_drops(self) -> dict[str, int]:
+        """Messages each sink dropped so far (a broker or endpoint away longer than its outbox lasts)."""
+        return self.publish.sinks.drops() if self.publish is not None else {}
+
     def report(self, engine: EngineInfo, failure: str | None, elapsed_s: float) -> RunReport:
         """The whole run: each stream's counts and end, time per stage, latency, batches and queue peaks."""
         publish, infer = self.publish, self.infer
@@ -125,4 +129,5 @@ class Parts:
             queue_peaks={q.name: q.high_water for q in self.queues},
             face_frames=self.faces.clock.items if self.faces is not None else 0,
             sink_failures={name: n for name, n in self.sink_failures().items() if n},
+            sink_drops={name: n for name, n in self.sink_drops().items() if n},
         )

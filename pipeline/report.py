@@ -39,6 +39,8 @@ class RunReport:
     """Frames the face thread processed (``faces`` config)."""
     sink_failures: dict[str, int] = field(default_factory=dict)
     """Failed calls of each sink that failed (a failing sink is isolated: the others and the run go on)."""
+    sink_drops: dict[str, int] = field(default_factory=dict)
+    """Messages each sink that dropped any could not deliver (its broker or endpoint away past its outbox)."""
 
     @property
     def ok(self) -> bool:

@@ -326,6 +326,10 @@ class Pipeline:
         """Failed calls per sink so far (0 for each sink that has not failed)."""
         return self._parts.sink_failures()
 
+    def sink_drops(self) -> dict[str, int]:
+        """Messages each sink dropped so far."""
+        return self._parts.sink_drops()
+
     def queue_depths(self) -> dict[str, int]:
         """Items waiting in each queue now (for soak runs and metrics)."""
         return self._parts.queue_depths()

@@ -65,6 +65,8 @@ class PipelineView(Protocol):
 
     def sink_failures(self) -> dict[str, int]: ...
 
+    def sink_drops(self) -> dict[str, int]: ...
+
 
 class PipelineControl(PipelineView, Protocol):
     """A running pipeline that takes streams and lets them go (the control endpoint's side)."""

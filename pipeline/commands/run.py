@@ -168,6 +168,8 @@ def run_pipeline(config: PipelineConfig, quiet: bool = False, save: str | None =
         )
     for name, n in report.sink_failures.items():
         log.warning("sink '%s' failed %d times; the other sinks and the run went on", name, n)
+    for name, n in report.sink_drops.items():
+        log.warning("sink '%s' dropped %d messages it could not deliver in time", name, n)
     if recorder is not None and recorder.frames:
         log.info("annotated video: %s (%d frames)", recorder.path, recorder.frames)
     if report.failure:

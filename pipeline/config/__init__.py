@@ -38,7 +38,17 @@ from pipeline.config.imageops import (
     UndistortOp,
 )
 from pipeline.config.model import FacesConfig, ModelConfig, SecondaryConfig
-from pipeline.config.serving import ControlConfig, CurveConfig, MasksConfig, MetricsConfig, PreviewConfig, PublishConfig
+from pipeline.config.serving import (
+    ControlConfig,
+    CurveConfig,
+    MasksConfig,
+    MetricsConfig,
+    MqttConfig,
+    MqttTlsConfig,
+    PreviewConfig,
+    PublishConfig,
+    WebhookConfig,
+)
 from pipeline.config.sources import (
     SOURCE_TYPES,
     FileSourceConfig,
@@ -186,6 +196,8 @@ __all__ = [
     "MetricsConfig",
     "ModelConfig",
     "MotionConfig",
+    "MqttConfig",
+    "MqttTlsConfig",
     "PipelineConfig",
     "PreviewConfig",
     "PrivacyConfig",
@@ -201,6 +213,7 @@ __all__ = [
     "UndistortOp",
     "UrlSourceConfig",
     "WebcamSourceConfig",
+    "WebhookConfig",
     "ZoneConfig",
     "build_config",
     "describe_validation_error",

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from pipeline.config.base import (
     DEFAULT_ENDPOINT,
@@ -32,6 +33,61 @@ class CurveConfig(_Strict):
     """A folder of the allowed subscribers' public ``.key`` files."""
 
 
+class MqttTlsConfig(_Strict):
+    """TLS to the broker: its CA (the system's when unset) and, for brokers that ask, a client certificate."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+
+class MqttConfig(_Strict):
+    """Events, counts and each stream's state on an MQTT broker (paho-mqtt), beside the ZeroMQ bus.
+
+    Topics: ``<topic_prefix>/<stream>/events`` (each event's JSON, as on the bus), ``…/counts`` (line and zone
+    counts), ``…/state`` (the stream's state, retained) and ``<topic_prefix>/available`` (``online``, or
+    ``offline`` as the last will). The broker never slows the pipeline: messages wait in a bounded outbox that
+    drops its oldest (counted) while the broker is away, and the connection comes back with backoff.
+    """
+
+    host: str
+    port: int = Field(1883, ge=1, le=65535)
+    username: str | None = None
+    password: SecretStr | None = None
+    """Never logged (``${NAME}`` in the YAML takes it from the environment)."""
+    tls: MqttTlsConfig | None = None
+    client_id: str = Field("edgesight", min_length=1, max_length=128)
+    qos: Literal[0, 1, 2] = 1
+    topic_prefix: str = Field("edgesight", pattern=r"^[^#+]+$")
+    retain_state: bool = True
+    """Keep each stream's last state on the broker for subscribers that come later."""
+    discovery: bool = False
+    """Announce per-stream counts and online state to Home Assistant (MQTT discovery, retained)."""
+    discovery_prefix: str = "homeassistant"
+    outbox: int = Field(1000, ge=1, le=1_000_000)
+    """Messages waiting for the broker at most; past that the oldest are dropped (counted)."""
+    drain_s: float = Field(5.0, ge=0, le=600)
+    """At shutdown, how long queued messages wait for the broker before they are dropped (counted)."""
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    reconnect_min_s: float = Field(1.0, gt=0, le=60)
+    reconnect_max_s: float = Field(30.0, gt=0, le=3600)
+
+
+class WebhookConfig(_Strict):
+    """Each event POSTed as JSON to a URL, off the frame path: a bounded queue, retries with backoff."""
+
+    url: str = Field(pattern=r"^https?://")
+    """Where events go; its ``user:password@`` never appears in logs."""
+    timeout_s: float = Field(5.0, gt=0, le=120)
+    retries: int = Field(3, ge=0, le=20)
+    """Further attempts after a failed POST (a connection error or a 5xx answer), with doubling waits."""
+    retry_wait_s: float = Field(0.5, gt=0, le=60)
+    queue: int = Field(1000, ge=1, le=1_000_000)
+    """Events waiting to be sent at most; past that the oldest are dropped (counted)."""
+    headers: dict[str, str] = {}
+    """Sent with every POST (an ``Authorization`` header, say); values never logged."""
+
+
 class PublishConfig(_Strict):
     """Where and how results go out over ZeroMQ."""
 
@@ -46,6 +102,10 @@ class PublishConfig(_Strict):
     masks: MasksConfig = MasksConfig()
     curve: CurveConfig | None = None
     """Off by default (the default endpoint is loopback); set it before binding to a network address."""
+    mqtt: MqttConfig | None = None
+    """Events, counts and states on an MQTT broker too."""
+    webhook: WebhookConfig | None = None
+    """Events POSTed to an HTTP endpoint too."""
 
 
 class MetricsConfig(_Strict):

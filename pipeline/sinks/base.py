@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,11 +59,19 @@ class ResultSink:
     name = "sink"
     essential = False
 
+    @property
+    def drops(self) -> int:
+        """Messages the sink could not deliver and dropped (a broker or endpoint away too long), counted."""
+        return 0
+
     def on_stream_added(self, stream_id: str) -> None:
         """A stream starts: each configured one as publishing begins, one added at run time when it joins."""
 
     def on_result(self, published: Published) -> None:
         """One published frame."""
+
+    def on_status(self, stream_id: str, event: str, extra: Mapping[str, Any], at: float) -> None:
+        """A stream's status (``status`` messages on the bus: ``start``, ``online``, ``eos``…), already redacted."""
 
     def poll(self) -> None:
         """Work between frames (called on each turn of the publish loop)."""
@@ -93,6 +101,14 @@ class SinkSet:
     def on_result(self, published: Published) -> None:
         for sink in self.sinks:
             self._guard(sink, sink.on_result, published)
+
+    def on_status(self, stream_id: str, event: str, extra: Mapping[str, Any], at: float) -> None:
+        for sink in self.sinks:
+            self._guard(sink, sink.on_status, stream_id, event, extra, at)
+
+    def drops(self) -> dict[str, int]:
+        """Messages each sink dropped so far."""
+        return {sink.name: sink.drops for sink in self.sinks}
 
     def poll(self) -> None:
         for sink in self.sinks:

@@ -52,9 +52,12 @@ class BusWriter:
         """Sent with each stream's ``start`` status."""
         self.mask_format = mask_format or MaskFormat()
 
-    def status(self, stream_id: str, event: str, **extra: Any) -> None:
-        body = status_body(stream_id, event, time.time(), **redact_json(extra))
+    def status(self, stream_id: str, event: str, **extra: Any) -> float:
+        """Send a stream's status; returns its time (``at``)."""
+        at = time.time()
+        body = status_body(stream_id, event, at, **redact_json(extra))
         self.bus.send(topic_for(STATUS_TOPIC, stream_id), body, self.stop)
+        return at
 
     def detections(
         self,

@@ -13,6 +13,7 @@ from pipeline.analytics.stream import StreamAnalytics
 from pipeline.config import PrivacyConfig
 from pipeline.messages import EndOfStream, FrameResult, ResultItem
 from pipeline.queues import BoundedQueue
+from pipeline.secrecy import redact_json
 from pipeline.sinks import BusWriter, Published, SinkSet, StreamEnding
 from pipeline.stages.base import GET_TIMEOUT_S, FailureHandler, Observe, StageThread
 from pipeline.status import StreamStatus
@@ -90,7 +91,7 @@ class PublishStage(StageThread):
             if self.wait_for_subscriber:
                 self.writer.wait_for_subscriber(self.subscriber_timeout_s)
             for sid in self.stream_ids:
-                self.writer.status(sid, "start", engine=self.writer.engine_info)
+                self._status(sid, "start", engine=self.writer.engine_info)
             while (self.open_ended or len(self.ended) < len(self.stream_ids)) and not self.stop_event.is_set():
                 self.beat()
                 self._send_states()
@@ -108,7 +109,7 @@ class PublishStage(StageThread):
             for sid in self.stream_ids:
                 if sid not in self.ended:
                     self.sinks.on_stream_end(self._ending(sid))
-                    self.writer.status(sid, "stopped")
+                    self._status(sid, "stopped")
             self.sinks.close()
 
     def _publish(self, result: FrameResult) -> None:
@@ -137,6 +138,11 @@ class PublishStage(StageThread):
             self.on_latency(sid, latency_ms / 1000.0)
         self.last_objects = len(published.result)
 
+    def _status(self, stream_id: str, event: str, **extra: Any) -> None:
+        """A stream's status: on the bus, then to the other sinks."""
+        at = self.writer.status(stream_id, event, **extra)
+        self.sinks.on_status(stream_id, event, redact_json(extra), at)
+
     def _ending(self, stream_id: str) -> StreamEnding:
         """Close the stream's open events and take its final counts."""
         plan = self.plans.get(stream_id)
@@ -157,7 +163,7 @@ class PublishStage(StageThread):
                 extra["retry_in_s"] = change.retry_in_s
             if change.reason:
                 extra["reason"] = change.reason
-            self.writer.status(change.stream_id, change.state, **extra)
+            self._status(change.stream_id, change.state, **extra)
 
     def _add_stream(self, plan: StreamPlan) -> None:
         """A stream added at run time: it arrives here (through the state queue) before any of its results."""
@@ -168,15 +174,15 @@ class PublishStage(StageThread):
         self.plans[sid] = plan
         self.seq.setdefault(sid, 0)
         self.sinks.on_stream_added(sid)
-        self.writer.status(sid, "start", engine=self.writer.engine_info)
+        self._status(sid, "start", engine=self.writer.engine_info)
 
     def _end(self, eos: EndOfStream) -> None:
         self._send_states()
         self.sinks.on_stream_end(self._ending(eos.stream_id))
         self.ended[eos.stream_id] = eos
         if eos.error is not None:
-            self.writer.status(eos.stream_id, "error", message=eos.error, frames=eos.frames)
+            self._status(eos.stream_id, "error", message=eos.error, frames=eos.frames)
         elif eos.stopped:
-            self.writer.status(eos.stream_id, "stopped", frames=eos.frames)
+            self._status(eos.stream_id, "stopped", frames=eos.frames)
         else:
-            self.writer.status(eos.stream_id, "eos", frames=eos.frames)
+            self._status(eos.stream_id, "eos", frames=eos.frames)
