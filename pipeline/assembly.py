@@ -18,8 +18,12 @@ from pipeline.analytics.tracking import TRACKER_LOW_CONF
 from pipeline.config import FacesConfig, FileSourceConfig, PipelineConfig, SourceConfig, StreamConfig, UrlSourceConfig
 from pipeline.errors import ConfigError
 from pipeline.imageops import ImageOps, build_ops
+from pipeline.media.packets import PacketRing
+from pipeline.media.sink import EventMediaSink
+from pipeline.media.store import EventStore
 from pipeline.messages import CaptureItem
 from pipeline.motion import MotionGate
+from pipeline.privacy import can_redact
 from pipeline.queues import BoundedQueue
 from pipeline.recorder import FrameSink
 from pipeline.sinks import BusSink, BusWriter, FaceSink, PictureSink, Redactor, ResultSink, SinkSet, Thumbnailer
@@ -155,16 +159,49 @@ def stream_plan(config: PipelineConfig, stream: StreamConfig) -> StreamPlan:
     return StreamPlan(stream.id, stream.privacy, analytics)
 
 
+def media_sink(
+    config: PipelineConfig,
+    store: EventStore,
+    redactor: Redactor,
+    packets: Mapping[str, PacketRing],
+    names: dict[int, str],
+    faces: bool,
+) -> EventMediaSink:
+    """The event store's sink: snapshots and clips of redacted frames; a stream's clips are its camera's own
+    packets (``packets``) only where its privacy settings can hide nothing (the model's classes ``names``, a face
+    thread when ``faces``)."""
+    streams = {s.id: s for s in config.streams}
+
+    def live(stream_id: str) -> bool:
+        stream = streams.get(stream_id)
+        return stream is None or stream.source.live
+
+    def camera(stream_id: str) -> PacketRing | None:
+        stream = streams.get(stream_id)
+        private = stream is None or can_redact(stream.privacy, names, faces)
+        return None if private else packets.get(stream_id)
+
+    return EventMediaSink(config.events, store, lambda p: redactor.picture(p).frame.host_image(), live, camera)
+
+
 def build_sinks(
-    config: PipelineConfig, writer: BusWriter, faces: FaceSink | None, pictures: Mapping[str, FrameSink]
+    config: PipelineConfig,
+    writer: BusWriter,
+    faces: FaceSink | None,
+    pictures: Mapping[str, FrameSink],
+    store: EventStore | None = None,
+    packets: Mapping[str, PacketRing] | None = None,
+    names: dict[int, str] | None = None,
 ) -> SinkSet:
     """The publish stage's sinks, in order: the face thread's side (its faces go out before a stream's closing
-    events), the bus, MQTT and the webhook where configured, then each consumer of redacted frames
-    (``pictures``: a recording, the preview)."""
+    events), the event store's (``store``: snapshots and clips), the bus, MQTT and the webhook where configured,
+    then each consumer of redacted frames (``pictures``: a recording, the preview)."""
     redactor = Redactor(faces.recent_boxes if faces is not None else None)
     thumbnails = Thumbnailer(redactor, config.events.thumbnail_quality) if config.events.thumbnails else None
     bus = BusSink(writer, faces.annotations if faces is not None else None, thumbnails)
     sinks: list[ResultSink] = [faces] if faces is not None else []
+    if store is not None:
+        sinks.append(media_sink(config, store, redactor, packets or {}, names or {}, faces is not None))
     sinks.append(bus)
     if config.publish.mqtt is not None:
         sinks.append(MqttSink(config.publish.mqtt))

@@ -151,12 +151,18 @@ class StageBuilder:
         ]
         for i, stream in enumerate(cfg.streams):
             self.wire_stream(stream, parts.sources[stream.id], parts.preprocess[i % workers])
+        if cfg.events.store is not None:
+            from pipeline.media.store import EventStore
+
+            parts.event_store = EventStore(cfg.events.store)
         info = engine.info
         writer = BusWriter(bus, self.stop, info.model, info.to_json(), MaskFormat(**cfg.publish.masks.model_dump()))
         parts.publish = PublishStage(
             self._secondary(),
             [stream_plan(cfg, s) for s in cfg.streams],
-            build_sinks(cfg, writer, self._face_sink(writer), pictures),
+            build_sinks(
+                cfg, writer, self._face_sink(writer), pictures, parts.event_store, parts.packet_rings, info.names
+            ),
             writer,
             self.stop,
             self.on_failure,

@@ -4,7 +4,7 @@ stream's state, a progress snapshot and the run's report."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from engines.base import EngineInfo
 from pipeline.imageops import ImageOps
@@ -18,6 +18,8 @@ from pipeline.view import StreamState
 
 if TYPE_CHECKING:
     from pipeline.faces.stage import FaceStage
+    from pipeline.media.packets import PacketRing
+    from pipeline.media.store import EventStore
     from pipeline.secondary import SecondaryStage
 
 
@@ -39,6 +41,10 @@ class Parts:
     """Per stream: the image operations before the model, with their running costs."""
     motion_gates: dict[str, MotionGate] = field(default_factory=dict)
     """Per stream: motion gating, with its frame and gated counts."""
+    event_store: EventStore | None = None
+    """Events kept on disk (``events.store``)."""
+    packet_rings: dict[str, PacketRing] = field(default_factory=dict)
+    """Per stream whose source keeps them, its compressed packets (clips, ``events.clips``)."""
 
     def drops(self, stream_id: str) -> dict[str, int]:
         """Frames of one stream dropped so far, per queue that can drop them (0 until the first)."""
@@ -86,6 +92,13 @@ class Parts:
     def sink_failures(self) -> dict[str, int]:
         """Failed calls per sink so far (0 for each sink that has not failed)."""
         return dict(self.publish.sinks.failures) if self.publish is not None else {}
+
+    def counts(self) -> dict[str, dict[str, Any]]:
+        """Per stream with lines or zones, its running counts now (the body of its next ``counts`` message)."""
+        publish = self.publish
+        if publish is None:
+            return {}
+        return {sid: counts for sid, plan in list(publish.plans.items()) if (counts := plan.current_counts())}
 
     def sink_drops(self) -> dict[str, int]:
         """Messages each sink dropped so far (a broker or endpoint away longer than its outbox lasts)."""

@@ -51,6 +51,13 @@ def redact(image: np.ndarray, boxes: np.ndarray, method: str) -> np.ndarray:
     return out
 
 
+def can_redact(privacy: PrivacyConfig, names: dict[int, str], faces: bool) -> bool:
+    """Whether ``privacy`` can hide anything in a stream whose model gives classes ``names`` (with a face thread
+    beside it when ``faces``): a label or class id of the model's, or ``face`` with a face thread."""
+    wanted = set(privacy.redact)
+    return bool(wanted & (set(names.values()) | set(names))) or (faces and "face" in wanted)
+
+
 def redacted(result: FrameResult, privacy: PrivacyConfig, faces: np.ndarray | None = None) -> FrameResult:
     """``result`` with its frame's image redacted where ``privacy`` says (unchanged when nothing applies).
 

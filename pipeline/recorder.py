@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
+import av
 import cv2
 import numpy as np
 
@@ -14,6 +16,7 @@ from pipeline.analytics.geometry import to_pixels
 from pipeline.config import LineConfig, StreamConfig, ZoneConfig
 from pipeline.errors import EdgesightError
 from pipeline.imageops import UNMOVED, ImageOps, PointMap, map_boxes
+from pipeline.media.clips import MS, StreamClock
 from pipeline.messages import FrameResult
 
 log = logging.getLogger(__name__)
@@ -92,7 +95,11 @@ def annotate(
 
 
 class VideoRecorder:
-    """Writes annotated frames of one stream to an MP4 file (other streams are ignored)."""
+    """Writes annotated frames of one stream to an H.264 MP4 file that browsers play (other streams are ignored).
+
+    PyAV encodes (libx264); each frame is timed by its own presentation time, so a live stream's dropped frames
+    leave no drift. ``fps`` is the rate the file declares.
+    """
 
     def __init__(self, path: Path, stream_id: str, fps: float = 30.0, overlays: Overlays | None = None) -> None:
         self.path = Path(path)
@@ -101,7 +108,9 @@ class VideoRecorder:
         self.fps = fps
         self.frames = 0
         self.failed = False
-        self._writer: cv2.VideoWriter | None = None
+        self._output: Any = None
+        self._stream: Any = None
+        self._clock = StreamClock()
         parent = self.path.parent
         if not parent.is_dir():
             raise EdgesightError(f"cannot save video to '{self.path}': folder '{parent}' does not exist")
@@ -111,18 +120,35 @@ class VideoRecorder:
             return
         try:
             image = annotate(result, track_ids, self.overlays)
-            if self._writer is None:
-                h, w = image.shape[:2]
-                self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter.fourcc(*"mp4v"), self.fps, (w, h))
-                if not self._writer.isOpened():
-                    raise OSError(f"cannot open '{self.path}' for writing")
-            self._writer.write(image)
+            h, w = image.shape[:2]
+            image = np.ascontiguousarray(image[: h // 2 * 2, : w // 2 * 2])
+            if self._output is None:
+                self._open(image.shape[1], image.shape[0])
+            frame = av.VideoFrame.from_ndarray(image, format="bgr24")
+            frame.pts, frame.time_base = int(self._clock(result.frame.pts_ms)), MS
+            for packet in self._stream.encode(frame):
+                self._output.mux(packet)
             self.frames += 1
         except Exception as exc:  # an observer must not stop the pipeline; say so once and stop recording
             self.failed = True
             log.error("recording to '%s' stopped: %s", self.path, exc)
 
+    def _open(self, w: int, h: int) -> None:
+        try:
+            self._output = av.open(str(self.path), "w", format="mp4", options={"movflags": "+faststart"})
+        except av.FFmpegError as exc:
+            raise OSError(f"cannot open '{self.path}' for writing: {exc}") from exc
+        stream = self._output.add_stream("libx264", rate=Fraction(self.fps).limit_denominator(1001))
+        stream.width, stream.height, stream.pix_fmt, stream.time_base = w, h, "yuv420p", MS
+        stream.codec_context.time_base = MS
+        stream.options = {"preset": "veryfast", "crf": "23"}
+        self._stream = stream
+
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.release()
-            self._writer = None
+        if self._output is not None:
+            try:
+                for packet in self._stream.encode(None):
+                    self._output.mux(packet)
+            finally:
+                self._output.close()
+                self._output = None

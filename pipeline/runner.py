@@ -13,7 +13,7 @@ import os
 import threading
 import time
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from engines.base import DetectionEngine
 from engines.registry import load_engine
@@ -28,6 +28,7 @@ from pipeline.config import PipelineConfig, StreamConfig
 from pipeline.curve import CurveServer
 from pipeline.errors import ConfigError, EdgesightError, StartupInterrupted
 from pipeline.imageops import ImageOps, build_ops
+from pipeline.media.packets import PACKETS_BEYOND_PRE_S, PacketRing
 from pipeline.metrics import PrometheusMetrics
 from pipeline.motion import MotionGate
 from pipeline.observers import Observer, metrics_for, start_observers
@@ -35,7 +36,7 @@ from pipeline.parts import Parts
 from pipeline.queues import BoundedQueue, OverflowPolicy
 from pipeline.recorder import FrameSink
 from pipeline.report import Progress, RunReport
-from pipeline.sources import Source, make_source
+from pipeline.sources import Source, keeps_packets, make_source
 from pipeline.sources.base import SourceMaker
 from pipeline.sources.opening import open_all
 from pipeline.stages import (
@@ -48,6 +49,7 @@ from pipeline.supervision import StateChange, SupervisedSource
 from pipeline.view import StreamState
 
 if TYPE_CHECKING:
+    from pipeline.media.store import EventStore
     from pipeline.preview import PreviewServer
 
 log = logging.getLogger(__name__)
@@ -149,7 +151,19 @@ class Pipeline:
         return SupervisedSource(stream.id, lambda: self._source(stream), stream.reconnect, report)
 
     def _source(self, stream: StreamConfig) -> Source:
-        return self._source_factory(with_decoder_threads(stream.source, self._decoder_threads))
+        config = with_decoder_threads(stream.source, self._decoder_threads)
+        ring = self._packet_ring(stream)
+        return self._source_factory(config) if ring is None else self._source_factory(config, packets=ring)
+
+    def _packet_ring(self, stream: StreamConfig) -> PacketRing | None:
+        """Where the stream's source keeps its compressed packets for clips (kept across reconnects), if it can."""
+        clips = self.config.events.clips
+        if clips is None or not keeps_packets(stream.source):
+            return None
+        rings = self._parts.packet_rings
+        if stream.id not in rings:
+            rings[stream.id] = PacketRing(clips.pre_s + PACKETS_BEYOND_PRE_S)
+        return rings[stream.id]
 
     def _open_sources(self) -> None:
         """Open files, folders and scenes now (a bad one is a start-up error); cameras connect in their threads."""
@@ -281,6 +295,9 @@ class Pipeline:
             self.engine.close()
         if self._parts.faces is not None:
             self._parts.faces.close()
+        if self._parts.event_store is not None:
+            self._parts.event_store.close()
+            self._parts.event_store = None
 
     def run(self) -> RunReport:
         """Start, wait for every stream to end, stop and close; returns the report."""
@@ -325,6 +342,14 @@ class Pipeline:
     def sink_failures(self) -> dict[str, int]:
         """Failed calls per sink so far (0 for each sink that has not failed)."""
         return self._parts.sink_failures()
+
+    @property
+    def event_store(self) -> EventStore | None:
+        return self._parts.event_store
+
+    def counts(self) -> dict[str, dict[str, Any]]:
+        """Per stream with lines or zones, its line and zone counts now."""
+        return self._parts.counts()
 
     def sink_drops(self) -> dict[str, int]:
         """Messages each sink dropped so far."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pipeline.status import StreamStatus
 
@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from pipeline.bus import BusPublisher
     from pipeline.config import StreamConfig
     from pipeline.imageops import ImageOps
+    from pipeline.media.store import EventStore
     from pipeline.motion import MotionGate
     from pipeline.stages import PublishStage, StageThread
 
@@ -66,6 +67,15 @@ class PipelineView(Protocol):
     def sink_failures(self) -> dict[str, int]: ...
 
     def sink_drops(self) -> dict[str, int]: ...
+
+    @property
+    def event_store(self) -> EventStore | None:
+        """Events kept on disk (``events.store``), ``None`` when not kept."""
+        ...
+
+    def counts(self) -> dict[str, dict[str, Any]]:
+        """Per stream with lines or zones, its line and zone counts now."""
+        ...
 
 
 class PipelineControl(PipelineView, Protocol):

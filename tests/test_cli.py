@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 import pytest
@@ -325,6 +326,8 @@ def test_demo_runs_offline_with_the_bundled_model(endpoint: str, tmp_path: Path)
     assert {d.label for m in dets for d in m.detections} <= {"person", "bicycle", "car"}
     video = cv2.VideoCapture(str(tmp_path / "edgesight-demo.mp4"))
     assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == 100
+    with av.open(str(tmp_path / "edgesight-demo.mp4")) as saved:
+        assert saved.streams.video[0].codec_context.name == "h264", "H.264, which browsers play"
 
 
 def test_version_is_the_installed_distribution_s(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -23,6 +23,7 @@ from pipeline.errors import PermanentSourceError, SourceError
 from pipeline.sources import _in_child, make_source
 from pipeline.sources.nvdec import FallbackSource
 from pipeline.sources.nvdec_stream import NvdecStreamSource, nvdec_stream_available
+from pipeline.sources.pyav_stream import PyAvStreamSource
 from pipeline.sources.video import StreamUrlSource
 
 SERVER = Path(__file__).resolve().parent / "tools" / "rtsp_file_server.py"
@@ -69,20 +70,22 @@ def ippp_video(tmp_path: Path) -> Path:
 def test_url_decoder_is_cpu_unless_asked_and_nvdec_stays_in_process() -> None:
     url = "rtsp://cam:pw@10.0.0.5/live"
     assert UrlSourceConfig(url=url).decoder == "cpu"
-    assert {UrlSourceConfig(url=url, decoder=d).decoder for d in ("auto", "cpu", "nvdec")} == {"auto", "cpu", "nvdec"}
+    decoders = ("auto", "cpu", "pyav", "nvdec")
+    assert {UrlSourceConfig(url=url, decoder=d).decoder for d in decoders} == set(decoders)
     with pytest.raises(ValidationError, match="decoder"):
-        UrlSourceConfig(url=url, decoder="pyav")
+        UrlSourceConfig(url=url, decoder="opencv")
     with pytest.raises(ValidationError, match="decode_process needs a CPU decoder"):
         UrlSourceConfig(url=url, decoder="nvdec", decode_process=True)
     child = _in_child(UrlSourceConfig(url=url, decoder="auto", decode_process="gpu"))
     assert isinstance(child, UrlSourceConfig) and (child.decoder, child.decode_process) == ("cpu", False)
 
 
-def test_cpu_and_auto_without_nvdec_build_the_cpu_source() -> None:
+def test_cpu_and_auto_without_nvdec_build_a_cpu_source() -> None:
     url = "rtsp://127.0.0.1:9/x"
     assert isinstance(make_source(UrlSourceConfig(url=url)), StreamUrlSource)
+    assert isinstance(make_source(UrlSourceConfig(url=url, decoder="pyav")), PyAvStreamSource)
     auto = make_source(UrlSourceConfig(url=url, decoder="auto"))
-    assert isinstance(auto, FallbackSource if nvdec_stream_available() else StreamUrlSource)
+    assert isinstance(auto, FallbackSource if nvdec_stream_available() else PyAvStreamSource)
     assert isinstance(make_source(UrlSourceConfig(url=url, decoder="nvdec")), NvdecStreamSource)
 
 

@@ -15,7 +15,17 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from pipeline.config.analytics import EventsConfig, LineConfig, MotionConfig, PrivacyConfig, TrackingConfig, ZoneConfig
+from pipeline.config.analytics import (
+    ClipsConfig,
+    EventsConfig,
+    EventStoreConfig,
+    LineConfig,
+    MotionConfig,
+    PrivacyConfig,
+    SnapshotsConfig,
+    TrackingConfig,
+    ZoneConfig,
+)
 from pipeline.config.base import (
     DEFAULT_ENDPOINT,
     DEFAULT_MODEL,
@@ -179,10 +189,12 @@ __all__ = [
     "SOURCE_TYPES",
     "STREAM_ID_PATTERN",
     "ClaheOp",
+    "ClipsConfig",
     "ControlConfig",
     "CropOp",
     "CurveConfig",
     "DenoiseOp",
+    "EventStoreConfig",
     "EventsConfig",
     "FacesConfig",
     "FileSourceConfig",
@@ -206,6 +218,7 @@ __all__ = [
     "ResizeOp",
     "RotateOp",
     "SecondaryConfig",
+    "SnapshotsConfig",
     "SourceConfig",
     "StreamConfig",
     "SyntheticSourceConfig",

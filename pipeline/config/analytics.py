@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -85,8 +86,55 @@ class TrackingConfig(_Strict):
     duplicate or spurious boxes; a published detection under it that continues no track gets a one-off id."""
 
 
+class EventStoreConfig(_Strict):
+    """Where events, their snapshots and clips are kept on disk (an SQLite index beside the files), and for how
+    long: the oldest go first when either limit is passed."""
+
+    dir: Path = Path("edgesight-events")
+    """Relative paths are taken from the working directory."""
+    max_age_h: float | None = Field(24.0 * 7, gt=0)
+    """Events older than this (hours since they ended) are removed with their files; ``None``: no age limit."""
+    max_size_mb: float | None = Field(10_000.0, gt=0)
+    """Snapshots and clips together at most this size; ``None``: no size limit."""
+
+
+class SnapshotsConfig(_Strict):
+    """A JPEG per event: the object's best frame (its most confident while the event lasted, or the frame of the
+    crossing), the full frame with its box drawn, and a crop; redacted as recordings are."""
+
+    quality: int = Field(85, ge=10, le=100)
+    max_width: int = Field(1280, ge=64, le=8192)
+    """Full frames wider than this are scaled down."""
+    crop_margin: float = Field(0.15, ge=0, le=2)
+    """Share of the box's size added around it in the crop."""
+
+
+class ClipsConfig(_Strict):
+    """A video clip per event, from ``pre_s`` before it started to ``post_s`` after it ended, H.264 in MP4.
+
+    Each stream's frames (redacted as they leave the box) are encoded with PyAV (NVENC where FFmpeg has it, else
+    libx264) into a ring of packets, from which each clip is remuxed.
+    """
+
+    pre_s: float = Field(5.0, ge=0, le=60)
+    post_s: float = Field(5.0, ge=0, le=60)
+    max_s: float = Field(120.0, gt=0, le=3600)
+    """A clip of an event that lasts longer is cut at this length."""
+    kinds: list[Literal["object", "line_cross", "zone_enter", "zone_exit", "loiter", "identity"]] = [
+        "line_cross",
+        "zone_enter",
+        "loiter",
+        "identity",
+    ]
+    """Events that get a clip (``object`` events, one per tracked object, are many: off by default)."""
+    max_width: int = Field(1280, ge=64, le=8192)
+    """Encoded clips: frames wider than this are scaled down."""
+    crf: int = Field(28, ge=0, le=51)
+    """Encoded clips: libx264's quality (lower is better and larger)."""
+
+
 class EventsConfig(_Strict):
-    """What goes out on ``events.<stream_id>`` and ``counts.<stream_id>``."""
+    """What goes out on ``events.<stream_id>`` and ``counts.<stream_id>``, and what is kept of each event."""
 
     objects: bool = True
     """Lifecycle events (``new``/``update``/``end``) for every tracked object."""
@@ -98,6 +146,18 @@ class EventsConfig(_Strict):
     """Attach a JPEG crop of the object as a third message part to ``new`` events."""
     thumbnail_quality: int = Field(80, ge=10, le=100)
     """JPEG quality of the thumbnails."""
+    store: EventStoreConfig | None = None
+    """Keep events on disk (for the HTTP API, snapshots and clips); off by default."""
+    snapshots: SnapshotsConfig | None = None
+    """A snapshot JPEG per event (needs ``store``)."""
+    clips: ClipsConfig | None = None
+    """A clip per event (needs ``store``)."""
+
+    @model_validator(mode="after")
+    def _media_needs_a_store(self) -> EventsConfig:
+        if (self.snapshots is not None or self.clips is not None) and self.store is None:
+            raise ValueError("events.snapshots and events.clips need events.store (where they are kept)")
+        return self
 
 
 class PrivacyConfig(_Strict):

@@ -64,6 +64,10 @@ class ResultSink:
         """Messages the sink could not deliver and dropped (a broker or endpoint away too long), counted."""
         return 0
 
+    def mark(self, events: tuple[Event, ...]) -> tuple[Event, ...]:
+        """The events with what this sink adds to them (ids of what it makes of them), before any sink sees them."""
+        return events
+
     def on_stream_added(self, stream_id: str) -> None:
         """A stream starts: each configured one as publishing begins, one added at run time when it joins."""
 
@@ -93,6 +97,15 @@ class SinkSet:
 
     def __post_init__(self) -> None:
         self.failures = {sink.name: 0 for sink in self.sinks}
+
+    def mark(self, events: tuple[Event, ...]) -> tuple[Event, ...]:
+        """Every sink's :meth:`ResultSink.mark` in turn (one failing leaves the events as they were)."""
+        for sink in self.sinks:
+            try:
+                events = sink.mark(events)
+            except Exception as exc:
+                self._failed(sink, exc)
+        return events
 
     def on_stream_added(self, stream_id: str) -> None:
         for sink in self.sinks:
@@ -129,7 +142,12 @@ class SinkSet:
         try:
             method(*args)
         except Exception as exc:  # an isolated sink: logged and counted, the frame goes on to the others
-            self.failures[sink.name] = count = self.failures.get(sink.name, 0) + 1
-            if count == 1:
-                log.warning("sink '%s' failed (later failures are only counted): %s", sink.name, redact(str(exc)))
-                log.debug("sink '%s' failure", sink.name, exc_info=exc)
+            self._failed(sink, exc)
+
+    def _failed(self, sink: ResultSink, exc: Exception) -> None:
+        if sink.essential:
+            raise exc
+        self.failures[sink.name] = count = self.failures.get(sink.name, 0) + 1
+        if count == 1:
+            log.warning("sink '%s' failed (later failures are only counted): %s", sink.name, redact(str(exc)))
+            log.debug("sink '%s' failure", sink.name, exc_info=exc)

@@ -10,6 +10,7 @@ from pipeline.config import (
     UrlSourceConfig,
     WebcamSourceConfig,
 )
+from pipeline.media.packets import PacketRing
 from pipeline.sources.base import RawFrame, Source
 from pipeline.sources.images import ImageFolderSource
 from pipeline.sources.looping import LoopingSource
@@ -18,31 +19,36 @@ from pipeline.sources.nvdec_stream import NvdecStreamSource, nvdec_stream_availa
 from pipeline.sources.paced import PacedSource
 from pipeline.sources.process import ProcessSource
 from pipeline.sources.pyav import PyAvFileSource, pyav_available
+from pipeline.sources.pyav_stream import PyAvStreamSource
 from pipeline.sources.synthetic import SyntheticSource
 from pipeline.sources.video import StreamUrlSource, VideoFileSource, WebcamSource
 
-__all__ = ["RawFrame", "Source", "make_source", "probe_source"]
+__all__ = ["RawFrame", "Source", "keeps_packets", "make_source", "probe_source"]
 
 
-def _file_source(config: FileSourceConfig) -> Source:
-    """The decoder ``config.decoder`` names; ``auto``: NVDEC, else PyAV, else OpenCV, by what is installed."""
+def _file_source(config: FileSourceConfig, packets: PacketRing | None = None) -> Source:
+    """The decoder ``config.decoder`` names; ``auto``: NVDEC, else PyAV, else OpenCV, by what is installed.
+    ``packets``: where PyAV keeps the file's packets (clips)."""
     if config.decoder == "nvdec":
         return NvdecFileSource(config.path)
     cpu: Source = VideoFileSource(config.path, config.decode_threads)
     if config.decoder == "pyav" or (config.decoder == "auto" and pyav_available()):
-        cpu = PyAvFileSource(config.path, config.decode_threads)
+        cpu = PyAvFileSource(config.path, config.decode_threads, packets)
     if config.decoder == "auto" and nvdec_available():
         return FallbackSource(NvdecFileSource(config.path), cpu)
     return cpu
 
 
-def _url_source(config: UrlSourceConfig) -> Source:
+def _url_source(config: UrlSourceConfig, packets: PacketRing | None = None) -> Source:
     """The decoder ``config.decoder`` names; ``auto``: NVDEC where it can run (falling back if it cannot open), else
-    OpenCV."""
-    cpu = StreamUrlSource(config.url, config.open_timeout_s, config.read_timeout_s, config.decode_threads)
-    if config.decoder == "cpu" or (config.decoder == "auto" and not nvdec_stream_available()):
+    PyAV. ``packets``: where PyAV's demuxer keeps the camera's packets (clips)."""
+    timeouts = (config.open_timeout_s, config.read_timeout_s)
+    if config.decoder == "cpu":
+        return StreamUrlSource(config.url, *timeouts, config.decode_threads)
+    cpu: Source = PyAvStreamSource(config.url, *timeouts, config.decode_threads, packets)
+    if config.decoder == "pyav" or (config.decoder == "auto" and not nvdec_stream_available()):
         return cpu
-    gpu = NvdecStreamSource(config.url, config.open_timeout_s, config.read_timeout_s)
+    gpu = NvdecStreamSource(config.url, *timeouts, packets=packets)
     return gpu if config.decoder == "nvdec" else FallbackSource(gpu, cpu)
 
 
@@ -56,23 +62,34 @@ def _in_child(config: FileSourceConfig | WebcamSourceConfig | UrlSourceConfig) -
     return config.model_copy(update=update)
 
 
-def make_source(config: SourceConfig) -> Source:
-    """Build (but do not open) the source a config describes."""
+def make_source(config: SourceConfig, packets: PacketRing | None = None) -> Source:
+    """Build (but do not open) the source a config describes. ``packets``: where a source that demuxes with PyAV
+    keeps the compressed packets it reads (clips); see :func:`keeps_packets`."""
     source: Source
     if isinstance(config, (FileSourceConfig, WebcamSourceConfig, UrlSourceConfig)) and config.decode_process:
         return ProcessSource(_in_child(config), make_source, on_gpu=config.decode_process == "gpu")
     if isinstance(config, FileSourceConfig):
-        source = LoopingSource(lambda: _file_source(config)) if config.loop else _file_source(config)
+        source = LoopingSource(lambda: _file_source(config)) if config.loop else _file_source(config, packets)
         return PacedSource(source) if config.realtime else source
     if isinstance(config, WebcamSourceConfig):
         return WebcamSource(config.device)
     if isinstance(config, UrlSourceConfig):
-        return _url_source(config)
+        return _url_source(config, packets)
     if isinstance(config, ImagesSourceConfig):
         return ImageFolderSource(config.path, config.fps)
     if isinstance(config, SyntheticSourceConfig):
         return SyntheticSource(config.seed, config.frames, config.width, config.height, config.fps)
     raise TypeError(f"unknown source config {config!r}")
+
+
+def keeps_packets(config: SourceConfig) -> bool:
+    """Whether the source ``config`` describes can keep its compressed packets for clips: PyAV demuxing in this
+    process (not a looped file, whose times start again, nor a decoding process)."""
+    if isinstance(config, FileSourceConfig):
+        return not config.loop and not config.decode_process and config.decoder in ("pyav", "auto")
+    if isinstance(config, UrlSourceConfig):
+        return not config.decode_process and config.decoder != "cpu"
+    return False
 
 
 def probe_source(config: SourceConfig) -> None:

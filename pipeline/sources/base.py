@@ -5,16 +5,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from engines.base import FrameFormat
 from engines.yuv import PixelLayout
 from pipeline.errors import SourceError
-
-if TYPE_CHECKING:
-    from pipeline.config import SourceConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +44,9 @@ class Source(Protocol):
     def interrupt(self) -> None: ...
 
 
-SourceMaker = Callable[["SourceConfig"], Source]
-"""Builds an (unopened) source from its config: :func:`pipeline.sources.make_source`, or a test's stand-in."""
+SourceMaker = Callable[..., Source]
+"""Builds an (unopened) source from its config (and, where clips want them, ``packets=``: a ring for its compressed
+packets): :func:`pipeline.sources.make_source`, or a test's stand-in."""
 
 
 def frame_format(source: object) -> FrameFormat | None:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import PermanentSourceError, SourceError
+from pipeline.media.packets import Codec, PacketRing
 from pipeline.secrecy import redact
 from pipeline.sources.base import DecoderSource, RawFrame
 from pipeline.sources.nvdec import bgr_copy, nvdec_available
@@ -64,9 +65,19 @@ class NvdecStreamSource(DecoderSource):
 
     live = True
 
-    def __init__(self, url: str, open_timeout_s: float = 10.0, read_timeout_s: float = 10.0, gpu_id: int = 0) -> None:
+    def __init__(
+        self,
+        url: str,
+        open_timeout_s: float = 10.0,
+        read_timeout_s: float = 10.0,
+        gpu_id: int = 0,
+        packets: PacketRing | None = None,
+    ) -> None:
+        """``packets``: where the camera's packets are also kept, as it sent them (clips)."""
         super().__init__()
         self.url = url
+        self.packets = packets
+        self._time_base: Any = None
         self.open_timeout_s = open_timeout_s
         self.read_timeout_s = read_timeout_s
         self.gpu_id = gpu_id
@@ -129,6 +140,10 @@ class NvdecStreamSource(DecoderSource):
         except Exception as exc:  # the decoder raises plain exceptions (no engine, unsupported profile, ...)
             raise SourceError(f"{self.description}: NVDEC cannot decode it ({exc})".split("\n")[0]) from exc
         self._packets = self._container.demux(stream)
+        self._time_base = stream.time_base
+        if self.packets is not None:
+            ctx = stream.codec_context
+            self.packets.start(Codec(name, ctx.width, ctx.height, extradata))
 
     def _is_open(self) -> bool:
         return self._decoder is not None
@@ -150,6 +165,8 @@ class NvdecStreamSource(DecoderSource):
                 raise SourceError(f"{self.description}: stream stopped delivering frames ({_reason(exc)})") from None
             if packet.size == 0:  # not ``dts is None``: a stream's first keyframe may come without timestamps
                 continue
+            if self.packets is not None:
+                self.packets.add_demuxed(packet, self._time_base)
             for annexb in self._bsf.filter(packet):
                 self._submit(annexb)
         return self._ready.popleft()

@@ -20,9 +20,12 @@ from typing import Any
 
 from engines.yuv import check_i420
 from pipeline.errors import SourceError
+from pipeline.media.packets import Codec, PacketRing
 from pipeline.sources.base import DecoderSource, RawFrame
 from pipeline.sources.video import check_video_file
 
+PASSTHROUGH = ("h264", "hevc")
+"""Codecs whose packets are kept for clips (MP4 holds them, browsers play them)."""
 JPEG_RANGE = 2
 """FFmpeg's ``AVCOL_RANGE_JPEG``: full-range YUV, which the BT.601 limited-range conversion would get wrong."""
 
@@ -33,37 +36,65 @@ def pyav_available() -> bool:
 
 
 class PyAvFileSource(DecoderSource):
-    """A video file decoded on the CPU by PyAV; ``read`` returns I420 arrays (BGR for other pixel formats)."""
+    """A video file decoded on the CPU by PyAV; ``read`` returns I420 arrays (BGR for other pixel formats).
 
-    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+    With ``packets``, each H.264 or H.265 packet the demuxer reads is also kept there, as it was in the file (clips
+    cut without encoding again: :mod:`pipeline.media.clips`).
+    """
+
+    def __init__(self, path: str | Path, threads: int | None = None, packets: PacketRing | None = None) -> None:
         super().__init__()
         self.path = Path(path)
         self.threads = threads
+        self.packets = packets
         self.description = f"video file '{self.path}'"
         self._container: Any = None
         self._frames: Iterator[Any] | None = None
 
     def open(self) -> None:
         check_video_file(self.path)
+        self._open_stream()
+
+    def _open_container(self, av: Any) -> Any:
+        try:
+            return av.open(str(self.path))
+        except av.FFmpegError as exc:
+            raise SourceError(f"cannot open {self.description}: not a video or an unsupported format ({exc})") from exc
+
+    def _open_stream(self) -> None:
         try:
             import av
         except ImportError as exc:
             raise SourceError(f"{self.description}: PyAV is not installed (pip install av): {exc}") from exc
+        self._container = self._open_container(av)
         try:
-            self._container = av.open(str(self.path))
             stream = self._container.streams.video[0]
-        except (av.FFmpegError, IndexError) as exc:
+        except IndexError as exc:
             self.release()
-            reason = "no video stream" if isinstance(exc, IndexError) else exc
-            why = f"not a video or an unsupported format ({reason})"
-            raise SourceError(f"cannot open {self.description}: {why}") from exc
+            raise SourceError(f"cannot open {self.description}: not a video (no video stream)") from exc
         stream.thread_type = "AUTO"  # frame and slice threads, as OpenCV's capture uses
         if self.threads is not None:
             stream.codec_context.thread_count = self.threads
-        self._fps = float(stream.average_rate or 0.0)
+        self._fps = float(stream.average_rate or stream.guessed_rate or 0.0)
         self.total_frames = int(stream.frames) or None
-        self._frames = self._container.decode(stream)
-        self._prime()
+        ctx = stream.codec_context
+        tap = self.packets if ctx.name in PASSTHROUGH else None
+        if tap is not None:
+            tap.start(Codec(ctx.name, ctx.width, ctx.height, bytes(ctx.extradata or b"")))
+        self._frames = self._decoded(self._container, stream, tap)
+        try:
+            self._prime()
+        except SourceError:
+            self.release()
+            raise
+
+    @staticmethod
+    def _decoded(container: Any, stream: Any, tap: PacketRing | None) -> Iterator[Any]:
+        """The stream's frames, each packet kept in ``tap`` on its way to the decoder."""
+        for packet in container.demux(stream):
+            if tap is not None:
+                tap.add_demuxed(packet, stream.time_base)
+            yield from packet.decode()
 
     def _decode(self) -> RawFrame | None:
         import av
@@ -74,7 +105,7 @@ class PyAvFileSource(DecoderSource):
         except StopIteration:
             return None
         except av.FFmpegError as exc:
-            raise SourceError(f"{self.description}: decoding failed at frame {self._count} ({exc})") from exc
+            raise self._failure(exc) from exc
         pts = self._timestamp(frame.time * 1000.0 if frame.time is not None else 0.0)
         planar = (
             frame.format.name == "yuv420p"
@@ -84,6 +115,9 @@ class PyAvFileSource(DecoderSource):
         if planar:
             return RawFrame(frame.to_ndarray(format="yuv420p"), pts, "i420")
         return RawFrame(frame.to_ndarray(format="bgr24"), pts)
+
+    def _failure(self, exc: Exception) -> SourceError:
+        return SourceError(f"{self.description}: decoding failed at frame {self._count} ({exc})")
 
     def _is_open(self) -> bool:
         return self._frames is not None

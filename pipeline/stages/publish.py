@@ -34,6 +34,18 @@ class StreamPlan:
     analytics: StreamAnalytics | None = None
     """Tracking, lines, zones and events (``None`` when tracking is off)."""
 
+    def current_counts(self) -> dict[str, Any] | None:
+        """The stream's line and zone counts now, ``None`` without lines or zones (read from other threads: the
+        counters are plain integers, read without a lock)."""
+        analytics = self.analytics
+        if analytics is None or not analytics.counting:
+            return None
+        return {
+            "stream_id": self.stream_id,
+            "lines": {line.config.name: line.to_json() for line in analytics.lines},
+            "zones": {zone.config.name: zone.to_json() for zone in analytics.zones},
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class StreamAdded:
@@ -125,7 +137,7 @@ class PublishStage(StageThread):
                 result.subset(keep),
                 result,
                 analysis.track_ids[keep],
-                tuple(analysis.events),
+                self.sinks.mark(tuple(analysis.events)) if analysis.events else (),
                 analysis.counts,
                 plan.privacy if plan else None,
             )
@@ -150,7 +162,7 @@ class PublishStage(StageThread):
         if analytics is None:
             return StreamEnding(stream_id)
         events, counts = analytics.finish()
-        return StreamEnding(stream_id, tuple(events), counts if analytics.counting else None)
+        return StreamEnding(stream_id, self.sinks.mark(tuple(events)), counts if analytics.counting else None)
 
     def _send_states(self) -> None:
         queue = self.state_changes

@@ -1,0 +1,84 @@
+"""A stream's compressed packets as the camera sent them, kept a few seconds, so that clips are cut without
+encoding again."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+MAX_PACKETS = 10_000
+PACKETS_BEYOND_PRE_S = 10.0
+"""A camera's packets are kept this much longer than a clip's ``pre_s``: its keyframes may be that far apart."""
+
+
+@dataclass(frozen=True, slots=True)
+class Packet:
+    """One compressed picture: its times in milliseconds of the stream's clock, and its bytes."""
+
+    pts: int
+    dts: int
+    key: bool
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Codec:
+    """What a muxer needs to write a stream's packets: the codec, the picture size and its parameter sets."""
+
+    name: str
+    width: int
+    height: int
+    extradata: bytes
+
+
+class PacketRing:
+    """Packets of one stream, kept from the last keyframe at least ``keep_s`` old; filled by the source's demuxer
+    (in the capture thread), read by the stream's clip recorder (in its own)."""
+
+    def __init__(self, keep_s: float) -> None:
+        self.keep_ms = keep_s * 1000.0
+        self.codec: Codec | None = None
+        """Set by the source when it opens (again, after a reconnect)."""
+        self._packets: deque[tuple[int, Packet]] = deque()
+        self._keys: deque[tuple[int, int]] = deque()
+        """Number and time of each keyframe kept."""
+        self._seq = 0
+        self._lock = threading.Lock()
+
+    def start(self, codec: Codec) -> None:
+        """The source (re)opened: what follows is of this codec; older packets may not mix with it."""
+        with self._lock:
+            if codec != self.codec:
+                self._packets.clear()
+                self._keys.clear()
+            self.codec = codec
+
+    def add_demuxed(self, packet: Any, time_base: Any) -> None:
+        """A packet from PyAV's demuxer (copied; without a time it is skipped)."""
+        if packet.size == 0 or packet.pts is None:
+            return
+        tick = float(time_base) * 1000.0
+        dts = packet.dts if packet.dts is not None else packet.pts
+        self.add(Packet(round(packet.pts * tick), round(dts * tick), bool(packet.is_keyframe), bytes(packet)))
+
+    def add(self, packet: Packet) -> None:
+        with self._lock:
+            self._seq += 1
+            self._packets.append((self._seq, packet))
+            if packet.key:
+                self._keys.append((self._seq, packet.pts))
+            keep_from = packet.pts - self.keep_ms
+            # whole groups of pictures go: from the oldest keyframe while the next one is old enough
+            while len(self._keys) >= 2 and self._keys[1][1] <= keep_from:
+                self._keys.popleft()
+                while self._packets and self._packets[0][0] < self._keys[0][0]:
+                    self._packets.popleft()
+            while len(self._packets) > MAX_PACKETS:  # a stream that sends no keyframe: bounded all the same
+                self._packets.popleft()
+
+    def since(self, seq: int) -> tuple[int, list[Packet]]:
+        """The packets added after ``seq`` (0: all kept) and the newest's number."""
+        with self._lock:
+            return self._seq, [p for s, p in self._packets if s > seq]

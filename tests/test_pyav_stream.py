@@ -1,0 +1,158 @@
+"""``decoder: pyav`` on RTSP cameras: PyAV demuxes and decodes, and keeps the camera's packets, from which event
+clips are cut without encoding again. Against a real RTSP server on loopback with a password."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from conftest import free_port
+from helpers import config_for, run_and_collect
+
+from pipeline.config import EventStoreConfig
+from pipeline.errors import PermanentSourceError
+from pipeline.media.packets import PacketRing
+from pipeline.media.store import EventStore
+from pipeline.schema import EventMessage
+from pipeline.sources.pyav_stream import PyAvStreamSource
+from pipeline.synth.writer import write_scene
+
+SERVER = Path(__file__).resolve().parent / "tools" / "rtsp_file_server.py"
+PASSWORD = "rtsp-pa55word"
+GATE = {"name": "gate", "points": [[0.5, 0.0], [0.5, 1.0]]}
+
+
+def serve(video: Path) -> tuple[subprocess.Popen[str], str]:
+    port = free_port()
+    cmd = [sys.executable, str(SERVER), str(video), str(port), "--user", "cam", "--password", PASSWORD]
+    server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+    return server, f"rtsp://cam:{PASSWORD}@127.0.0.1:{port}/cam0"
+
+
+@pytest.fixture
+def served(h264_video: Path) -> Iterator[str]:
+    server, url = serve(h264_video)
+    yield url
+    server.kill()
+    server.communicate()
+
+
+def test_frames_decode_and_the_camera_s_packets_are_kept(served: str) -> None:
+    ring = PacketRing(keep_s=1.0)
+    source = PyAvStreamSource(served, 10.0, 10.0, packets=ring)
+    source.open()
+    try:
+        frames = [source.read() for _ in range(60)]  # past the file's 40 frames: the server loops
+    finally:
+        source.release()
+    assert all(f is not None for f in frames)
+    assert frames[0] is not None and frames[0].image.shape in ((180, 160), (120, 160, 3))  # I420 planes, or BGR
+    assert ring.codec is not None and (ring.codec.name, ring.codec.width, ring.codec.height) == ("h264", 160, 120)
+    _, kept = ring.since(0)
+    assert kept and kept[0].key, "the ring starts at a keyframe"
+    times = [p.dts for p in kept]  # decoding order (this file has B-frames)
+    assert times == sorted(times) and times[-1] - times[0] <= 1000 + 1000 + 50, "about keep_s and one GOP"
+    assert PASSWORD not in source.description
+
+
+def test_a_wrong_password_is_one_clear_line(served: str) -> None:
+    source = PyAvStreamSource(served.replace(PASSWORD, "n0t-it-99"), 5.0, 5.0)
+    with pytest.raises(PermanentSourceError, match="401") as raised:
+        source.open()
+    source.release()
+    assert "\n" not in str(raised.value) and "n0t-it-99" not in str(raised.value)
+
+
+def h264_copy(video: Path, out: Path) -> Path:
+    """``video`` encoded again as H.264 (a keyframe a second) and the packets it holds."""
+    with av.open(str(video)) as src, av.open(str(out), "w") as dst:
+        rate = src.streams.video[0].average_rate
+        stream = dst.add_stream("libx264", rate=rate)
+        first = True
+        for frame in src.decode(video=0):
+            if first:
+                stream.width, stream.height, stream.pix_fmt = frame.width, frame.height, "yuv420p"
+                stream.options = {"g": str(round(rate)), "bf": "0"}
+                first = False
+            dst.mux(stream.encode(frame.reformat(format="yuv420p")))
+        dst.mux(stream.encode())
+    return out
+
+
+def packets_of(video: Path, keyframes: bool = True) -> list[bytes]:
+    with av.open(str(video)) as container:
+        return [bytes(p) for p in container.demux(video=0) if p.size and (keyframes or not p.is_keyframe)]
+
+
+def test_an_rtsp_camera_s_clips_are_its_own_packets(tmp_path: Path, endpoint: str) -> None:
+    scene = write_scene(tmp_path / "scene", 5, 300, occlusion=False)
+    camera = h264_copy(scene / "scene.mp4", tmp_path / "camera.mp4")
+    server, url = serve(camera)
+    try:
+        stream = {"id": "door", "source": {"type": "url", "url": url, "decoder": "pyav"}, "lines": [GATE],
+                  "max_frames": 280}  # fmt: skip
+        events = {"store": {"dir": str(tmp_path / "events")}, "clips": {"pre_s": 1.0, "post_s": 1.0}}
+        got = run_and_collect(config_for(endpoint, [stream], {"path": "edgesight-det"}, events=events))
+    finally:
+        server.kill()
+        server.communicate()
+    crossings = [m for m in got.messages if isinstance(m, EventMessage) and m.kind == "line_cross"]
+    assert crossings, "the scene's objects cross the gate"
+    sent = set(packets_of(camera))
+    store = EventStore(EventStoreConfig(dir=tmp_path / "events"))
+    try:
+        for message in crossings:
+            stored = store.get(message.event_id)
+            assert stored is not None and stored.clip is not None, f"a clip for {message.event_id}"
+            clip = packets_of(store.path(stored.clip))
+            with av.open(str(store.path(stored.clip))) as container:
+                video = container.streams.video[0]
+                assert video.codec_context.name == "h264"
+                size = (video.codec_context.width, video.codec_context.height)
+                assert sum(1 for _ in container.decode(video)) == len(clip), "every packet decodes"
+            with av.open(str(camera)) as container:
+                source = container.streams.video[0]
+                assert size == (source.width, source.height)
+                rate = float(source.average_rate or 0)
+            inter = packets_of(store.path(stored.clip), keyframes=False)  # keyframes carry SPS/PPS the server adds
+            assert len(inter) >= 10 and all(p in sent for p in inter), "the camera's own pictures, not encoded again"
+            span = (stored.clip_end or 0.0) - (stored.clip_start or 0.0)
+            assert np.isclose(span + 1 / rate, len(clip) / rate, atol=0.05), "its times are the camera's"
+            assert span <= 1.0 + 1.0 + 1.1 + 0.1, "pre_s, post_s and at most a GOP more"
+            at = message.raw["pts_ms"] / 1000.0 - (stored.clip_start or 0.0)
+            assert 1.0 - 0.1 <= at <= 1.0 + 1.1 + 0.1, f"the event {at:.2f} s into its clip: pre_s, from a keyframe"
+    finally:
+        store.close()
+
+
+def test_a_stream_that_redacts_gets_clips_encoded_from_redacted_frames(tmp_path: Path) -> None:
+    """The camera's own packets show what redaction hides: only a stream whose privacy can hide nothing uses them."""
+    from pipeline.assembly import media_sink
+    from pipeline.config import PrivacyConfig, build_config
+    from pipeline.privacy import can_redact
+    from pipeline.sinks import Redactor
+
+    names = {0: "person", 1: "bicycle"}
+    assert not can_redact(PrivacyConfig(), names, faces=False), "faces by default: none without a face thread"
+    assert can_redact(PrivacyConfig(), names, faces=True)
+    assert can_redact(PrivacyConfig(redact=["person"]), names, faces=False)
+    assert can_redact(PrivacyConfig(redact=[1]), names, faces=False)
+    assert not can_redact(PrivacyConfig(redact=[]), names, faces=True)
+    url = {"type": "url", "url": "rtsp://127.0.0.1:9/x", "decoder": "pyav"}
+    streams = [{"id": "open", "source": url}, {"id": "private", "source": url, "privacy": {"redact": ["person"]}}]
+    events = {"store": {"dir": str(tmp_path / "ev")}, "clips": {}}
+    config = build_config({"streams": streams, "events": events}, "test")
+    store = EventStore(EventStoreConfig(dir=tmp_path / "ev"))
+    rings = {"open": PacketRing(1.0), "private": PacketRing(1.0)}
+    sink = media_sink(config, store, Redactor(), rings, names, faces=False)
+    try:
+        assert sink.camera("open") is rings["open"] and sink.camera("private") is None
+    finally:
+        sink.close()
+        store.close()
