@@ -1,11 +1,12 @@
-"""Health, readiness and metrics over HTTP, and a status file for container health checks.
+"""Health and readiness verdicts, and a status file for container health checks.
 
-One port serves ``/metrics`` (Prometheus text format), ``/healthz`` (200 while
-the process is alive, no stage has failed and every processing stage keeps
-going round its loop) and ``/readyz`` (200 once the engine is loaded and at
-least ``ready_share`` of the streams are online). The same verdicts, with
-per-stream detail, are written atomically to a JSON status file every few
-seconds when one is configured; ``edgesight health --status-file F`` checks it.
+The metrics port (:mod:`pipeline.api`) serves ``/metrics`` (Prometheus text
+format), ``/healthz`` (200 while the process is alive, no stage has failed and
+every processing stage keeps going round its loop) and ``/readyz`` (200 once the
+engine is loaded and at least ``ready_share`` of the streams are online) from the
+verdicts here. The same verdicts, with per-stream detail, are written atomically
+to a JSON status file every few seconds when one is configured; ``edgesight
+health --status-file F`` checks it.
 """
 
 from __future__ import annotations
@@ -16,15 +17,12 @@ import math
 import os
 import threading
 import time
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.httpserver import HttpServer, reply
 from pipeline.secrecy import redact_json
 
 if TYPE_CHECKING:
-    from pipeline.metrics import NullMetrics, PrometheusMetrics
     from pipeline.view import PipelineView
 
 log = logging.getLogger(__name__)
@@ -58,45 +56,6 @@ def readiness(pipeline: PipelineView, ready_share: float) -> dict[str, Any]:
         "needed": needed,
         "streams": {s.stream_id: {"state": s.state, "published": s.published} for s in streams},
     }
-
-
-class HealthServer:
-    """``/metrics``, ``/healthz`` and ``/readyz`` on one port, in a daemon thread."""
-
-    def __init__(
-        self,
-        pipeline: PipelineView,
-        metrics: PrometheusMetrics | NullMetrics,
-        host: str,
-        port: int,
-        ready_share: float,
-        stale_after_s: float,
-    ) -> None:
-        self._pipeline = pipeline
-        self._metrics = metrics
-        self._ready_share = ready_share
-        self._stale_after_s = stale_after_s
-        self._http = HttpServer(host, port, self._answer, "metrics")
-        self.port = self._http.port
-
-    def start(self) -> None:
-        self._http.start()
-
-    def _answer(self, request: BaseHTTPRequestHandler) -> None:
-        path = request.path.split("?", 1)[0]
-        if path == "/metrics":
-            reply(request, 200, "text/plain; version=0.0.4; charset=utf-8", self._metrics.exposition())
-        elif path in ("/healthz", "/readyz"):
-            if path == "/healthz":
-                verdict, ok = health(self._pipeline, self._stale_after_s), "healthy"
-            else:
-                verdict, ok = readiness(self._pipeline, self._ready_share), "ready"
-            reply(request, 200 if verdict[ok] else 503, "application/json", json.dumps(redact_json(verdict)).encode())
-        else:
-            reply(request, 404, "text/plain", b"not found\n")
-
-    def close(self) -> None:
-        self._http.close()
 
 
 class StatusFile:

@@ -1,11 +1,13 @@
-"""The small HTTP server behind the metrics/health port and the browser preview."""
+"""The small HTTP server behind the browser preview (and the port checks of ``edgesight check``)."""
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError
@@ -14,6 +16,9 @@ log = logging.getLogger(__name__)
 
 Answer = Callable[[BaseHTTPRequestHandler], None]
 """Answers one GET (the request's path is ``request.path``), usually with :func:`reply`."""
+
+CHUNK = 256 * 1024
+_RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$")
 
 
 def reply(request: BaseHTTPRequestHandler, code: int, kind: str, body: bytes) -> None:
@@ -24,6 +29,52 @@ def reply(request: BaseHTTPRequestHandler, code: int, kind: str, body: bytes) ->
     request.send_header("Cache-Control", "no-store")
     request.end_headers()
     request.wfile.write(body)
+
+
+def byte_range(header: str | None, size: int) -> tuple[int, int] | bool | None:
+    """The first and last byte a ``Range`` header asks of ``size`` bytes; ``None``: the whole file (no header,
+    or one that is not a single byte range, which may be ignored); ``False``: a range past the end (416)."""
+    match = _RANGE.match(header or "")
+    if match is None or match[1] == match[2] == "":
+        return None
+    if match[1] == "":  # the last N bytes
+        last = int(match[2])
+        return (max(0, size - last), size - 1) if last > 0 and size > 0 else False
+    first = int(match[1])
+    last = int(match[2]) if match[2] else size - 1
+    if match[2] and first > last:
+        return None  # not a valid range: ignored
+    return (first, min(last, size - 1)) if first < size else False
+
+
+def send_file(request: BaseHTTPRequestHandler, path: Path, kind: str) -> None:
+    """Send a file, or the part a ``Range: bytes=…`` header asks for (206), as browsers seeking in a video do."""
+    size = path.stat().st_size
+    span = byte_range(request.headers.get("Range"), size)
+    if span is False:
+        request.send_response(416)
+        request.send_header("Content-Range", f"bytes */{size}")
+        request.send_header("Content-Length", "0")
+        request.end_headers()
+        return
+    first, last = span if isinstance(span, tuple) else (0, size - 1)
+    request.send_response(206 if isinstance(span, tuple) else 200)
+    request.send_header("Content-Type", kind)
+    request.send_header("Content-Length", str(last - first + 1))
+    request.send_header("Accept-Ranges", "bytes")
+    request.send_header("Cache-Control", "private, max-age=3600")
+    if isinstance(span, tuple):
+        request.send_header("Content-Range", f"bytes {first}-{last}/{size}")
+    request.end_headers()
+    with path.open("rb") as file:
+        file.seek(first)
+        left = last - first + 1
+        while left > 0:
+            data = file.read(min(CHUNK, left))
+            if not data:
+                break
+            request.wfile.write(data)
+            left -= len(data)
 
 
 class HttpServer:

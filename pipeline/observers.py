@@ -1,5 +1,5 @@
-"""The observers a configured pipeline gets once it runs: the control endpoint, metrics and health over HTTP,
-and the status file. Each sees the pipeline through :mod:`pipeline.view`, not the runner."""
+"""The observers a configured pipeline gets once it runs: the control endpoint, metrics, health and the API over
+HTTP, and the status file. Each sees the pipeline through :mod:`pipeline.view`, not the runner."""
 
 from __future__ import annotations
 
@@ -62,14 +62,16 @@ def _start(
         log.info("streams can be added and removed on %s", config.control.endpoint)
     m = config.metrics
     if m.port is not None:
-        from pipeline.health import HealthServer
+        from pipeline.api.app import build_app
+        from pipeline.api.server import ApiServer
 
         metrics.attach(pipeline)
-        server = HealthServer(pipeline, metrics, m.host, m.port, m.ready_share, m.stale_after_s)
+        server = ApiServer(build_app(pipeline, metrics, m), m.host, m.port, "metrics")
         server.start()
         observers.append(server)
         port = server.port
-        log.info("metrics and health on http://%s:%d (/metrics /healthz /readyz)", m.host, port)
+        api = " /api/v1 /docs" if m.api is not None and m.api.enabled else ""
+        log.info("metrics and health on http://%s:%d (/metrics /healthz /readyz%s)", m.host, port, api)
     if m.status_file:
         from pipeline.health import StatusFile
 
@@ -77,3 +79,4 @@ def _start(
         status.start()
         observers.append(status)
     return port
+

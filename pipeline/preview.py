@@ -1,34 +1,49 @@
-"""A browser preview: each stream's annotated frames as MJPEG on a small web page.
+"""A browser preview: each stream's annotated frames as MJPEG on a small web page, with the streams' states and
+the last events (snapshots, and clips played in the page).
 
 The publish stage only hands over a reference to each published (already
 redacted) frame; drawing the overlays and JPEG encoding happen in the HTTP
 threads, at most ``max_fps`` per watcher, and only while someone watches.
-``/`` lists the streams, ``/stream/ID.mjpg`` is the live picture and
-``/snapshot/ID.jpg`` the latest frame. With ``views`` (``preview.processed``), a
-stream is shown after its image operations, as the model saw it.
+``/`` is the page, ``/stream/ID.mjpg`` the live picture and ``/snapshot/ID.jpg``
+the latest frame. With ``views`` (``preview.processed``), a stream is shown after
+its image operations, as the model saw it. Once given the pipeline's view
+(:meth:`PreviewServer.attach`), it also answers ``/streams.json``,
+``/events.json`` and ``/events/ID/{snapshot.jpg,crop.jpg,clip.mp4}`` (clips with
+``Range``), from the same queries as the HTTP API but without its token: the
+preview is a page for a trusted network, as its live pictures are.
 """
 
 from __future__ import annotations
 
 import html
+import json
 import logging
 import threading
 import time
 from http.server import BaseHTTPRequestHandler
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import cv2
 import numpy as np
 
+from pipeline.api import queries
 from pipeline.config import StreamConfig
-from pipeline.httpserver import HttpServer, reply
+from pipeline.httpserver import HttpServer, reply, send_file
 from pipeline.imageops import ImageOps, build_ops
 from pipeline.messages import FrameResult
+from pipeline.preview_page import page
 from pipeline.recorder import Overlays, annotate
+from pipeline.secrecy import redact_json
+
+if TYPE_CHECKING:
+    from pipeline.view import PipelineView
 
 log = logging.getLogger(__name__)
 
 BOUNDARY = "edgesightframe"
 JPEG_QUALITY = 80
+NO_VIEW = "the preview was given no pipeline to show"
 
 
 class PreviewServer:
@@ -42,7 +57,9 @@ class PreviewServer:
         overlays: Overlays | None = None,
         max_fps: float = 10.0,
         views: dict[str, ImageOps] | None = None,
+        pipeline: PipelineView | None = None,
     ) -> None:
+        """``pipeline``: whose stream states and events (with ``events.store``) the page lists."""
         self.stream_ids = list(stream_ids)
         self.overlays = overlays or Overlays()
         self.max_fps = max_fps
@@ -53,6 +70,7 @@ class PreviewServer:
         self._latest: dict[str, tuple[int, FrameResult, np.ndarray | None]] = {}
         self._changed = threading.Condition()
         self._closed = False
+        self._view = pipeline
         self._http = HttpServer(host, port, self._answer, "preview")
         self.port = self._http.port
         self._http.start()
@@ -98,6 +116,11 @@ class PreviewServer:
         path = request.path.split("?", 1)[0]
         if path in ("/", "/index.html"):
             reply(request, 200, "text/html; charset=utf-8", self._page().encode())
+        elif path in ("/streams.json", "/events.json") or path.startswith("/events/"):
+            try:
+                self._state(request, path)
+            except queries.ApiError as exc:
+                _json(request, exc.status, {"error": exc.message})
         elif path.startswith("/snapshot/") and path.endswith(".jpg"):
             sid = path[len("/snapshot/") : -len(".jpg")]
             latest = self._latest.get(sid)
@@ -109,6 +132,31 @@ class PreviewServer:
             self._mjpeg(request, path[8:-5])
         else:
             reply(request, 404, "text/plain", b"not found\n")
+
+    def _state(self, request: BaseHTTPRequestHandler, path: str) -> None:
+        """The streams, the events and their files, as the API answers them."""
+        view = self._view
+        if view is None:
+            raise queries.ApiError(404, NO_VIEW)
+        if path == "/streams.json":
+            _json(request, 200, {"streams": queries.streams(view)})
+            return
+        store = queries.store_of(view)
+        if path == "/events.json":
+            query = {k: v[-1] for k, v in parse_qs(urlsplit(request.path).query).items()}
+            try:
+                limit = int(query.get("limit", "20"))
+            except ValueError:
+                raise queries.ApiError(422, f"limit: expected a whole number, got {query['limit']!r}") from None
+            q = query.get
+            found = queries.find_events(store, q("stream"), q("label"), q("kind"), q("since"), q("until"), limit)
+            _json(request, 200, {"events": found})
+            return
+        parts = path.split("/")  # "", "events", ID, FILE
+        if len(parts) != 4:
+            raise queries.ApiError(404, "not found")
+        file, kind = queries.event_file(store, unquote(parts[2]), parts[3])
+        send_file(request, file, kind)
 
     def _mjpeg(self, request: BaseHTTPRequestHandler, sid: str) -> None:
         request.send_response(200)
@@ -147,9 +195,8 @@ class PreviewServer:
             f"<figcaption>{html.escape(s)}</figcaption></figure>"
             for s in self._streams()
         )
-        return (
-            "<!doctype html><html><head><meta charset='utf-8'><title>edgesight preview</title>"
-            "<style>body{background:#111;color:#ddd;font-family:sans-serif;margin:0}"
-            "figure{display:inline-block;margin:8px}img{max-width:960px;display:block}</style></head>"
-            f"<body>{tiles}</body></html>"
-        )
+        return page(tiles)
+
+
+def _json(request: BaseHTTPRequestHandler, code: int, body: dict[str, Any]) -> None:
+    reply(request, code, "application/json", json.dumps(redact_json(body)).encode())

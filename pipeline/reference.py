@@ -1,9 +1,9 @@
 """Reference pages generated from where the truth already is: the configuration from the pydantic models, the
-messages from their JSON Schemas.
+messages from their JSON Schemas, the HTTP API from its OpenAPI document.
 
-    python -m pipeline.reference [DOCS_DIR]    # writes configuration.md and messages.md (default: docs/)
+    python -m pipeline.reference [DOCS_DIR]    # writes configuration.md, messages.md and api.md (default: docs/)
 
-A test regenerates both and fails when the committed pages differ, so they
+A test regenerates them and fails when the committed pages differ, so they
 cannot drift from the code.
 """
 
@@ -24,7 +24,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-PAGES = ("configuration.md", "messages.md")
+PAGES = ("configuration.md", "messages.md", "api.md")
 SCHEMAS = Path(__file__).resolve().parents[1] / "edgesight_client" / "schemas"
 
 
@@ -169,7 +169,9 @@ def messages_reference(folder: Path = SCHEMAS) -> str:
 
 
 def pages() -> dict[str, str]:
-    return {"configuration.md": config_reference(), "messages.md": messages_reference()}
+    from pipeline.api.reference import api_reference
+
+    return {"configuration.md": config_reference(), "messages.md": messages_reference(), "api.md": api_reference()}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -239,7 +239,7 @@ class Pipeline:
         streams = self.config.streams
         views = {s.id: build_ops(s.preprocess) for s in streams if s.preprocess} if p.processed else {}
         self.preview = PreviewServer(
-            p.host, p.port, [s.id for s in streams], Overlays.from_streams(streams), p.max_fps, views
+            p.host, p.port, [s.id for s in streams], Overlays.from_streams(streams), p.max_fps, views, self
         )
         self._observers.append(self.preview)
         self._pictures["preview"] = self.preview

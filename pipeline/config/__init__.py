@@ -49,6 +49,7 @@ from pipeline.config.imageops import (
 )
 from pipeline.config.model import FacesConfig, ModelConfig, SecondaryConfig
 from pipeline.config.serving import (
+    ApiConfig,
     ControlConfig,
     CurveConfig,
     MasksConfig,
@@ -188,6 +189,7 @@ __all__ = [
     "OFFLINE_FALLBACK_MODEL",
     "SOURCE_TYPES",
     "STREAM_ID_PATTERN",
+    "ApiConfig",
     "ClaheOp",
     "ClipsConfig",
     "ControlConfig",

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from pipeline.config.base import (
     DEFAULT_ENDPOINT,
@@ -108,8 +109,36 @@ class PublishConfig(_Strict):
     """Events POSTed to an HTTP endpoint too."""
 
 
+def is_loopback(host: str) -> bool:
+    """``localhost``, ``127.0.0.0/8`` and ``::1``; ``0.0.0.0``, other addresses and host names are not."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class ApiConfig(_Strict):
+    """The HTTP API under ``/api/v1`` (streams, events with their snapshots and clips, counts; OpenAPI at ``/docs``),
+    served with metrics and health on ``metrics.host`` and ``metrics.port``."""
+
+    enabled: bool = True
+    token: SecretStr | None = None
+    """Every ``/api/v1`` request must carry it (``Authorization: Bearer TOKEN``); required when ``metrics.host`` is
+    not a loopback address. ``${NAME}`` takes it from the environment; it is never logged or echoed."""
+
+    @field_validator("token")
+    @classmethod
+    def _long_enough(cls, token: SecretStr | None) -> SecretStr | None:
+        if token is not None and len(token.get_secret_value()) < 16:
+            raise ValueError("at least 16 characters (`openssl rand -hex 16` makes one)")
+        return token
+
+
 class MetricsConfig(_Strict):
-    """Prometheus metrics, health and readiness over HTTP, and a status file (see pipeline/health.py)."""
+    """Prometheus metrics, health and readiness over HTTP (with ``api``, the HTTP API on the same port), and a
+    status file (see pipeline/health.py and pipeline/api/)."""
 
     port: int | None = Field(None, ge=0, le=65535)
     """Serve ``/metrics``, ``/healthz`` and ``/readyz`` here (``None``: off; 0: any free port)."""
@@ -122,6 +151,21 @@ class MetricsConfig(_Strict):
     """``/healthz`` fails when a processing stage has not gone round its loop for this long."""
     status_file: str | None = None
     """Write health and readiness as JSON here every 5 s (for ``edgesight health`` in container checks)."""
+    api: ApiConfig | None = None
+    """The HTTP API on this port too (``api: {}`` on loopback; off unless present)."""
+
+    @model_validator(mode="after")
+    def _api_guarded(self) -> MetricsConfig:
+        api = self.api
+        if api is not None and api.enabled:
+            if self.port is None:
+                raise ValueError("api needs port (the API is served beside metrics and health)")
+            if api.token is None and not is_loopback(self.host):
+                raise ValueError(
+                    f"api.token is required when host '{self.host}' is not a loopback address "
+                    "(the API steers the pipeline; `${NAME}` takes the token from the environment)"
+                )
+        return self
 
 
 class PreviewConfig(_Strict):
