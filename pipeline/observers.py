@@ -79,4 +79,3 @@ def _start(
         status.start()
         observers.append(status)
     return port
-

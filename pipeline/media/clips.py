@@ -128,13 +128,21 @@ class ClipRecorder:
         self.now = self.clock(pts_ms)
         self._put("frame", (self.now, image))
 
-    def open(self, event_id: str) -> None:
-        """An event starts with the newest frame: its clip starts ``pre_s`` before."""
-        self._put("open", (event_id, self.now))
+    def open(self, event_id: str, pts_ms: float | None = None) -> None:
+        """An event started at stream time ``pts_ms`` (the newest frame's when ``None``; events confirmed a few
+        frames late carry the frame where they began): its clip starts ``pre_s`` before."""
+        self._put("open", (event_id, self._at(pts_ms)))
 
-    def close(self, event_id: str) -> None:
-        """The event ends with the newest frame: its clip ends ``post_s`` after."""
-        self._put("close", (event_id, self.now))
+    def close(self, event_id: str, pts_ms: float | None = None) -> None:
+        """The event ended at stream time ``pts_ms`` (the newest frame's when ``None``): its clip ends ``post_s``
+        after."""
+        self._put("close", (event_id, self._at(pts_ms)))
+
+    def _at(self, pts_ms: float | None) -> float:
+        """A time of the stream on the clock of the ring in use, never after the newest frame."""
+        if pts_ms is None:
+            return self.now
+        return min(self.now, pts_ms if self.passthrough else pts_ms + self.clock.offset)
 
     def finish(self) -> None:
         """The stream ends: finish every clip with what there is, and stop."""
@@ -207,7 +215,7 @@ class ClipRecorder:
         for packet in packets:
             for clip in list(self._clips.values()):
                 self._write(clip, packet, ring.codec)
-                done = clip.end_ms is not None and packet.pts >= clip.end_ms
+                done = clip.end_ms is not None and packet.dts >= clip.end_ms  # decoding order: B-frames before
                 if done or (clip.first_ms is not None and packet.pts - clip.first_ms >= self.config.max_s * 1000.0):
                     self._finish(clip)
 
@@ -229,7 +237,7 @@ class ClipRecorder:
         codec = self.encoded.codec
         if self._encoder is None or codec is None or (codec.width, codec.height) != (w, h):
             self._encoder = self._make_encoder(w, h)
-            self.encoded.start(Codec("h264", w, h, b""))
+            self.encoded.reset(Codec("h264", w, h))
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24").reformat(format="yuv420p")
         frame.pts, frame.time_base = int(t), MS
         if t - self._last_key_ms >= GOP_MS:
@@ -270,10 +278,9 @@ class ClipRecorder:
             clip.path.parent.mkdir(parents=True, exist_ok=True)
             part = clip.path.with_name(clip.path.name + ".part")
             output = av.open(str(part), "w", format="mp4", options={"movflags": "+faststart"})
-            stream: Any = output.add_stream(codec.name, rate=25)
-            stream.width, stream.height, stream.time_base = codec.width, codec.height, MS
-            if codec.extradata:
-                stream.codec_context.extradata = codec.extradata
+            # a stream for muxing only: an encoder's context (add_stream) would not keep what it did not make
+            stream: Any = output.add_mux_stream(codec.name, rate=25, width=codec.width, height=codec.height)
+            stream.time_base = MS
             clip.output, clip.stream, clip.first_ms = output, stream, float(packet.pts)
         assert clip.first_ms is not None
         if clip.last_dts is not None and packet.dts <= clip.last_dts:
@@ -283,7 +290,7 @@ class ClipRecorder:
         out.time_base, out.stream = MS, clip.stream
         out.is_keyframe = packet.key
         clip.output.mux(out)
-        clip.last_ms, clip.last_dts = float(packet.pts), packet.dts
+        clip.last_ms, clip.last_dts = max(clip.last_ms, float(packet.pts)), packet.dts
 
     def _finish(self, clip: Clip) -> None:
         self._clips.pop(clip.event_id, None)

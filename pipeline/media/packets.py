@@ -25,12 +25,12 @@ class Packet:
 
 @dataclass(frozen=True, slots=True)
 class Codec:
-    """What a muxer needs to write a stream's packets: the codec, the picture size and its parameter sets."""
+    """What a muxer needs to write a stream's packets: the codec and the picture size (the parameter sets travel
+    in the packets: Annex B, before each keyframe)."""
 
     name: str
     width: int
     height: int
-    extradata: bytes
 
 
 class PacketRing:
@@ -46,22 +46,45 @@ class PacketRing:
         """Number and time of each keyframe kept."""
         self._seq = 0
         self._lock = threading.Lock()
+        self._bsf: Any = None
+        self._time_base: Any = None
 
-    def start(self, codec: Codec) -> None:
-        """The source (re)opened: what follows is of this codec; older packets may not mix with it."""
+    def start(self, stream: Any) -> None:
+        """The source (re)opened PyAV's ``stream`` (H.264 or H.265): what follows is its packets, made Annex B with
+        the parameter sets before each keyframe (an MP4 file's length-prefixed packets are not muxable alone)."""
+        import av
+
+        ctx = stream.codec_context
+        self.reset(Codec(ctx.name, ctx.width, ctx.height))
+        with self._lock:
+            self._bsf = av.bitstream.BitStreamFilterContext(f"{ctx.name}_mp4toannexb", stream)
+            self._time_base = stream.time_base
+
+    def reset(self, codec: Codec) -> None:
+        """What follows is of ``codec``: packets of another codec or size go."""
         with self._lock:
             if codec != self.codec:
                 self._packets.clear()
                 self._keys.clear()
             self.codec = codec
 
-    def add_demuxed(self, packet: Any, time_base: Any) -> None:
-        """A packet from PyAV's demuxer (copied; without a time it is skipped)."""
-        if packet.size == 0 or packet.pts is None:
+    def add_demuxed(self, packet: Any) -> None:
+        """A packet from the stream given to :meth:`start` (copied; one without a time is skipped)."""
+        import av
+
+        if packet.size == 0 or packet.pts is None or self._bsf is None:
             return
-        tick = float(time_base) * 1000.0
-        dts = packet.dts if packet.dts is not None else packet.pts
-        self.add(Packet(round(packet.pts * tick), round(dts * tick), bool(packet.is_keyframe), bytes(packet)))
+        copy = av.Packet(bytes(packet))  # the filter takes what it is given: the decoder still needs the packet
+        copy.pts, copy.dts, copy.time_base, copy.is_keyframe = (
+            packet.pts,
+            packet.dts,
+            packet.time_base,
+            packet.is_keyframe,
+        )
+        tick = float(self._time_base) * 1000.0
+        for out in self._bsf.filter(copy):
+            dts = out.dts if out.dts is not None else out.pts
+            self.add(Packet(round(out.pts * tick), round(dts * tick), bool(out.is_keyframe), bytes(out)))
 
     def add(self, packet: Packet) -> None:
         with self._lock:

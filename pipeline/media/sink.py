@@ -82,9 +82,9 @@ class EventMediaSink(ResultSink):
             self.store.record(event.to_json())
             if recorder is not None and "clip" in event.extra:
                 if event.type == "new":
-                    recorder.open(event.event_id)
+                    recorder.open(event.event_id, event.pts_ms)
                 if event.type == "end" or event.ended_at is not None or event.kind not in ("object", "loiter"):
-                    recorder.close(event.event_id)
+                    recorder.close(event.event_id, event.pts_ms)
         if self.snapshots is not None:
             self.snapshots.on_result(published)
 

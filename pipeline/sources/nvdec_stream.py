@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import PermanentSourceError, SourceError
-from pipeline.media.packets import Codec, PacketRing
+from pipeline.media.packets import PacketRing
 from pipeline.secrecy import redact
 from pipeline.sources.base import DecoderSource, RawFrame
 from pipeline.sources.nvdec import bgr_copy, nvdec_available
@@ -77,7 +77,6 @@ class NvdecStreamSource(DecoderSource):
         super().__init__()
         self.url = url
         self.packets = packets
-        self._time_base: Any = None
         self.open_timeout_s = open_timeout_s
         self.read_timeout_s = read_timeout_s
         self.gpu_id = gpu_id
@@ -140,10 +139,8 @@ class NvdecStreamSource(DecoderSource):
         except Exception as exc:  # the decoder raises plain exceptions (no engine, unsupported profile, ...)
             raise SourceError(f"{self.description}: NVDEC cannot decode it ({exc})".split("\n")[0]) from exc
         self._packets = self._container.demux(stream)
-        self._time_base = stream.time_base
         if self.packets is not None:
-            ctx = stream.codec_context
-            self.packets.start(Codec(name, ctx.width, ctx.height, extradata))
+            self.packets.start(stream)
 
     def _is_open(self) -> bool:
         return self._decoder is not None
@@ -166,7 +163,7 @@ class NvdecStreamSource(DecoderSource):
             if packet.size == 0:  # not ``dts is None``: a stream's first keyframe may come without timestamps
                 continue
             if self.packets is not None:
-                self.packets.add_demuxed(packet, self._time_base)
+                self.packets.add_demuxed(packet)
             for annexb in self._bsf.filter(packet):
                 self._submit(annexb)
         return self._ready.popleft()

@@ -20,7 +20,7 @@ from typing import Any
 
 from engines.yuv import check_i420
 from pipeline.errors import SourceError
-from pipeline.media.packets import Codec, PacketRing
+from pipeline.media.packets import PacketRing
 from pipeline.sources.base import DecoderSource, RawFrame
 from pipeline.sources.video import check_video_file
 
@@ -80,7 +80,7 @@ class PyAvFileSource(DecoderSource):
         ctx = stream.codec_context
         tap = self.packets if ctx.name in PASSTHROUGH else None
         if tap is not None:
-            tap.start(Codec(ctx.name, ctx.width, ctx.height, bytes(ctx.extradata or b"")))
+            tap.start(stream)
         self._frames = self._decoded(self._container, stream, tap)
         try:
             self._prime()
@@ -93,7 +93,7 @@ class PyAvFileSource(DecoderSource):
         """The stream's frames, each packet kept in ``tap`` on its way to the decoder."""
         for packet in container.demux(stream):
             if tap is not None:
-                tap.add_demuxed(packet, stream.time_base)
+                tap.add_demuxed(packet)
             yield from packet.decode()
 
     def _decode(self) -> RawFrame | None:
