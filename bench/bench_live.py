@@ -268,7 +268,7 @@ def run_cameras(args: argparse.Namespace, streams: int) -> dict[str, Any]:
     if args.decode_threads:
         decoding["decode_threads"] = args.decode_threads
     if args.rtsp:
-        url_decoder = {"decoder": args.decoder} if args.decoder in ("cpu", "nvdec") else {}
+        url_decoder = {"decoder": args.decoder} if args.decoder in ("cpu", "pyav", "nvdec") else {}
         sources = [{"type": "url", "url": f"{args.rtsp}/cam{i}", **url_decoder, **decoding} for i in range(streams)]
     else:
         source = {"type": "file", "path": str(args.video), "realtime": True, "loop": True, "decoder": args.decoder}
