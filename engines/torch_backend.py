@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from engines.base import EngineInfo, ModelSpec
+from engines.capture_gate import GATE
 from engines.detector import YoloDetector
 from engines.errors import BackendUnavailable
 from engines.weights import load_detection_module
@@ -164,7 +165,8 @@ class TorchRunner:
         # uploading frames on their own streams while a new shape is captured here. Not torch.cuda.graph():
         # it empties torch's device and pinned-host caches before each capture, which took 1.5-2 s with
         # 64 cameras' buffers cached on an H200 box and held up every CUDA thread meanwhile.
-        with torch.cuda.stream(side):
+        # Under the capture gate: hardware decoders in other threads synchronize in ways a capture cannot survive.
+        with GATE.capture(), torch.cuda.stream(side):
             graph.capture_begin(self._pool, capture_error_mode="thread_local")
             try:
                 static_out = fn(static_in)

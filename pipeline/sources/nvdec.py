@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from engines.base import FrameFormat
+from engines.capture_gate import GATE
 from pipeline.errors import SourceError
 from pipeline.sources.base import RawFrame, Source, frame_format
 
@@ -113,9 +114,10 @@ class NvdecFileSource:
             return None
         image, self._first = self._first, None
         if image is None:
-            if not self._queued and not self._fill():
-                return None
-            image = bgr_copy(self._queued.popleft())
+            with GATE.work():  # the copy and its sync never overlap the engine's graph capture
+                if not self._queued and not self._fill():
+                    return None
+                image = bgr_copy(self._queued.popleft())
         pts = self._count * 1000.0 / self._fps if self._fps > 0 else 0.0
         self._count += 1
         return RawFrame(image, pts)

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from engines.capture_gate import GATE
 from pipeline.errors import PermanentSourceError, SourceError
 from pipeline.media.packets import PacketRing
 from pipeline.secrecy import redact
@@ -179,13 +180,14 @@ class NvdecStreamSource(DecoderSource):
         pkt.pts = int(packet.pts) if packet.pts is not None else 0
         if self._low_latency:
             _set_flag(pkt, nvc.VideoPacketFlag.ENDOFPICTURE)  # one packet is one whole picture
-        try:
-            frames = self._decoder.Decode(pkt)
-        except Exception as exc:
-            raise SourceError(f"{self.description}: NVDEC failed ({exc})".split("\n")[0]) from exc
-        for frame in frames:
-            pts = self._timestamp(float(frame.timestamp) * self._ms_per_tick)
-            self._ready.append(RawFrame(bgr_copy(frame), pts))
+        with GATE.work():  # never while the engine captures a graph: the decoder's syncs would spoil it
+            try:
+                frames = self._decoder.Decode(pkt)
+            except Exception as exc:
+                raise SourceError(f"{self.description}: NVDEC failed ({exc})".split("\n")[0]) from exc
+            for frame in frames:
+                pts = self._timestamp(float(frame.timestamp) * self._ms_per_tick)
+                self._ready.append(RawFrame(bgr_copy(frame), pts))
 
     def read(self) -> RawFrame | None:
         frame = super().read()

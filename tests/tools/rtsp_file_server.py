@@ -83,6 +83,7 @@ class Video:
             self.sets = parameter_sets(extradata)
             length_size = (extradata[4] & 0x03) + 1
             tb = float(stream.time_base)
+            rate = float(stream.average_rate or 25)  # read while open: PyAV 19 refuses a closed container's streams
             self.packets = [  # in decode order, as they are sent: (keyframe, send time, presentation time, NALs)
                 (bool(p.is_keyframe), float(p.dts if p.dts is not None else p.pts) * tb, float(p.pts) * tb, units)
                 for p in container.demux(stream)
@@ -91,7 +92,6 @@ class Video:
             ]
         first_dts, first_pts = min(p[1] for p in self.packets), min(p[2] for p in self.packets)
         self.packets = [(k, d - first_dts, t - first_pts, n) for k, d, t, n in self.packets]
-        rate = float(stream.average_rate or 25)
         self.duration = max(p[2] for p in self.packets) + 1.0 / rate
         sps = self.sets[0]
         self.fmtp = (
