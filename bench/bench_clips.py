@@ -66,7 +66,7 @@ def one_mode(video: Path, frames: int, passthrough: bool, folder: Path) -> dict[
     for i in range(frames):
         frame = source.read()
         assert frame is not None, "the video is shorter than --frames"
-        recorder.frame(to_bgr(frame), frame.pts_ms)
+        recorder.frame(lambda frame=frame: to_bgr(frame), frame.pts_ms)
         if i == frames // 2:
             recorder.open("e", frame.pts_ms)
             recorder.close("e", frame.pts_ms)

@@ -44,7 +44,7 @@ class Parts:
     event_store: EventStore | None = None
     """Events kept on disk (``events.store``)."""
     packet_rings: dict[str, PacketRing] = field(default_factory=dict)
-    """Per stream whose source keeps them, its compressed packets (clips, ``events.clips``)."""
+    """Per stream, with ``events.clips``: its compressed packets, where its source keeps them."""
 
     def drops(self, stream_id: str) -> dict[str, int]:
         """Frames of one stream dropped so far, per queue that can drop them (0 until the first)."""

@@ -36,7 +36,7 @@ from pipeline.parts import Parts
 from pipeline.queues import BoundedQueue, OverflowPolicy
 from pipeline.recorder import FrameSink
 from pipeline.report import Progress, RunReport
-from pipeline.sources import Source, keeps_packets, make_source
+from pipeline.sources import Source, make_source
 from pipeline.sources.base import SourceMaker
 from pipeline.sources.opening import open_all
 from pipeline.stages import (
@@ -156,9 +156,10 @@ class Pipeline:
         return self._source_factory(config) if ring is None else self._source_factory(config, packets=ring)
 
     def _packet_ring(self, stream: StreamConfig) -> PacketRing | None:
-        """Where the stream's source keeps its compressed packets for clips (kept across reconnects), if it can."""
+        """Where the stream's source keeps its compressed packets for clips (kept across reconnects); a source that
+        does not demux with PyAV in this process leaves it empty, and its clips are encoded from its frames."""
         clips = self.config.events.clips
-        if clips is None or not keeps_packets(stream.source):
+        if clips is None:
             return None
         rings = self._parts.packet_rings
         if stream.id not in rings:

@@ -68,7 +68,7 @@ def test_a_clip_runs_from_pre_s_before_its_event_to_post_s_after_it_ended(tmp_pa
     recorder = ClipRecorder("cam", ClipsConfig(pre_s=2.0, post_s=1.5), store, live=False)
     for i in range(250):
         pts = i * 1000.0 / FPS
-        recorder.frame(np.full((120, 160, 3), i, np.uint8), pts)
+        recorder.frame(lambda i=i: np.full((120, 160, 3), i, np.uint8), pts)
         if i == 150:  # the event starts at 6.0 s ...
             recorder.open("e1")
         if i == 175:  # ... and ends at 7.0 s

@@ -141,6 +141,12 @@ class StreamAnalytics:
             "stream_id": self.stream_id,
             "frame_index": frame_index,
             "pts_ms": round(pts_ms, 3),
+            **self.running_counts(),
+        }
+
+    def running_counts(self) -> dict[str, Any]:
+        """Each line's and zone's counts now (read from other threads too: plain integers, read without a lock)."""
+        return {
             "lines": {line.config.name: line.to_json() for line in self.lines},
             "zones": {zone.config.name: zone.to_json() for zone in self.zones},
         }

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -113,12 +114,14 @@ class ClipRecorder:
         """Clips are the camera's own packets (its source demuxes them into ``camera``)."""
         return self.camera is not None and self.camera.codec is not None
 
-    def frame(self, image: np.ndarray, pts_ms: float) -> None:
-        """One frame (BGR; copied or scaled down here, so the caller's buffer may be reused)."""
+    def frame(self, picture: Callable[[], np.ndarray], pts_ms: float) -> None:
+        """One frame at stream time ``pts_ms``. ``picture`` gives it (BGR; copied or scaled down here, so the
+        caller's buffer may be reused), asked only when clips are encoded here."""
         if self.passthrough:
             self.now = pts_ms
             self._put("tick", None)
             return
+        image = picture()
         h, w = image.shape[:2]
         if w > self.config.max_width:
             size = (self.config.max_width, round(h * self.config.max_width / w) // 2 * 2)

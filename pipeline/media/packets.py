@@ -3,6 +3,7 @@ encoding again."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections import deque
 from dataclasses import dataclass
@@ -104,4 +105,5 @@ class PacketRing:
     def since(self, seq: int) -> tuple[int, list[Packet]]:
         """The packets added after ``seq`` (0: all kept) and the newest's number."""
         with self._lock:
-            return self._seq, [p for s, p in self._packets if s > seq]
+            new = max(0, min(self._seq - seq, len(self._packets)))  # numbers run on without gaps: the newest ``new``
+            return self._seq, [p for _, p in itertools.islice(reversed(self._packets), new)][::-1]

@@ -77,7 +77,7 @@ class EventMediaSink(ResultSink):
     def on_result(self, published: Published) -> None:
         recorder = self.clips.get(published.stream_id)
         if recorder is not None:
-            recorder.frame(self.picture(published), published.result.frame.pts_ms)
+            recorder.frame(lambda: self.picture(published), published.result.frame.pts_ms)
         for event in published.events:
             self.store.record(event.to_json())
             if recorder is not None and "clip" in event.extra:

@@ -129,6 +129,8 @@ class Snapshots:
         """Lasting events by id: their track and best view."""
 
     def on_result(self, published: Published) -> None:
+        if not published.events and not self.open:
+            return
         rows = self._rows(published)
         for event in published.events:
             if event.type == "new":

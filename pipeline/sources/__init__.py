@@ -23,7 +23,7 @@ from pipeline.sources.pyav_stream import PyAvStreamSource
 from pipeline.sources.synthetic import SyntheticSource
 from pipeline.sources.video import StreamUrlSource, VideoFileSource, WebcamSource
 
-__all__ = ["RawFrame", "Source", "keeps_packets", "make_source", "probe_source"]
+__all__ = ["RawFrame", "Source", "make_source", "probe_source"]
 
 
 def _file_source(config: FileSourceConfig, packets: PacketRing | None = None) -> Source:
@@ -64,7 +64,7 @@ def _in_child(config: FileSourceConfig | WebcamSourceConfig | UrlSourceConfig) -
 
 def make_source(config: SourceConfig, packets: PacketRing | None = None) -> Source:
     """Build (but do not open) the source a config describes. ``packets``: where a source that demuxes with PyAV
-    keeps the compressed packets it reads (clips); see :func:`keeps_packets`."""
+    keeps the compressed packets it reads (clips); other sources leave it empty."""
     source: Source
     if isinstance(config, (FileSourceConfig, WebcamSourceConfig, UrlSourceConfig)) and config.decode_process:
         return ProcessSource(_in_child(config), make_source, on_gpu=config.decode_process == "gpu")
@@ -80,16 +80,6 @@ def make_source(config: SourceConfig, packets: PacketRing | None = None) -> Sour
     if isinstance(config, SyntheticSourceConfig):
         return SyntheticSource(config.seed, config.frames, config.width, config.height, config.fps)
     raise TypeError(f"unknown source config {config!r}")
-
-
-def keeps_packets(config: SourceConfig) -> bool:
-    """Whether the source ``config`` describes can keep its compressed packets for clips: PyAV demuxing in this
-    process (not a looped file, whose times start again, nor a decoding process)."""
-    if isinstance(config, FileSourceConfig):
-        return not config.loop and not config.decode_process and config.decoder in ("pyav", "auto")
-    if isinstance(config, UrlSourceConfig):
-        return not config.decode_process and config.decoder != "cpu"
-    return False
 
 
 def probe_source(config: SourceConfig) -> None:

@@ -26,7 +26,7 @@ from pipeline.secrecy import redact
 from pipeline.sources.base import DecoderSource, RawFrame
 from pipeline.sources.nvdec import bgr_copy, nvdec_available
 from pipeline.sources.pyav import pyav_available
-from pipeline.sources.video import stream_open_error
+from pipeline.sources.pyav_stream import failure_reason, open_url
 
 CODECS = ("h264", "hevc")
 """What NVDEC decodes here, by FFmpeg's codec name."""
@@ -53,12 +53,6 @@ def _modules(description: str) -> tuple[Any, Any]:
     if not nvdec_available():
         raise PermanentSourceError(f"{description}: no CUDA GPU for NVDEC")
     return av, nvc
-
-
-def _reason(exc: BaseException) -> str:
-    """An FFmpeg error's reason, without the URL it names (that may carry a password)."""
-    text = getattr(exc, "strerror", None) or type(exc).__name__
-    return redact(str(text)).split("\n")[0]
 
 
 class NvdecStreamSource(DecoderSource):
@@ -104,13 +98,7 @@ class NvdecStreamSource(DecoderSource):
             raise
 
     def _open_container(self) -> Any:
-        options = {"timeout": str(int(self.read_timeout_s * 1e6))}  # µs, FFmpeg's socket timeout
-        if self.url.startswith("rtsp"):
-            options["rtsp_transport"] = "tcp"
-        try:
-            return self._av.open(self.url, options=options, timeout=(self.open_timeout_s, self.read_timeout_s))
-        except (self._av.FFmpegError, OSError):
-            raise stream_open_error(self.url, self.description, self.open_timeout_s) from None
+        return open_url(self._av, self.url, self.description, self.open_timeout_s, self.read_timeout_s)
 
     def _open_decoder(self) -> None:
         nvc = self._nvc
@@ -160,7 +148,9 @@ class NvdecStreamSource(DecoderSource):
                     f"{self.description}: stream stopped delivering frames (nothing for {self.read_timeout_s:g} s)"
                 ) from None
             except (self._av.FFmpegError, OSError) as exc:
-                raise SourceError(f"{self.description}: stream stopped delivering frames ({_reason(exc)})") from None
+                raise SourceError(
+                    f"{self.description}: stream stopped delivering frames ({failure_reason(exc)})"
+                ) from None
             if packet.size == 0:  # not ``dts is None``: a stream's first keyframe may come without timestamps
                 continue
             if self.packets is not None:

@@ -20,6 +20,24 @@ from pipeline.sources.pyav import PyAvFileSource
 from pipeline.sources.video import stream_open_error
 
 
+def open_url(av: Any, url: str, description: str, open_timeout_s: float, read_timeout_s: float) -> Any:
+    """PyAV's container for a camera: RTSP over TCP, FFmpeg's open and read timeouts; a stream that does not open
+    is one line saying why, as far as the server tells (a wrong password: 401)."""
+    options = {"timeout": str(int(read_timeout_s * 1e6))}  # µs, FFmpeg's socket timeout
+    if url.startswith("rtsp"):
+        options["rtsp_transport"] = "tcp"
+    try:
+        return av.open(url, options=options, timeout=(open_timeout_s, read_timeout_s))
+    except (av.FFmpegError, OSError):
+        raise stream_open_error(url, description, open_timeout_s) from None
+
+
+def failure_reason(exc: BaseException) -> str:
+    """An FFmpeg error's reason, without the URL it names (that may carry a password)."""
+    text = getattr(exc, "strerror", None) or type(exc).__name__
+    return redact(str(text)).split("\n")[0]
+
+
 class PyAvStreamSource(PyAvFileSource):
     """An RTSP or HTTP stream decoded by PyAV; named without its password."""
 
@@ -43,17 +61,10 @@ class PyAvStreamSource(PyAvFileSource):
         self._open_stream()
 
     def _open_container(self, av: Any) -> Any:
-        options = {"timeout": str(int(self.read_timeout_s * 1e6))}  # µs, FFmpeg's socket timeout
-        if self.url.startswith("rtsp"):
-            options["rtsp_transport"] = "tcp"
-        try:
-            return av.open(self.url, options=options, timeout=(self.open_timeout_s, self.read_timeout_s))
-        except (av.FFmpegError, OSError):
-            raise stream_open_error(self.url, self.description, self.open_timeout_s) from None
+        return open_url(av, self.url, self.description, self.open_timeout_s, self.read_timeout_s)
 
     def _failure(self, exc: Exception) -> SourceError:
-        reason = redact(str(getattr(exc, "strerror", None) or type(exc).__name__)).split("\n")[0]
-        return SourceError(f"{self.description}: stream stopped delivering frames ({reason})")
+        return SourceError(f"{self.description}: stream stopped delivering frames ({failure_reason(exc)})")
 
     def read(self) -> RawFrame | None:
         try:

@@ -35,16 +35,11 @@ class StreamPlan:
     """Tracking, lines, zones and events (``None`` when tracking is off)."""
 
     def current_counts(self) -> dict[str, Any] | None:
-        """The stream's line and zone counts now, ``None`` without lines or zones (read from other threads: the
-        counters are plain integers, read without a lock)."""
+        """The stream's line and zone counts now, ``None`` without lines or zones."""
         analytics = self.analytics
         if analytics is None or not analytics.counting:
             return None
-        return {
-            "stream_id": self.stream_id,
-            "lines": {line.config.name: line.to_json() for line in analytics.lines},
-            "zones": {zone.config.name: zone.to_json() for zone in analytics.zones},
-        }
+        return {"stream_id": self.stream_id, **analytics.running_counts()}
 
 
 @dataclass(frozen=True, slots=True)
