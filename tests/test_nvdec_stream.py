@@ -189,3 +189,25 @@ def test_a_server_gone_mid_stream_is_a_source_error_within_the_read_timeout(
         source.release()
     assert elapsed < 2.0 * 3 + 5, f"{elapsed:.1f} s to notice, with a 2 s read timeout"
     assert PASSWORD not in str(raised.value) and "\n" not in str(raised.value)
+
+
+@pytest.mark.gpu
+def test_nvdec_camera_with_b_frames_hands_frames_on_at_its_rate_not_in_bursts(
+    served: tuple[subprocess.Popen[str], str],
+) -> None:
+    """The decoder gives back a B-frame stream's frames two at a time; read at once, they would meet a live
+    camera's queue of one together and all but the last would be dropped. They leave about one interval apart."""
+    _, url = served  # h264_video: 20 fps with B-frames, paced by the server
+    source = NvdecStreamSource(url, 10.0, 10.0)
+    source.open()
+    try:
+        stamps = []
+        for _ in range(45):
+            assert source.read() is not None
+            stamps.append(time.monotonic())
+    finally:
+        source.release()
+    gaps = np.diff(stamps[5:])  # past the first frames the client had buffered
+    assert source.spacer.held > 0, "no burst came back from the decoder: the B-frame path was not tested"
+    assert gaps.min() > 0.5 * 0.050, f"frames handed on {gaps.min() * 1000:.1f} ms apart at 20 fps"
+    assert 0.8 * 0.050 < np.median(gaps) < 1.25 * 0.050

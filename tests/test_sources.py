@@ -20,7 +20,7 @@ from pipeline.errors import SourceError
 from pipeline.runner import Pipeline
 from pipeline.sources.base import RawFrame, Source
 from pipeline.sources.images import ImageFolderSource
-from pipeline.sources.paced import PacedSource
+from pipeline.sources.paced import BURST_MAX_GAP_S, BurstSpacer, PacedSource
 from pipeline.sources.synthetic import SyntheticSource
 from pipeline.sources.video import VideoFileSource, to_bgr
 
@@ -189,6 +189,30 @@ def test_a_paced_source_held_up_goes_on_at_its_rate_without_a_burst() -> None:
     for _ in range(10):
         assert source.read() is not None
     assert time.monotonic() - t0 > 0.3  # 9 intervals of 50 ms after the first; all ten at once without it
+
+
+def test_a_decoders_burst_is_spread_over_its_frames_time_and_single_frames_never_wait() -> None:
+    """A reordering decoder's burst (two frames from one call) leaves one interval apart; frames that come one at a
+    time go at once, even when they come fast (a camera catching up after a stall); a jump waits at most the cap."""
+    interrupted = threading.Event()
+    spacer = BurstSpacer(interrupted)
+
+    def released(pts_ms: float, burst: bool) -> float:
+        started = time.monotonic()
+        spacer.release(pts_ms, burst)
+        return time.monotonic() - started
+
+    assert released(0.0, burst=False) < 0.05
+    assert released(50.0, burst=True) >= 0.9 * 0.050 - 0.002  # a burst's second frame waits for its time
+    assert released(100.0, burst=False) < 0.05 and released(150.0, burst=False) < 0.05  # one a call: never held
+    assert released(10_000.0, burst=True) < BURST_MAX_GAP_S + 0.25  # a timestamp jump: the cap, not 10 s
+    assert spacer.held == 2
+    threading.Timer(0.05, interrupted.set).start()
+    spacer.reset()
+    spacer.release(0.0, burst=False)
+    assert released(100_000.0, burst=True) < BURST_MAX_GAP_S + 0.25  # interrupted (or capped): never a hang
+    spacer.reset()
+    assert released(-5.0, burst=True) < 0.05  # after a reset (new connection) nothing to wait for
 
 
 class BlockingSource:

@@ -8,7 +8,9 @@ copied to our own CUDA ``(H, W, 3)`` uint8 BGR tensor, as :mod:`pipeline.sources
 does for files. A stall or the end of the stream is a :class:`SourceError`, so a
 supervised stream reconnects (with a fresh decoder) as a CPU-decoded one does.
 Streams without B-frames (almost every IP camera) are decoded with no display
-delay; others in display order, a few frames late.
+delay; others in display order, a few frames late, and the frames the decoder
+gives back together are spread over their own time (:class:`~pipeline.sources.paced.BurstSpacer`),
+so that a camera's queue of one does not drop all but the last.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pipeline.media.packets import PacketRing
 from pipeline.secrecy import redact
 from pipeline.sources.base import DecoderSource, RawFrame
 from pipeline.sources.nvdec import bgr_copy, nvdec_available
+from pipeline.sources.paced import BurstSpacer
 from pipeline.sources.pyav import pyav_available
 from pipeline.sources.pyav_stream import failure_reason, open_url
 
@@ -85,7 +88,9 @@ class NvdecStreamSource(DecoderSource):
         self._low_latency = True
         self._prefix = b""
         self._ms_per_tick = 0.0
-        self._ready: collections.deque[RawFrame] = collections.deque()
+        self._ready: collections.deque[tuple[RawFrame, bool]] = collections.deque()
+        """Decoded frames, each with whether it came back from the decoder after another in the same call."""
+        self.spacer = BurstSpacer(self._interrupted)
 
     def open(self) -> None:
         self._av, self._nvc = _modules(self.description)
@@ -157,7 +162,9 @@ class NvdecStreamSource(DecoderSource):
                 self.packets.add_demuxed(packet)
             for annexb in self._bsf.filter(packet):
                 self._submit(annexb)
-        return self._ready.popleft()
+        frame, burst = self._ready.popleft()
+        self.spacer.release(frame.pts_ms, burst)
+        return frame
 
     def _submit(self, packet: Any) -> None:
         """Hand one Annex B packet to the decoder; queue the frames it gives back, copied."""
@@ -175,9 +182,9 @@ class NvdecStreamSource(DecoderSource):
                 frames = self._decoder.Decode(pkt)
             except Exception as exc:
                 raise SourceError(f"{self.description}: NVDEC failed ({exc})".split("\n")[0]) from exc
-            for frame in frames:
+            for i, frame in enumerate(frames):
                 pts = self._timestamp(float(frame.timestamp) * self._ms_per_tick)
-                self._ready.append(RawFrame(bgr_copy(frame), pts))
+                self._ready.append((RawFrame(bgr_copy(frame), pts), i > 0))
 
     def read(self) -> RawFrame | None:
         frame = super().read()
@@ -189,6 +196,7 @@ class NvdecStreamSource(DecoderSource):
         container, self._container = self._container, None
         self._decoder = self._bsf = self._packets = None
         self._ready.clear()
+        self.spacer.reset()
         if container is not None:
             container.close()
 

@@ -1,4 +1,5 @@
-"""Pacing a file source at its own frame rate, to stand in for a live camera."""
+"""Pacing frames in time: a file source at its own frame rate (to stand in for a live camera), and a decoder's
+bursts spread over the time their frames span."""
 
 from __future__ import annotations
 
@@ -10,6 +11,10 @@ from pipeline.sources.base import RawFrame, Source, frame_format
 
 MAX_LAG_S = 0.5
 """A frame due longer ago than this starts the schedule over from now."""
+BURST_SHARE = 0.9
+"""A held frame waits this share of its distance in time from the previous one: a spacer never falls behind."""
+BURST_MAX_GAP_S = 0.1
+"""The longest a held frame waits after the previous one (a timestamp jump, a loop, a slow camera)."""
 
 
 class PacedSource:
@@ -61,3 +66,42 @@ class PacedSource:
     def interrupt(self) -> None:
         self._interrupted.set()
         self._inner.interrupt()
+
+
+class BurstSpacer:
+    """Spreads the frames that a decoder hands back together over the time they span.
+
+    A decoder that reorders (a stream with B-frames) gives back, after some
+    packets, two or three frames at once: the last B-frame and the P-frame
+    decoded before it. A live camera's capture queue holds one frame, so only
+    the last of such a burst would reach the model. ``release`` holds a frame
+    of a burst (every frame but the first of one decoder call) until
+    :data:`BURST_SHARE` of its timestamp distance has passed since the previous
+    frame's release, at most :data:`BURST_MAX_GAP_S`. Frames that come one at a
+    time, late or not (a network stall catching up), are never held: the newest
+    of those is the one to keep.
+    """
+
+    def __init__(self, interrupted: threading.Event) -> None:
+        """``interrupted``: the source's interrupt, which ends a wait at once."""
+        self._interrupted = interrupted
+        self._released: float | None = None
+        self._pts_ms = 0.0
+        self.held = 0
+        """How many frames have waited."""
+
+    def release(self, pts_ms: float, burst: bool) -> None:
+        """Return when the frame stamped ``pts_ms`` may go (at once unless ``burst`` and early)."""
+        now = time.monotonic()
+        if burst and self._released is not None:
+            gap = min(max(pts_ms - self._pts_ms, 0.0) / 1000.0, BURST_MAX_GAP_S)
+            due = self._released + BURST_SHARE * gap
+            if due > now:
+                self.held += 1
+                self._interrupted.wait(due - now)
+                now = time.monotonic()
+        self._released, self._pts_ms = now, pts_ms
+
+    def reset(self) -> None:
+        """Forget the previous frame (a new connection)."""
+        self._released = None
