@@ -6,12 +6,12 @@ from __future__ import annotations
 import logging
 import ssl
 import threading
-from collections import deque
 from dataclasses import dataclass
 
 import paho.mqtt.client as paho
 
 from pipeline.config import MqttConfig
+from pipeline.queues import BoundedQueue, OverflowPolicy
 from pipeline.secrecy import redact
 
 log = logging.getLogger(__name__)
@@ -40,16 +40,19 @@ class MqttLink:
     def __init__(self, config: MqttConfig) -> None:
         self.config = config
         self.availability_topic = f"{config.topic_prefix}/available"
-        self.dropped = 0
-        """Messages the full outbox dropped (the oldest first)."""
+        self.unsent = 0
+        """Messages still waiting at shutdown."""
         self.sent = 0
         """Messages handed to paho while connected."""
         self.connections = 0
         """Successful connections so far (1 once connected; each reconnect adds one)."""
-        self._outbox: deque[Outgoing] = deque()
-        self._ready = threading.Condition()
         self._connected = threading.Event()
         self._closed = threading.Event()
+        self._outbox: BoundedQueue[Outgoing] = BoundedQueue(
+            "mqtt", config.outbox, OverflowPolicy.DROP_OLDEST, self._closed
+        )
+        self._aside: Outgoing | None = None
+        """A message paho did not take (not connected, its queue full): offered again before the next one."""
         self._client = self._make_client()
         self._sender = threading.Thread(target=self._send_loop, name="mqtt-sender", daemon=True)
         self._outage_logged = False
@@ -87,12 +90,12 @@ class MqttLink:
 
     def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
         """Queue one message; never blocks. A full outbox drops its oldest message (counted in ``dropped``)."""
-        with self._ready:
-            if len(self._outbox) >= self.config.outbox:
-                self._outbox.popleft()
-                self.dropped += 1
-            self._outbox.append(Outgoing(topic, payload, retain))
-            self._ready.notify()
+        self._outbox.put(Outgoing(topic, payload, retain))
+
+    @property
+    def dropped(self) -> int:
+        """Messages lost: dropped by the full outbox (the oldest first) or still waiting at shutdown."""
+        return sum(self._outbox.drops().values()) + self.unsent
 
     @property
     def connected(self) -> bool:
@@ -101,24 +104,20 @@ class MqttLink:
     @property
     def waiting(self) -> int:
         """Messages in the outbox."""
-        return len(self._outbox)
+        return len(self._outbox) + (self._aside is not None)
 
     def close(self, drain_s: float | None = None) -> None:
         """Send what is queued (waiting at most ``drain_s``, the config's by default, for the broker), say
         ``offline``, and disconnect. What could not be sent by then is counted in ``dropped``."""
         drain_s = self.config.drain_s if drain_s is None else drain_s
         if self._sender.is_alive():
-            with self._ready:
-                self._ready.wait_for(lambda: not self._outbox, timeout=drain_s)
+            self._outbox.join(drain_s)
         self._closed.set()
-        with self._ready:
-            self._ready.notify_all()
         if self._sender.is_alive():
             self._sender.join(timeout=2.0)
-        if self._outbox:
-            self.dropped += len(self._outbox)
-            log.warning("MQTT broker %s: %d messages not sent at shutdown", self.where, len(self._outbox))
-            self._outbox.clear()
+        self.unsent = self.waiting
+        if self.unsent:
+            log.warning("MQTT broker %s: %d messages not sent at shutdown", self.where, self.unsent)
         if self.connected:
             offline = self._client.publish(self.availability_topic, b"offline", qos=self.config.qos, retain=True)
             offline.wait_for_publish(timeout=1.0)
@@ -127,23 +126,24 @@ class MqttLink:
 
     def _send_loop(self) -> None:
         while not self._closed.is_set():
-            with self._ready:
-                self._ready.wait_for(lambda: bool(self._outbox) or self._closed.is_set(), timeout=1.0)
-                message = self._outbox.popleft() if self._outbox and self.connected else None
-                if message is None and self._outbox:
-                    self._ready.wait(RETRY_S)  # not connected: paho's thread is reconnecting
-                    continue
+            if self._aside is None and not self.connected:  # messages wait in the outbox, which keeps the newest
+                self._closed.wait(RETRY_S)
+                continue
+            message = self._aside or self._outbox.get(timeout=1.0)
             if message is None:
                 continue
-            info = self._client.publish(message.topic, message.payload, qos=self.config.qos, retain=message.retain)
-            if info.rc == paho.MQTT_ERR_SUCCESS:
-                self.sent += 1
-            else:  # paho's queue is full or the connection just went: offer it again, oldest first
-                with self._ready:
-                    self._outbox.appendleft(message)
-                    self._ready.wait(RETRY_S)
-            with self._ready:
-                self._ready.notify_all()  # close() waits for the outbox to empty
+            self._aside = None
+            sent = (
+                self.connected
+                and self._client.publish(message.topic, message.payload, qos=self.config.qos, retain=message.retain).rc
+                == paho.MQTT_ERR_SUCCESS
+            )
+            if not sent:  # the connection just went, or paho's queue is full: this one first, soon
+                self._aside = message
+                self._closed.wait(RETRY_S)
+                continue
+            self.sent += 1
+            self._outbox.task_done()  # close() waits for every message to be handed over
 
     def _on_connect(self, client: paho.Client, userdata: object, flags: object, reason: object, props: object) -> None:
         if getattr(reason, "is_failure", False):
@@ -157,8 +157,6 @@ class MqttLink:
             log.info("MQTT broker %s is back", self.where)
         self._outage_logged = False
         self._connected.set()
-        with self._ready:
-            self._ready.notify_all()
 
     def _on_connect_fail(self, client: paho.Client, userdata: object) -> None:
         if not self._outage_logged:

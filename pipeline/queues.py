@@ -55,6 +55,8 @@ class BoundedQueue(Generic[T]):
         self._lock = threading.Lock()
         self._not_empty = threading.Condition(self._lock)
         self._not_full = threading.Condition(self._lock)
+        self._all_done = threading.Condition(self._lock)
+        self._unfinished = 0
         self._drops: Counter[str] = Counter()
         self.high_water = 0
 
@@ -72,6 +74,7 @@ class BoundedQueue(Generic[T]):
             if not self._wait_for_room(timeout):
                 return False
             self._items.append(item)
+            self._unfinished += 1
             self.high_water = max(self.high_water, len(self._items))
             self._not_empty.notify()
         if self._ready is not None and not self._ready.is_set():
@@ -92,6 +95,7 @@ class BoundedQueue(Generic[T]):
             if not isinstance(old, EndOfStream):
                 del self._items[i]
                 self._drops[_stream_of(old)] += 1
+                self._finished(1)
                 return
 
     def _wait_for_room(self, timeout: float | None) -> bool:
@@ -130,6 +134,30 @@ class BoundedQueue(Generic[T]):
         item = self._items.popleft()
         self._not_full.notify()
         return item
+
+    def task_done(self) -> None:
+        """The consumer is done with an item it took (for :meth:`join`; consumers that never join need not call
+        it)."""
+        with self._lock:
+            self._finished(1)
+
+    def join(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s until every item put has been taken and marked done (or dropped); False if
+        some are still waiting or in hand then (a sender draining at shutdown)."""
+        remaining = timeout
+        with self._lock:
+            while self._unfinished > 0:
+                if remaining <= 0:
+                    return False
+                slice_s = min(WAIT_SLICE_S, remaining)
+                self._all_done.wait(slice_s)
+                remaining -= slice_s
+            return True
+
+    def _finished(self, n: int) -> None:
+        self._unfinished = max(0, self._unfinished - n)
+        if self._unfinished == 0:
+            self._all_done.notify_all()
 
     # -- introspection -------------------------------------------------------------
     def __len__(self) -> int:

@@ -44,6 +44,23 @@ def test_drop_oldest_never_evicts_end_of_stream() -> None:
     assert q.drops() == {"b": 1}
 
 
+def test_join_waits_until_every_item_is_done_or_dropped() -> None:
+    """A sender draining at shutdown: ``join`` returns once the consumer has finished what it took, not when the
+    queue is merely empty; dropped items count as finished."""
+    q, _ = make(OverflowPolicy.DROP_OLDEST, 2)
+    for n in range(4):  # two dropped
+        q.put(Item("a", n))
+    assert not q.join(0.05)
+    taken = [q.get(1.0), q.get(1.0)]
+    assert len(q) == 0 and not q.join(0.05), "empty, but two items still in the consumer's hands"
+    q.task_done()
+    threading.Timer(0.1, q.task_done).start()
+    started = time.monotonic()
+    assert q.join(5.0)
+    assert time.monotonic() - started >= 0.09
+    assert [getattr(i, "n", None) for i in taken] == [2, 3] and q.drops() == {"a": 2}
+
+
 def test_block_waits_for_room_and_loses_nothing() -> None:
     q, _ = make(OverflowPolicy.BLOCK, 2)
     assert q.put(Item("a", 0)) and q.put(Item("a", 1))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ import numpy as np
 from pipeline.analytics.events import Event
 from pipeline.config import SnapshotsConfig
 from pipeline.media.store import EventStore
+from pipeline.queues import BoundedQueue, OverflowPolicy
 from pipeline.sinks.base import Published
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,15 @@ class Best:
     score: float
     label: str
     written: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One snapshot for the writer; drops are counted per ``stream_id``."""
+
+    stream_id: str
+    event_id: str
+    best: Best
 
 
 def box_of(row: np.ndarray) -> tuple[float, float, float, float]:
@@ -74,35 +83,35 @@ class SnapshotWriter:
     def __init__(self, config: SnapshotsConfig, store: EventStore) -> None:
         self.config = config
         self.store = store
-        self.dropped = 0
+        self.failed = 0
+        """Snapshots that could not be written (a full disk)."""
         self.written = 0
-        self._jobs: deque[tuple[str, str, Best]] = deque()
-        self._ready = threading.Condition()
-        self._closed = False
+        self._closed = threading.Event()
+        self._jobs: BoundedQueue[Job] = BoundedQueue("snapshots", QUEUE, OverflowPolicy.DROP_OLDEST, self._closed)
         self._thread = threading.Thread(target=self._run, name="snapshots", daemon=True)
         self._thread.start()
 
+    @property
+    def dropped(self) -> int:
+        """Snapshots lost: dropped before the encoder (it could not keep up) or not written."""
+        return sum(self._jobs.drops().values()) + self.failed
+
     def put(self, stream_id: str, event_id: str, best: Best) -> None:
-        with self._ready:
-            if len(self._jobs) >= QUEUE:
-                self._jobs.popleft()
-                self.dropped += 1
-            self._jobs.append((stream_id, event_id, best))
-            self._ready.notify()
+        self._jobs.put(Job(stream_id, event_id, best))
 
     def close(self) -> None:
-        with self._ready:
-            self._closed = True
-            self._ready.notify()
+        """Write what is queued, then stop."""
+        self._closed.set()
         self._thread.join(timeout=10.0)
 
     def _run(self) -> None:
         while True:
-            with self._ready:
-                self._ready.wait_for(lambda: bool(self._jobs) or self._closed)
-                if not self._jobs:
+            job = self._jobs.get(timeout=1.0)  # after close: what is left, then None
+            if job is None:
+                if self._closed.is_set():
                     return
-                stream_id, event_id, best = self._jobs.popleft()
+                continue
+            stream_id, event_id, best = job.stream_id, job.event_id, job.best
             try:
                 full, crop = render(best.image, best, self.config)
                 name, path = self.store.file(stream_id, event_id, ".jpg")
@@ -112,7 +121,7 @@ class SnapshotWriter:
                 self.store.attach_snapshot(event_id, name, crop_name)
                 self.written += 1
             except Exception as exc:  # a full disk: this snapshot is lost, counted, and the next one is tried
-                self.dropped += 1
+                self.failed += 1
                 log.warning("snapshot of event %s not written: %s", event_id, exc)
 
 

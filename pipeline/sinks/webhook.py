@@ -7,11 +7,11 @@ import logging
 import threading
 import urllib.error
 import urllib.request
-from collections import deque
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pipeline.analytics.events import Event
 from pipeline.config import WebhookConfig
+from pipeline.queues import BoundedQueue, OverflowPolicy
 from pipeline.schema import encode
 from pipeline.secrecy import redact
 from pipeline.sinks.base import Published, ResultSink, StreamEnding
@@ -52,14 +52,17 @@ class WebhookSink(ResultSink):
         self.delivered = 0
         self.failed = 0
         """Events given up on: retries spent, or a 4xx answer (retrying would not help)."""
-        self.dropped = 0
-        """Events the full queue dropped (the oldest first)."""
-        self._queue: deque[bytes] = deque()
-        self._ready = threading.Condition()
         self._closed = threading.Event()
-        self._sending = False
+        self._queue: BoundedQueue[bytes] = BoundedQueue(
+            "webhook", config.queue, OverflowPolicy.DROP_OLDEST, self._closed
+        )
         self._thread = threading.Thread(target=self._send_loop, name="webhook", daemon=True)
         self._thread.start()
+
+    @property
+    def dropped(self) -> int:
+        """Events the full queue dropped (the oldest first)."""
+        return sum(self._queue.drops().values())
 
     @property
     def drops(self) -> int:
@@ -75,43 +78,27 @@ class WebhookSink(ResultSink):
 
     def close(self, drain_s: float = 5.0) -> None:
         """Send what is queued (for at most ``drain_s``), then stop."""
-        with self._ready:
-            self._ready.wait_for(lambda: not self._queue and not self._sending, timeout=drain_s)
+        self._queue.join(drain_s)
         self._closed.set()
-        with self._ready:
-            self._ready.notify_all()
         self._thread.join(timeout=self.config.timeout_s + 1.0)
-        if self._queue:
+        if len(self._queue):
             log.warning("webhook %s: %d events not sent at shutdown", self.where, len(self._queue))
 
     def _put(self, event: Event) -> None:
-        body = encode(event.to_json())
-        with self._ready:
-            if len(self._queue) >= self.config.queue:
-                self._queue.popleft()
-                self.dropped += 1
-            self._queue.append(body)
-            self._ready.notify_all()
+        self._queue.put(encode(event.to_json()))
 
     def _send_loop(self) -> None:
-        while True:
-            with self._ready:
-                self._ready.wait_for(lambda: bool(self._queue) or self._closed.is_set(), timeout=1.0)
-                if self._closed.is_set():
-                    return
-                if not self._queue:
-                    continue
-                body = self._queue.popleft()
-                self._sending = True
+        while not self._closed.is_set():
+            body = self._queue.get(timeout=1.0)
+            if body is None:
+                continue
             try:
                 if self._deliver(body):
                     self.delivered += 1
                 else:
                     self.failed += 1
             finally:
-                with self._ready:
-                    self._sending = False
-                    self._ready.notify_all()
+                self._queue.task_done()
 
     def _deliver(self, body: bytes) -> bool:
         """POST one event; True once the endpoint takes it (2xx or 3xx)."""
