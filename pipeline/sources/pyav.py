@@ -35,31 +35,23 @@ def pyav_available() -> bool:
     return importlib.util.find_spec("av") is not None
 
 
-class PyAvFileSource(DecoderSource):
-    """A video file decoded on the CPU by PyAV; ``read`` returns I420 arrays (BGR for other pixel formats).
+class PyAvSource(DecoderSource):
+    """What PyAV's file and camera sources share: a container's first video stream decoded on the CPU; ``read``
+    returns I420 arrays (BGR for other pixel formats).
 
-    With ``packets``, each H.264 or H.265 packet the demuxer reads is also kept there, as it was in the file (clips
-    cut without encoding again: :mod:`pipeline.media.clips`).
+    With ``packets``, each H.264 or H.265 packet the demuxer reads is also kept there, as it came (clips cut
+    without encoding again: :mod:`pipeline.media.clips`). Subclasses open the container.
     """
 
-    def __init__(self, path: str | Path, threads: int | None = None, packets: PacketRing | None = None) -> None:
+    def __init__(self, threads: int | None = None, packets: PacketRing | None = None) -> None:
         super().__init__()
-        self.path = Path(path)
         self.threads = threads
         self.packets = packets
-        self.description = f"video file '{self.path}'"
         self._container: Any = None
         self._frames: Iterator[Any] | None = None
 
-    def open(self) -> None:
-        check_video_file(self.path)
-        self._open_stream()
-
     def _open_container(self, av: Any) -> Any:
-        try:
-            return av.open(str(self.path))
-        except av.FFmpegError as exc:
-            raise SourceError(f"cannot open {self.description}: not a video or an unsupported format ({exc})") from exc
+        raise NotImplementedError
 
     def _open_stream(self) -> None:
         try:
@@ -127,3 +119,22 @@ class PyAvFileSource(DecoderSource):
         self._frames = None
         if container is not None:
             container.close()
+
+
+class PyAvFileSource(PyAvSource):
+    """A video file decoded on the CPU by PyAV (see :class:`PyAvSource`)."""
+
+    def __init__(self, path: str | Path, threads: int | None = None, packets: PacketRing | None = None) -> None:
+        super().__init__(threads, packets)
+        self.path = Path(path)
+        self.description = f"video file '{self.path}'"
+
+    def open(self) -> None:
+        check_video_file(self.path)
+        self._open_stream()
+
+    def _open_container(self, av: Any) -> Any:
+        try:
+            return av.open(str(self.path))
+        except av.FFmpegError as exc:
+            raise SourceError(f"cannot open {self.description}: not a video or an unsupported format ({exc})") from exc

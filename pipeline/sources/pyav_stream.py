@@ -16,7 +16,7 @@ from pipeline.errors import SourceError
 from pipeline.media.packets import PacketRing
 from pipeline.secrecy import redact
 from pipeline.sources.base import RawFrame
-from pipeline.sources.pyav import PyAvFileSource
+from pipeline.sources.pyav import PyAvSource
 from pipeline.sources.video import stream_open_error
 
 
@@ -38,7 +38,7 @@ def failure_reason(exc: BaseException) -> str:
     return redact(str(text)).split("\n")[0]
 
 
-class PyAvStreamSource(PyAvFileSource):
+class PyAvStreamSource(PyAvSource):
     """An RTSP or HTTP stream decoded by PyAV; named without its password."""
 
     live = True
@@ -51,7 +51,7 @@ class PyAvStreamSource(PyAvFileSource):
         threads: int | None = None,
         packets: PacketRing | None = None,
     ) -> None:
-        super().__init__(url, threads, packets)
+        super().__init__(threads, packets)
         self.url = url
         self.open_timeout_s = open_timeout_s
         self.read_timeout_s = read_timeout_s
