@@ -22,7 +22,6 @@ from pipeline.schema import (
     status_body,
     topic_for,
 )
-from pipeline.secrecy import redact_json
 from pipeline.sinks.base import Published, ResultSink, StreamEnding
 
 log = logging.getLogger(__name__)
@@ -53,9 +52,9 @@ class BusWriter:
         self.mask_format = mask_format or MaskFormat()
 
     def status(self, stream_id: str, event: str, **extra: Any) -> float:
-        """Send a stream's status; returns its time (``at``)."""
+        """Send a stream's status (``extra`` as the publish stage redacted it); returns its time (``at``)."""
         at = time.time()
-        body = status_body(stream_id, event, at, **redact_json(extra))
+        body = status_body(stream_id, event, at, **extra)
         self.bus.send(topic_for(STATUS_TOPIC, stream_id), body, self.stop)
         return at
 

@@ -146,9 +146,10 @@ class PublishStage(StageThread):
         self.last_objects = len(published.result)
 
     def _status(self, stream_id: str, event: str, **extra: Any) -> None:
-        """A stream's status: on the bus, then to the other sinks."""
-        at = self.writer.status(stream_id, event, **extra)
-        self.sinks.on_status(stream_id, event, redact_json(extra), at)
+        """A stream's status, redacted once: on the bus, then to the other sinks."""
+        clean = redact_json(extra)
+        at = self.writer.status(stream_id, event, **clean)
+        self.sinks.on_status(stream_id, event, clean, at)
 
     def _ending(self, stream_id: str) -> StreamEnding:
         """Close the stream's open events and take its final counts."""
