@@ -58,6 +58,9 @@ STOP_JOIN_DEADLINE_S = 1.5
 """All stage threads together get this long to finish after ``stop()``."""
 STATE_QUEUE_SIZE = 1024
 """Source state changes waiting for the publish stage (a handful per reconnect)."""
+CONNECT_WAIT_S = 3.0
+"""How long after the sources open start-up waits, at most, for cameras to connect before the model's warm-up
+(which needs their frame format); the model usually takes longer than this to load, so it is rarely waited."""
 
 
 class Pipeline:
@@ -102,6 +105,7 @@ class Pipeline:
         )
         self.bus: BusPublisher | None = None
         self._started_at = 0.0
+        self._opened_at = 0.0
         self._finished_at: float | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -126,6 +130,7 @@ class Pipeline:
             except BaseException as exc:
                 formats.set_exception(exc)
                 raise
+            self._await_cameras()
             formats.set_result(warmup_formats(self.config.streams, self._parts.sources))
             engine = self._await_engine(infer)
             self._builder.load_faces(engine.info)
@@ -171,9 +176,22 @@ class Pipeline:
         streams = self.config.streams
         sources = [self._supervised(s) if s.supervised else self._source(s) for s in streams]
         open_all(sources)
+        self._opened_at = time.monotonic()
+        for source in sources:
+            if isinstance(source, SupervisedSource):
+                source.connect_early()
         for stream, source in zip(streams, sources, strict=True):
             self._parts.sources[stream.id] = source
             log.info("stream '%s': opened %s (queue policy %s)", stream.id, source.description, stream.policy.value)
+
+    def _await_cameras(self) -> None:
+        """Give the cameras' first connections (made while the model loads) until :data:`CONNECT_WAIT_S` after
+        start-up to connect, so the model is warmed up on their frames' format; slower cameras are warmed up for
+        when their first frames arrive."""
+        deadline = self._opened_at + CONNECT_WAIT_S
+        for source in self._parts.sources.values():
+            if isinstance(source, SupervisedSource):
+                source.wait_connected(deadline - time.monotonic())
 
     def _await_engine(self, infer: InferStage) -> DetectionEngine:
         """Wait for the engine (or its error), then size the queues for its batches.

@@ -23,9 +23,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from engines.base import FrameFormat
 from pipeline.config import ReconnectConfig
 from pipeline.errors import PermanentSourceError, SourceError
-from pipeline.sources.base import RawFrame, Source
+from pipeline.sources.base import RawFrame, Source, frame_format
 from pipeline.status import StreamStatus
 
 log = logging.getLogger(__name__)
@@ -67,9 +68,10 @@ class Backoff:
 class SupervisedSource:
     """A live source that reconnects: ``read`` returns the next frame whatever it takes, until interrupted.
 
-    Implements :class:`~pipeline.sources.base.Source`. ``open`` tries once and
-    only reports ``connecting`` (the capture thread connects, so an unreachable camera at start-up holds
-    back nobody and is retried);
+    Implements :class:`~pipeline.sources.base.Source`. ``open`` only reports ``connecting``; the first attempt
+    is made by :meth:`connect_early` (in a thread of its own, while the model loads, so the camera's frame
+    format is known for the warm-up) or else by the capture thread's first ``read``: an unreachable camera at
+    start-up holds back nobody and is retried;
     ``read`` returns ``None`` only once interrupted, and raises
     :class:`SourceError` only after ``max_attempts`` failed attempts in a row, or
     :class:`PermanentSourceError` when the very first attempt gets one (a wrong path or password at start-up).
@@ -101,13 +103,37 @@ class SupervisedSource:
         self._offset_ms = 0.0
         self._retry_at = 0.0
         self._first_attempt = True
+        self._early: threading.Thread | None = None
+        self._early_error: SourceError | None = None
 
     # -- the Source protocol -----------------------------------------------------------------------------
     def open(self) -> None:
         """Report ``connecting``; the first attempt is made by the capture thread's first ``read``."""
         self._set_state(StreamStatus.CONNECTING)
 
+    @property
+    def frame_format(self) -> FrameFormat | None:
+        """The connected camera's frame format (``None`` until it has connected)."""
+        with self._lock:
+            return frame_format(self._source)
+
+    def connect_early(self) -> None:
+        """Make the first connection attempt now, in a thread of its own; the first ``read`` waits for it and
+        raises what it raised (a wrong password at start-up)."""
+        self._early = threading.Thread(target=self._connect_first, name=f"connect-{self.stream_id}", daemon=True)
+        self._early.start()
+
+    def wait_connected(self, timeout: float) -> None:
+        """Wait up to ``timeout`` s for the attempt :meth:`connect_early` started."""
+        if self._early is not None:
+            self._early.join(max(0.0, timeout))
+
     def read(self) -> RawFrame | None:
+        if self._early is not None:
+            self._early.join()
+            self._early, error, self._early_error = None, self._early_error, None
+            if error is not None:
+                raise error
         while not self._stop.is_set():
             if self._source is None:
                 self._wait_and_connect()
@@ -168,10 +194,17 @@ class SupervisedSource:
             self._lost(str(exc))  # after that, a camera that says so may be rebooting: retried
             return False
         with self._lock:
-            self._source = source
-        if self._stop.is_set():
-            source.interrupt()
-        return True
+            if not self._stop.is_set():
+                self._source = source
+                return True
+        source.release()  # stopped while it connected
+        return False
+
+    def _connect_first(self) -> None:
+        try:
+            self._connect()
+        except SourceError as exc:  # handed to the capture thread's first read, which reports it
+            self._early_error = exc
 
     def _lost(self, reason: str) -> None:
         self.release()

@@ -18,6 +18,7 @@ from pipeline.config import EventStoreConfig
 from pipeline.errors import PermanentSourceError
 from pipeline.media.packets import PacketRing
 from pipeline.media.store import EventStore
+from pipeline.runner import Pipeline
 from pipeline.schema import EventMessage
 from pipeline.sources.pyav_stream import PyAvStreamSource
 from pipeline.synth.writer import write_scene
@@ -88,6 +89,21 @@ def h264_copy(video: Path, out: Path) -> Path:
 def packets_of(video: Path, keyframes: bool = True) -> list[bytes]:
     with av.open(str(video)) as container:
         return [bytes(p) for p in container.demux(video=0) if p.size and (keyframes or not p.is_keyframe)]
+
+
+def test_cameras_connect_while_the_model_loads_and_it_is_warmed_up_on_their_frames(served: str, endpoint: str) -> None:
+    """Start-up makes each camera's first connection at once, so the warm-up (before any frame flows) already
+    covers the camera's format rather than pausing for it when its first frame comes."""
+    stream = {"id": "cam", "source": {"type": "url", "url": served, "decoder": "pyav"}, "max_frames": 5}
+    pipeline = Pipeline(config_for(endpoint, [stream], {"path": "edgesight-det"}))
+    pipeline.start()
+    try:
+        assert pipeline._parts.infer is not None
+        shapes = pipeline._parts.infer.warmed_shapes
+    finally:
+        pipeline.stop()
+        pipeline.close()
+    assert shapes & {(180, 160), (120, 160, 3)}, f"warmed up on {sorted(shapes)}, not the camera's 160x120 frames"
 
 
 def test_an_rtsp_camera_s_clips_are_its_own_packets(tmp_path: Path, endpoint: str) -> None:

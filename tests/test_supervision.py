@@ -20,6 +20,7 @@ import pytest
 from conftest import free_port
 from helpers import config_for, wait_for_message
 
+from engines.base import FrameFormat
 from pipeline.config import ReconnectConfig
 from pipeline.errors import PermanentSourceError, SourceError
 from pipeline.runner import Pipeline
@@ -45,7 +46,8 @@ def test_backoff_doubles_up_to_the_cap_with_jitter_and_resets() -> None:
 
 class ScriptedCamera:
     """A fake camera at the source seam. ``script`` per connection: an int = frames then a failure,
-    ``"refuse"`` = open fails, ``"stall"`` = the next read takes ``stall_s`` then returns a frame."""
+    ``"refuse"`` = open fails, ``"stall"`` = the next read takes ``stall_s`` then returns a frame, ``"slow"`` =
+    open takes ``stall_s``, then 3 frames."""
 
     live = True
     description = "scripted camera"
@@ -55,6 +57,7 @@ class ScriptedCamera:
         self.stall_s = stall_s
         self.frames = 0
         self.opened = 0
+        self.released = 0
 
     def factory(self) -> Any:
         parent = self
@@ -62,6 +65,7 @@ class ScriptedCamera:
         class Connection:
             live = True
             description = "scripted camera"
+            frame_format = FrameFormat((8, 8, 3))
 
             def __init__(self) -> None:
                 self.step: Any = None
@@ -74,7 +78,9 @@ class ScriptedCamera:
                     raise SourceError("scripted camera: connection refused")
                 if self.step == "404":
                     raise PermanentSourceError("scripted camera: the server answered 404 Not Found")
-                self.left = 1 if self.step == "stall" else int(self.step)
+                if self.step == "slow":
+                    time.sleep(parent.stall_s)
+                self.left = 1 if self.step == "stall" else 3 if self.step == "slow" else int(self.step)
 
             def read(self) -> RawFrame | None:
                 if self.step == "stall":
@@ -86,7 +92,7 @@ class ScriptedCamera:
                 return RawFrame(np.zeros((8, 8, 3), np.uint8), 40.0 * (3 - self.left))
 
             def release(self) -> None:
-                pass
+                parent.released += 1
 
             def interrupt(self) -> None:
                 pass
@@ -124,6 +130,36 @@ def test_giving_up_and_permanent_errors_end_the_stream() -> None:
     with pytest.raises(PermanentSourceError, match="404"):
         source.read()
     assert [c.state for c in changes] == ["connecting"]
+
+
+def test_a_first_connection_made_early_gives_the_format_before_any_read_and_its_error_to_the_first_read() -> None:
+    """Start-up connects cameras while the model loads, so the warm-up knows their frames' format."""
+    camera = ScriptedCamera([3])
+    source, changes = supervised(camera)
+    source.open()
+    assert source.frame_format is None, "not connected yet"
+    source.connect_early()
+    source.wait_connected(5.0)
+    assert camera.opened == 1 and source.frame_format == FrameFormat((8, 8, 3))
+    assert source.read() is not None and camera.opened == 1, "the first read uses the early connection"
+    assert [c.state for c in changes] == ["connecting", "online"]
+
+    refused, _ = supervised(ScriptedCamera(["404"]))
+    refused.open()
+    refused.connect_early()
+    refused.wait_connected(5.0)
+    with pytest.raises(PermanentSourceError, match="404"):  # reported by the capture thread, as before
+        refused.read()
+
+    slow = ScriptedCamera(["slow"], stall_s=0.3)
+    stopped, _ = supervised(slow)
+    stopped.open()
+    stopped.connect_early()
+    time.sleep(0.05)
+    stopped.interrupt()  # the pipeline stops while the camera connects
+    stopped.wait_connected(5.0)
+    assert slow.opened == 1 and slow.released == 1, "a connection finished after the stop is not left open"
+    assert stopped.read() is None
 
 
 def test_a_refusal_after_the_first_attempt_is_retried() -> None:

@@ -121,20 +121,24 @@ class NvdecStreamSource(DecoderSource):
         self._ms_per_tick = float(stream.time_base or 0) * 1000.0
         self._fps = float(stream.average_rate or stream.guessed_rate or 0)
         try:
-            self._decoder = nvc.CreateDecoder(
-                gpuid=self.gpu_id,
-                codec=getattr(nvc.cudaVideoCodec, name.upper()),
-                cudacontext=0,
-                cudastream=0,
-                usedevicememory=True,
-                outputColorType=nvc.OutputColorType.RGB,
-                latency=latency,
-            )
+            with GATE.work():  # a camera may connect while the engine captures graphs: creating allocates on the GPU
+                self._decoder = self._create_decoder(nvc, name, latency)
         except Exception as exc:  # the decoder raises plain exceptions (no engine, unsupported profile, ...)
             raise SourceError(f"{self.description}: NVDEC cannot decode it ({exc})".split("\n")[0]) from exc
         self._packets = self._container.demux(stream)
         if self.packets is not None:
             self.packets.start(stream)
+
+    def _create_decoder(self, nvc: Any, name: str, latency: Any) -> Any:
+        return nvc.CreateDecoder(
+            gpuid=self.gpu_id,
+            codec=getattr(nvc.cudaVideoCodec, name.upper()),
+            cudacontext=0,
+            cudastream=0,
+            usedevicememory=True,
+            outputColorType=nvc.OutputColorType.RGB,
+            latency=latency,
+        )
 
     def _is_open(self) -> bool:
         return self._decoder is not None

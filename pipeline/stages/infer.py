@@ -162,6 +162,11 @@ class InferStage(StageThread):
         if in_flight and not self.stop_event.is_set():
             self._finish(in_flight)
 
+    @property
+    def warmed_shapes(self) -> frozenset[tuple[int, ...]]:
+        """The frame shapes the engine has been warmed up on so far."""
+        return frozenset(self._warmed)
+
     def _unwarmed(self, batch: Sequence[PreparedFrame]) -> list[FrameFormat]:
         """Formats of frames on the GPU in ``batch`` that the engine has not been warmed up on (a camera that
         connected after start-up)."""
