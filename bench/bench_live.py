@@ -400,6 +400,23 @@ def child(args: argparse.Namespace, model: Path, streams: int) -> dict[str, Any]
     return result
 
 
+def sent_rate(video: Path) -> float | None:
+    """Frames a camera of ``video`` sends per second: its frames over the time their timestamps span (one frame
+    interval added for the last). A file cut from a longer one can have holes in its timestamps (frames the cut
+    dropped), which the paced and served cameras keep: it then sends fewer frames than its nominal rate says."""
+    try:
+        import av
+    except ImportError:
+        return None
+    with av.open(str(video)) as container:
+        stream = container.streams.video[0]
+        times = sorted(float(p.pts * p.time_base) for p in container.demux(stream) if p.size and p.pts is not None)
+    rate = float(stream.average_rate or 0)
+    if len(times) < 2 or rate <= 0:
+        return None
+    return len(times) / (times[-1] - times[0] + 1.0 / rate)
+
+
 RTSP_SERVER = Path(__file__).resolve().parents[1] / "tests" / "tools" / "rtsp_file_server.py"
 
 
@@ -473,7 +490,8 @@ def main() -> None:
         return
     model = weights(args)
     server = serve_rtsp(args) if args.rtsp == "serve" else None
-    source_fps = float(cv2.VideoCapture(str(args.video)).get(cv2.CAP_PROP_FPS) or 0.0)
+    nominal_fps = float(cv2.VideoCapture(str(args.video)).get(cv2.CAP_PROP_FPS) or 0.0)
+    source_fps = sent_rate(args.video) or nominal_fps
     runs = []
     for n in [int(v) for v in args.streams.split(",")]:
         run = child(args, model, n)
@@ -492,6 +510,7 @@ def main() -> None:
         "video": args.video.name,
         "cameras": "rtsp" if args.rtsp else "paced looped file",
         "source_fps": round(source_fps, 3),
+        "nominal_fps": round(nominal_fps, 3),
         "targets": {"rate_share": HOLD_RATE, "p99_frame_intervals": HOLD_P99_INTERVALS, "max_ms": HOLD_MAX_MS},
         "warmup_s": args.warmup,
         "window_s": args.window,
