@@ -196,18 +196,22 @@ def test_nvdec_camera_with_b_frames_hands_frames_on_at_its_rate_not_in_bursts(
     served: tuple[subprocess.Popen[str], str],
 ) -> None:
     """The decoder gives back a B-frame stream's frames two at a time; read at once, they would meet a live
-    camera's queue of one together and all but the last would be dropped. They leave about one interval apart."""
+    camera's queue of one together and one of them would be dropped. Its pairs leave about one interval apart.
+    (Frames that come one at a time are never held: the ones the client buffered while it opened come at once.)"""
     _, url = served  # h264_video: 20 fps with B-frames, paced by the server
     source = NvdecStreamSource(url, 10.0, 10.0)
     source.open()
     try:
+        for _ in range(15):  # what the client buffered while the decoder was made: caught up at once
+            assert source.read() is not None
+        held_before = source.spacer.held
         stamps = []
-        for _ in range(45):
+        for _ in range(60):
             assert source.read() is not None
             stamps.append(time.monotonic())
     finally:
         source.release()
-    gaps = np.diff(stamps[5:])  # past the first frames the client had buffered
-    assert source.spacer.held > 0, "no burst came back from the decoder: the B-frame path was not tested"
-    assert gaps.min() > 0.5 * 0.050, f"frames handed on {gaps.min() * 1000:.1f} ms apart at 20 fps"
-    assert 0.8 * 0.050 < np.median(gaps) < 1.25 * 0.050
+    held = source.spacer.held - held_before
+    close = int((np.diff(stamps) < 0.5 * 0.050).sum())
+    assert held >= 5, f"{held} bursts in 3 s: the B-frame path was not tested"
+    assert close <= max(2, held // 4), f"{close} frames handed on within 25 ms of the previous, {held} bursts held"
