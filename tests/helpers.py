@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -10,6 +12,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+from conftest import free_port
 
 from pipeline.config import PipelineConfig, build_config
 from pipeline.runner import Pipeline, RunReport
@@ -115,3 +118,23 @@ def run_and_collect(config: PipelineConfig, timeout_s: float = 240.0, **pipeline
     if out.error is not None:
         raise out.error
     return out
+
+
+RTSP_SERVER = Path(__file__).resolve().parent / "tools" / "rtsp_file_server.py"
+
+
+def serve_rtsp(video: Path, password: str, user: str = "cam") -> tuple[subprocess.Popen[str], str]:
+    """Start the loopback RTSP server (``tests/tools/rtsp_file_server.py``) on ``video`` at a free port; its
+    process and ``rtsp://USER:PASSWORD@127.0.0.1:PORT/cam0``. Stop it with :func:`stop_server`."""
+    port = free_port()
+    cmd = [sys.executable, str(RTSP_SERVER), str(video), str(port), "--user", user, "--password", password]
+    server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if server.stdout is None or server.stdout.readline().strip() != "ready":
+        stop_server(server)
+        raise AssertionError("the loopback RTSP server did not start")
+    return server, f"rtsp://{user}:{password}@127.0.0.1:{port}/cam0"
+
+
+def stop_server(server: subprocess.Popen[str]) -> None:
+    server.kill()
+    server.communicate()

@@ -7,7 +7,6 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import free_port
+from helpers import serve_rtsp, stop_server
 from pydantic import ValidationError
 
 from pipeline.config import UrlSourceConfig
@@ -26,27 +25,16 @@ from pipeline.sources.nvdec_stream import NvdecStreamSource, nvdec_stream_availa
 from pipeline.sources.pyav_stream import PyAvStreamSource
 from pipeline.sources.video import StreamUrlSource
 
-SERVER = Path(__file__).resolve().parent / "tools" / "rtsp_file_server.py"
 PASSWORD = "s3cr3t-pw"
-
-
-def _serve(video: Path) -> tuple[subprocess.Popen[str], str]:
-    """Start the loopback RTSP server on ``video``; its process and ``rtsp://cam:PASSWORD@127.0.0.1:PORT/cam0``."""
-    port = free_port()
-    cmd = [sys.executable, str(SERVER), str(video), str(port), "--user", "cam", "--password", PASSWORD]
-    server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert server.stdout is not None and server.stdout.readline().strip() == "ready"
-    return server, f"rtsp://cam:{PASSWORD}@127.0.0.1:{port}/cam0"
 
 
 @pytest.fixture
 def served(h264_video: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    server, url = _serve(h264_video)
+    server, url = serve_rtsp(h264_video, PASSWORD)
     try:
         yield server, url
     finally:
-        server.kill()
-        server.communicate()
+        stop_server(server)
 
 
 @pytest.fixture
@@ -131,7 +119,7 @@ def _cpu_frames(video: Path) -> np.ndarray:
 @pytest.mark.parametrize("fixture", ["h264_video", "ippp_video"])
 def test_nvdec_frames_match_a_cpu_decode(fixture: str, request: pytest.FixtureRequest) -> None:
     video: Path = request.getfixturevalue(fixture)
-    server, url = _serve(video)
+    server, url = serve_rtsp(video, PASSWORD)
     try:
         source = NvdecStreamSource(url, 10.0, 5.0)
         source.open()
@@ -140,8 +128,7 @@ def test_nvdec_frames_match_a_cpu_decode(fixture: str, request: pytest.FixtureRe
         finally:
             source.release()
     finally:
-        server.kill()
-        server.communicate()
+        stop_server(server)
     reference = _cpu_frames(video).astype(np.int16)
     assert all(f is not None for f in frames)
     images: list[Any] = [f.image for f in frames if f is not None]  # CUDA tensors

@@ -3,16 +3,13 @@ clips are cut without encoding again. Against a real RTSP server on loopback wit
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
-from conftest import free_port
-from helpers import config_for, run_and_collect
+from helpers import config_for, run_and_collect, serve_rtsp, stop_server
 
 from pipeline.config import EventStoreConfig
 from pipeline.errors import PermanentSourceError
@@ -23,25 +20,15 @@ from pipeline.schema import EventMessage
 from pipeline.sources.pyav_stream import PyAvStreamSource
 from pipeline.synth.writer import write_scene
 
-SERVER = Path(__file__).resolve().parent / "tools" / "rtsp_file_server.py"
 PASSWORD = "rtsp-pa55word"
 GATE = {"name": "gate", "points": [[0.5, 0.0], [0.5, 1.0]]}
 
 
-def serve(video: Path) -> tuple[subprocess.Popen[str], str]:
-    port = free_port()
-    cmd = [sys.executable, str(SERVER), str(video), str(port), "--user", "cam", "--password", PASSWORD]
-    server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert server.stdout is not None and server.stdout.readline().strip() == "ready"
-    return server, f"rtsp://cam:{PASSWORD}@127.0.0.1:{port}/cam0"
-
-
 @pytest.fixture
 def served(h264_video: Path) -> Iterator[str]:
-    server, url = serve(h264_video)
+    server, url = serve_rtsp(h264_video, PASSWORD)
     yield url
-    server.kill()
-    server.communicate()
+    stop_server(server)
 
 
 def test_frames_decode_and_the_camera_s_packets_are_kept(served: str) -> None:
@@ -109,15 +96,14 @@ def test_cameras_connect_while_the_model_loads_and_it_is_warmed_up_on_their_fram
 def test_an_rtsp_camera_s_clips_are_its_own_packets(tmp_path: Path, endpoint: str) -> None:
     scene = write_scene(tmp_path / "scene", 5, 300, occlusion=False)
     camera = h264_copy(scene / "scene.mp4", tmp_path / "camera.mp4")
-    server, url = serve(camera)
+    server, url = serve_rtsp(camera, PASSWORD)
     try:
         stream = {"id": "door", "source": {"type": "url", "url": url, "decoder": "pyav"}, "lines": [GATE],
                   "max_frames": 280}  # fmt: skip
         events = {"store": {"dir": str(tmp_path / "events")}, "clips": {"pre_s": 1.0, "post_s": 1.0}}
         got = run_and_collect(config_for(endpoint, [stream], {"path": "edgesight-det"}, events=events))
     finally:
-        server.kill()
-        server.communicate()
+        stop_server(server)
     crossings = [m for m in got.messages if isinstance(m, EventMessage) and m.kind == "line_cross"]
     assert crossings, "the scene's objects cross the gate"
     sent = set(packets_of(camera))

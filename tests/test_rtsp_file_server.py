@@ -3,33 +3,25 @@ a camera (the loopback server the live-density benchmark uses where GStreamer is
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import free_port
+from helpers import serve_rtsp, stop_server
 
 from pipeline.errors import PermanentSourceError
 from pipeline.sources.video import StreamUrlSource
-
-SERVER = Path(__file__).resolve().parent / "tools" / "rtsp_file_server.py"
 
 
 @pytest.fixture
 def served(h264_video: Path) -> Iterator[str]:
     """``rtsp://127.0.0.1:PORT`` serving ``h264_video`` to user ``cam`` with password ``pw``."""
-    port = free_port()
-    cmd = [sys.executable, str(SERVER), str(h264_video), str(port), "--user", "cam", "--password", "pw"]
-    server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    server, url = serve_rtsp(h264_video, "pw")
     try:
-        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
-        yield f"rtsp://127.0.0.1:{port}"
+        yield url.replace("cam:pw@", "").removesuffix("/cam0")
     finally:
-        server.kill()
-        server.communicate()
+        stop_server(server)
 
 
 def test_the_file_plays_paced_and_looped_to_the_right_password(served: str) -> None:
