@@ -418,12 +418,17 @@ def sent_rate(video: Path) -> float | None:
 
 
 RTSP_SERVER = Path(__file__).resolve().parents[1] / "tests" / "tools" / "rtsp_file_server.py"
+CAMERAS_PER_SERVER_PROCESS = 16
+"""Cameras each process of the loopback server sends (about 64 Mbit/s of RTP in small Python writes)."""
 
 
 def serve_rtsp(args: argparse.Namespace) -> subprocess.Popen[str]:
     """Start the loopback RTSP server for the file; ``args.rtsp`` becomes its base URL (with a password)."""
     port = int(_endpoint().rsplit(":", 1)[1])
+    cameras = max(int(v) for v in args.streams.split(","))
+    processes = str(-(-cameras // CAMERAS_PER_SERVER_PROCESS))  # cameras are separate devices: not one interpreter
     cmd = [sys.executable, str(RTSP_SERVER), str(args.video), str(port), "--user", "bench", "--password", "s3cret"]
+    cmd += ["--processes", processes]
     server = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     if server.stdout is None or server.stdout.readline().strip() != "ready":
         server.kill()

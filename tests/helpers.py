@@ -123,11 +123,12 @@ def run_and_collect(config: PipelineConfig, timeout_s: float = 240.0, **pipeline
 RTSP_SERVER = Path(__file__).resolve().parent / "tools" / "rtsp_file_server.py"
 
 
-def serve_rtsp(video: Path, password: str, user: str = "cam") -> tuple[subprocess.Popen[str], str]:
+def serve_rtsp(video: Path, password: str, user: str = "cam", processes: int = 1) -> tuple[subprocess.Popen[str], str]:
     """Start the loopback RTSP server (``tests/tools/rtsp_file_server.py``) on ``video`` at a free port; its
     process and ``rtsp://USER:PASSWORD@127.0.0.1:PORT/cam0``. Stop it with :func:`stop_server`."""
     port = free_port()
     cmd = [sys.executable, str(RTSP_SERVER), str(video), str(port), "--user", user, "--password", password]
+    cmd += ["--processes", str(processes)]
     server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if server.stdout is None or server.stdout.readline().strip() != "ready":
         stop_server(server)

@@ -3,6 +3,8 @@ a camera (the loopback server the live-density benchmark uses where GStreamer is
 
 from __future__ import annotations
 
+import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,3 +47,37 @@ def test_a_wrong_password_is_refused(served: str) -> None:
     with pytest.raises(PermanentSourceError, match="401"):
         source.open()
     source.release()
+
+
+def _children(pid: int) -> list[int]:
+    listed = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(v) for v in listed.split()]
+
+
+def test_several_processes_serve_cameras_at_once_and_end_with_the_first(h264_video: Path) -> None:
+    server, url = serve_rtsp(h264_video, "pw", processes=3)
+    try:
+        children = _children(server.pid)
+        counts = [0] * 4
+
+        def watch(i: int) -> None:
+            source = StreamUrlSource(url.replace("/cam0", f"/cam{i}"), 10.0, 10.0)
+            source.open()
+            try:
+                counts[i] = sum(source.read() is not None for _ in range(45))
+            finally:
+                source.release()
+
+        cameras = [threading.Thread(target=watch, args=(i,)) for i in range(4)]
+        for camera in cameras:
+            camera.start()
+        for camera in cameras:
+            camera.join(timeout=60)
+    finally:
+        stop_server(server)
+    assert len(children) == 2, f"three processes accept: the first and {children}"
+    assert counts == [45] * 4, f"frames each camera read: {counts}"
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{c}").exists() for c in children) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [c for c in children if Path(f"/proc/{c}").exists()], "the forked processes end with the first"

@@ -5,9 +5,11 @@ included. Every client of ``rtsp://HOST:PORT/<any path>`` gets its own stream of
 compressed packets as they are in the file (no re-encoding), RTP over the RTSP connection (interleaved,
 RFC 2326 §10.12; H.264 payload per RFC 6184: single NAL units and FU-A fragments), SPS and PPS before every
 keyframe. Clients that ask for UDP are told to use TCP (``461``). With ``--user``, requests need those
-credentials by Basic authentication (``401`` otherwise)::
+credentials by Basic authentication (``401`` otherwise). Each access unit goes out in one ``sendall``; with
+``--processes N`` that many processes accept on the one port (sixty-odd cameras at 4 Mbit/s each are more RTP
+packets than one interpreter sends in time), and they end with the first::
 
-    python tests/tools/rtsp_file_server.py VIDEO PORT [--user U --password P]
+    python tests/tools/rtsp_file_server.py VIDEO PORT [--user U --password P] [--processes N]
 
 Prints ``ready`` once it listens; serves until killed.
 """
@@ -16,7 +18,10 @@ from __future__ import annotations
 
 import argparse
 import base64
+import ctypes
+import os
 import random
+import signal
 import socket
 import struct
 import sys
@@ -193,11 +198,13 @@ class Session(threading.Thread):
                     units = [*self.video.sets, *nals] if keyframe else nals
                     payloads = [p for nal in units for p in rtp_payloads(nal)]
                     stamp = int((offset + pts) * CLOCK) & 0xFFFFFFFF
+                    parts = []
                     for i, payload in enumerate(payloads):
                         marker = 0x80 if i == len(payloads) - 1 else 0
-                        rtp = struct.pack(">BBHII", 0x80, marker | 96, seq, stamp, ssrc) + payload
-                        self.send(b"$\x00" + struct.pack(">H", len(rtp)) + rtp)
+                        header = struct.pack(">BBHII", 0x80, marker | 96, seq, stamp, ssrc)
+                        parts += (b"$\x00" + struct.pack(">H", len(header) + len(payload)), header, payload)
                         seq = (seq + 1) & 0xFFFF
+                    self.send(b"".join(parts))  # the access unit at once: one lock, one system call
                 loop += 1
         except OSError:
             self.closed.set()
@@ -210,15 +217,28 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--user")
     parser.add_argument("--password", default="")
+    parser.add_argument("--processes", type=int, default=1, help="processes accepting clients on the port")
     args = parser.parse_args()
     video = Video(args.video)
     auth = base64.b64encode(f"{args.user}:{args.password}".encode()).decode() if args.user else None
     server = socket.create_server((args.host, args.port), reuse_port=False)
-    print("ready", flush=True)
+    for _ in range(max(1, args.processes) - 1):
+        if os.fork() == 0:
+            _die_with_parent(os.getppid())
+            break
+    else:
+        print("ready", flush=True)
     while True:
         conn, _ = server.accept()
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         Session(conn, video, auth).start()
+
+
+def _die_with_parent(parent: int) -> None:
+    """A forked server process ends when the first one does (which is the one its starter stops)."""
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent ended before the line above
+        os._exit(0)
 
 
 if __name__ == "__main__":
