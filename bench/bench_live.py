@@ -434,6 +434,7 @@ def serve_rtsp(args: argparse.Namespace) -> subprocess.Popen[str]:
         server.kill()
         sys.exit("bench_live: the RTSP server did not start")
     args.rtsp = f"rtsp://bench:s3cret@127.0.0.1:{port}"
+    args.rtsp_processes = int(processes)
     return server
 
 
@@ -514,6 +515,7 @@ def main() -> None:
         "machine": machine(),
         "video": args.video.name,
         "cameras": "rtsp" if args.rtsp else "paced looped file",
+        "rtsp_server_processes": getattr(args, "rtsp_processes", None),
         "source_fps": round(source_fps, 3),
         "nominal_fps": round(nominal_fps, 3),
         "targets": {"rate_share": HOLD_RATE, "p99_frame_intervals": HOLD_P99_INTERVALS, "max_ms": HOLD_MAX_MS},

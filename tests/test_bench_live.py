@@ -55,7 +55,7 @@ def test_the_cameras_can_be_real_rtsp_streams_with_a_password(arch_weights: Path
     document, printed = bench_live(
         h264_video, arch_weights, "--streams", "2", "--rtsp", "--warmup", "6", "--window", "4"
     )
-    assert document["cameras"] == "rtsp"
+    assert document["cameras"] == "rtsp" and document["rtsp_server_processes"] == 1
     (run,) = document["runs"]
     assert not run.get("error"), run
     assert all(camera["fps"] > 5 and camera["bus_lost"] == 0 for camera in run["cameras"].values()), run
