@@ -169,16 +169,16 @@ def test_interrupt_and_release_stop_the_child(people1: Path) -> None:
     assert not alive(pid)
 
 
-def test_nvdec_cannot_decode_in_a_process(tmp_path: Path) -> None:
+def test_nvdec_decodes_in_a_process_only_into_the_gpu_ring(tmp_path: Path) -> None:
     stream = {
         "id": "s",
         "source": {"type": "file", "path": str(tmp_path / "a.mp4"), "decoder": "nvdec", "decode_process": True},
     }
-    with pytest.raises(ConfigError, match="decode_process needs a CPU decoder"):
+    with pytest.raises(ConfigError, match="decode_process: true needs a CPU decoder"):
         build_config({"streams": [stream]}, "test")
     stream["source"]["decode_process"] = "gpu"  # type: ignore[index]
-    with pytest.raises(ConfigError, match="decode_process needs a CPU decoder"):
-        build_config({"streams": [stream]}, "test")
+    (built,) = build_config({"streams": [stream]}, "test").streams
+    assert (built.source.decoder, built.source.decode_process) == ("nvdec", "gpu")
     stream["source"]["decode_process"] = "gpus"  # type: ignore[index]
     with pytest.raises(ConfigError, match="decode_process"):
         build_config({"streams": [stream]}, "test")

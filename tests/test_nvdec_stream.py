@@ -22,6 +22,7 @@ from pipeline.errors import PermanentSourceError, SourceError
 from pipeline.sources import _in_child, make_source
 from pipeline.sources.nvdec import FallbackSource
 from pipeline.sources.nvdec_stream import NvdecStreamSource, nvdec_stream_available
+from pipeline.sources.process import ProcessSource
 from pipeline.sources.pyav_stream import PyAvStreamSource
 from pipeline.sources.video import StreamUrlSource
 
@@ -55,17 +56,20 @@ def ippp_video(tmp_path: Path) -> Path:
     return path
 
 
-def test_url_decoder_is_cpu_unless_asked_and_nvdec_stays_in_process() -> None:
+def test_url_decoder_is_cpu_unless_asked_and_nvdec_decodes_in_a_process_into_the_gpu_ring() -> None:
     url = "rtsp://cam:pw@10.0.0.5/live"
     assert UrlSourceConfig(url=url).decoder == "cpu"
     decoders = ("auto", "cpu", "pyav", "nvdec")
     assert {UrlSourceConfig(url=url, decoder=d).decoder for d in decoders} == set(decoders)
     with pytest.raises(ValidationError, match="decoder"):
         UrlSourceConfig(url=url, decoder="opencv")
-    with pytest.raises(ValidationError, match="decode_process needs a CPU decoder"):
+    with pytest.raises(ValidationError, match="decode_process: true needs a CPU decoder"):
         UrlSourceConfig(url=url, decoder="nvdec", decode_process=True)
     child = _in_child(UrlSourceConfig(url=url, decoder="auto", decode_process="gpu"))
     assert isinstance(child, UrlSourceConfig) and (child.decoder, child.decode_process) == ("cpu", False)
+    child = _in_child(UrlSourceConfig(url=url, decoder="nvdec", decode_process="gpu"))
+    assert isinstance(child, UrlSourceConfig) and (child.decoder, child.decode_process) == ("nvdec", False)
+    assert isinstance(make_source(UrlSourceConfig(url=url, decoder="nvdec", decode_process="gpu")), ProcessSource)
 
 
 def test_cpu_and_auto_without_nvdec_build_a_cpu_source() -> None:
@@ -139,6 +143,29 @@ def test_nvdec_frames_match_a_cpu_decode(fixture: str, request: pytest.FixtureRe
         errors.append(float(np.abs(reference - pixels).mean(axis=(1, 2, 3)).min()))
     assert max(errors) < 4.0, f"mean abs difference to the closest CPU-decoded frame: {errors}"
     assert len({int(i[40, :, 0].argmax()) for i in images[:10]}) > 5, "the square moves: real pictures, not a still"
+
+
+@pytest.mark.gpu
+def test_nvdec_in_a_decoding_process_hands_over_gpu_frames_that_match_a_cpu_decode(ippp_video: Path) -> None:
+    server, url = serve_rtsp(ippp_video, PASSWORD)
+    try:
+        source = make_source(UrlSourceConfig(url=url, decoder="nvdec", decode_process="gpu"))
+        assert isinstance(source, ProcessSource)
+        source.open()
+        try:
+            frames = [source.read() for _ in range(30)]
+            child = source.pid
+        finally:
+            source.release()
+    finally:
+        stop_server(server)
+    assert child is not None and child != os.getpid() and "(NVDEC)" in source.description
+    assert PASSWORD not in source.description
+    images: list[Any] = [f.image for f in frames if f is not None]
+    assert len(images) == 30 and all(i.is_cuda and tuple(i.shape) == (120, 160, 3) for i in images)
+    reference = _cpu_frames(ippp_video).astype(np.int16)
+    errors = [float(np.abs(reference - i.cpu().numpy().astype(np.int16)).mean(axis=(1, 2, 3)).min()) for i in images]
+    assert max(errors) < 4.0, f"mean abs difference to the closest CPU-decoded frame: {errors}"
 
 
 @pytest.mark.gpu

@@ -15,9 +15,12 @@ from pipeline.config.base import (
 
 
 def _refuse_nvdec_in_process(decoder: str, decode_process: bool | str, cpu_decoders: str) -> None:
-    """A decoding process hands on host frames (or copies them to the GPU itself): NVDEC's stay on the GPU."""
-    if decode_process and decoder == "nvdec":
-        raise ValueError(f"decode_process needs a CPU decoder ({cpu_decoders}): NVDEC frames stay on the GPU")
+    """A decoding process with a host ring hands on host frames: NVDEC's stay on the GPU (``gpu``'s ring is there)."""
+    if decode_process is True and decoder == "nvdec":
+        raise ValueError(
+            f"decode_process: true needs a CPU decoder ({cpu_decoders}): NVDEC frames stay on the GPU"
+            " (decode_process: gpu hands them over there)"
+        )
 
 
 class FileSourceConfig(_Strict):
@@ -34,9 +37,11 @@ class FileSourceConfig(_Strict):
     the GPU). ``nvdec``: on the GPU (PyNvVideoCodec), frames stay there. ``auto``: NVDEC where it can run, else
     PyAV where it is installed, else OpenCV."""
     decode_process: bool | Literal["gpu"] = False
-    """Decode in a child process (CPU decoders only; see :mod:`pipeline.sources.process`): a decoder that crashes takes
-    only its child down, and its per-frame Python stays off the pipeline's interpreter lock. ``gpu``: the child also
-    copies each frame to the GPU, and the pipeline gets it there (as NVDEC's frames); one CUDA context per stream."""
+    """Decode in a child process (see :mod:`pipeline.sources.process`): a decoder that crashes takes only its child
+    down, and its per-frame Python stays off the pipeline's interpreter lock. ``true``: CPU decoders, frames through
+    shared memory. ``gpu``: the child puts each frame in a ring on the GPU, and the pipeline gets it there (as NVDEC's
+    frames); one CUDA context per stream. With ``decoder: nvdec`` the child decodes on NVDEC and the frame never
+    leaves the GPU."""
     decode_threads: int | None = Field(None, ge=1, le=64)
     """Threads of a CPU decoder (FFmpeg's, through OpenCV or PyAV). ``None``: the box's cores shared among the
     streams decoded on the CPU, at least one each (FFmpeg's own choice, about one per core, for a lone stream):

@@ -53,11 +53,12 @@ def _url_source(config: UrlSourceConfig, packets: PacketRing | None = None) -> S
 
 
 def _in_child(config: FileSourceConfig | WebcamSourceConfig | UrlSourceConfig) -> SourceConfig:
-    """What a decoding process runs: the same source, in its own thread there (``auto`` never picks NVDEC)."""
+    """What a decoding process runs: the same source, in its own thread there (``auto`` never picks NVDEC; an
+    explicit ``nvdec`` stays, the ring being on the GPU)."""
     update: dict[str, object] = {"decode_process": False}
     if isinstance(config, FileSourceConfig) and config.decoder == "auto":
         update["decoder"] = "pyav" if pyav_available() else "cpu"
-    if isinstance(config, UrlSourceConfig):
+    if isinstance(config, UrlSourceConfig) and config.decoder != "nvdec":
         update["decoder"] = "cpu"
     return config.model_copy(update=update)
 

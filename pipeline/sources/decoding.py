@@ -92,13 +92,18 @@ class _DeviceSlots:
         self._staging = torch.empty(self.slot_bytes, dtype=torch.uint8, pin_memory=True)
         self._host = self._staging.numpy()
 
-    def write(self, slot: int, image: np.ndarray) -> None:
+    def write(self, slot: int, image: Any) -> None:
+        """Copy ``image`` (host, or a CUDA tensor its decoder has finished: NVDEC's) into ``slot``."""
         import torch
 
         n = image.nbytes
-        np.copyto(self._host[:n], image.reshape(-1))
-        with torch.cuda.stream(self._stream):
-            self._ring[slot, :n].copy_(self._staging[:n], non_blocking=True)
+        if isinstance(image, torch.Tensor):
+            with torch.cuda.stream(self._stream):
+                self._ring[slot, :n].copy_(image.reshape(-1), non_blocking=True)
+        else:
+            np.copyto(self._host[:n], image.reshape(-1))
+            with torch.cuda.stream(self._stream):
+                self._ring[slot, :n].copy_(self._staging[:n], non_blocking=True)
         self._stream.synchronize()
 
     def close(self) -> None:
@@ -134,9 +139,9 @@ class _Outbox:
 def _pump(source: Any, first: RawFrame, out: _Outbox, free: FreeSlots, ring: _HostSlots | _DeviceSlots) -> None:
     frame: RawFrame | None = first
     while frame is not None and not out.stop.is_set():
-        image = np.ascontiguousarray(frame.image)
-        if image.dtype != np.uint8 or image.ndim not in (2, 3) or image.nbytes > ring.slot_bytes:
-            if not out.message(("inline", image, frame.pts_ms, frame.layout)):
+        image = _contiguous(frame.image)
+        if str(image.dtype) not in _UINT8 or image.ndim not in (2, 3) or image.nbytes > ring.slot_bytes:
+            if not out.message(("inline", _on_host(image), frame.pts_ms, frame.layout)):
                 return
         else:
             slot = free.take(out.stop, out.conn)
@@ -148,6 +153,21 @@ def _pump(source: Any, first: RawFrame, out: _Outbox, free: FreeSlots, ring: _Ho
         frame = source.read()
     if frame is None:
         out.message(("end",))
+
+
+_UINT8 = ("uint8", "torch.uint8")
+
+
+def _contiguous(image: Any) -> Any:
+    """``image`` in one block: a NumPy array, or a CUDA tensor (NVDEC's frames stay on the GPU)."""
+    if isinstance(image, np.ndarray) or not hasattr(image, "is_cuda"):
+        return np.ascontiguousarray(image)
+    return image.contiguous()
+
+
+def _on_host(image: Any) -> np.ndarray:
+    """A frame for the pipe (rare: larger than a slot) as a host array."""
+    return image if isinstance(image, np.ndarray) else image.cpu().numpy()
 
 
 def _exit_now(signum: int, frame: object) -> None:
