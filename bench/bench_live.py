@@ -411,7 +411,7 @@ def sent_rate(video: Path) -> float | None:
     with av.open(str(video)) as container:
         stream = container.streams.video[0]
         times = sorted(float(p.pts * p.time_base) for p in container.demux(stream) if p.size and p.pts is not None)
-    rate = float(stream.average_rate or 0)
+        rate = float(stream.average_rate or 0)  # while open: PyAV 19 refuses a closed container's streams
     if len(times) < 2 or rate <= 0:
         return None
     return len(times) / (times[-1] - times[0] + 1.0 / rate)
