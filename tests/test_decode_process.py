@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import free_port
-from helpers import config_for, run_and_collect, wait_for_message
+from helpers import config_for, run_and_collect, serve_rtsp, stop_server, wait_for_message
 from test_supervision import RtspServer, rtsp_server  # noqa: F401 - the fixture
 
 from engines.base import FrameFormat
-from pipeline.config import FileSourceConfig, WebcamSourceConfig, build_config
+from pipeline.config import FileSourceConfig, UrlSourceConfig, WebcamSourceConfig, build_config
 from pipeline.errors import ConfigError, SourceError
 from pipeline.runner import Pipeline
 from pipeline.schema import DetectionsMessage, StatusMessage
@@ -152,6 +152,32 @@ def test_a_decoder_that_dies_is_a_clear_error_not_a_hang(tiny_video: Path) -> No
     assert "\n" not in str(info.value)
     source.release()
     assert ring_files() == before
+
+
+@pytest.mark.skipif(not HAS_PYAV, reason="the loopback RTSP server needs PyAV")
+def test_a_camera_whose_decoding_process_freezes_is_an_error_after_its_read_timeout(h264_video: Path) -> None:
+    server, url = serve_rtsp(h264_video, "pw")
+    try:
+        source = make_source(UrlSourceConfig(url=url, read_timeout_s=1.0, decode_process=True))
+        assert isinstance(source, ProcessSource)
+        source.open()
+        try:
+            assert source.read() is not None
+            pid = source.pid
+            assert pid is not None
+            os.kill(pid, signal.SIGSTOP)  # alive, and silent: a decoder stuck inside the driver, say
+            start = time.monotonic()
+            with pytest.raises(SourceError, match="decoding process handed on nothing for 3 s") as info:
+                for _ in range(1000):  # what it announced before it froze comes first
+                    source.read()
+            waited = time.monotonic() - start
+        finally:
+            source.release()
+    finally:
+        stop_server(server)
+    assert 2.5 < waited < 15, f"raised after {waited:.1f} s: the read timeout (1 s) and two for the child's own error"
+    assert "pw" not in str(info.value) and "\n" not in str(info.value)
+    assert not alive(pid), "release ends a frozen child too"
 
 
 def test_interrupt_and_release_stop_the_child(people1: Path) -> None:

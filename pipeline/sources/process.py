@@ -43,6 +43,7 @@ from pipeline.sources.decoding import serve
 from pipeline.sources.ring import (
     DEVICE_RING_SLOTS,
     LAYOUTS,
+    LIVE_SILENCE_S,
     ON_PIPE,
     POLL_S,
     RING_SLOTS,
@@ -72,6 +73,8 @@ class ProcessSource:
         probe = make(config)  # not opened: only its name and kind
         self.description: str = probe.description
         self.live: bool = probe.live
+        self._silence_s = (getattr(config, "read_timeout_s", None) or LIVE_SILENCE_S) + STOP_WAIT_S
+        """How long a live source's child may hand on nothing before it is taken as stuck (a frozen decoder)."""
         self.total_frames: int | None = None
         self.frame_format: FrameFormat | None = None
         self._on_gpu = on_gpu
@@ -218,9 +221,13 @@ class ProcessSource:
     def _next_entry(self) -> list[float] | None:
         """The child's next announcement (``None`` once interrupted)."""
         assert self._announced is not None
+        waited = 0.0
         while (entry := self._announced.take(POLL_S)) is None:
             if self._interrupted.is_set():
                 return None
+            waited += POLL_S
+            if self.live and waited > self._silence_s:
+                raise SourceError(f"{self.description}: decoding process handed on nothing for {waited:.0f} s")
             if self._process is not None and not self._process.is_alive():
                 entry = self._announced.take(0)  # announced just before it ended
                 if entry is None:

@@ -22,6 +22,9 @@ POLL_S = 0.1
 """How often a waiting side looks at its stop flag (or at whether the other side is still there)."""
 STOP_WAIT_S = 2.0
 """How long ``release`` waits for the child to stop before it terminates it."""
+LIVE_SILENCE_S = 10.0
+"""A live source's child that hands on nothing for this long (its source's ``read_timeout_s`` where it has one),
+plus :data:`STOP_WAIT_S` for the child's own error to come first, is taken as stuck."""
 SHM_DIR = Path("/dev/shm")
 LAYOUTS: tuple[PixelLayout, ...] = ("bgr", "i420")
 """Pixel layouts by the number an announcement carries."""
