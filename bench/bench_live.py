@@ -32,6 +32,7 @@ import json
 import logging
 import os
 import platform
+import signal
 import socket
 import subprocess
 import sys
@@ -484,6 +485,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def sweep(args: argparse.Namespace, model: Path, source_fps: float) -> list[dict[str, Any]]:
+    """Each number of cameras in ``--streams`` in a fresh process, with its verdict; stops at the first that does not
+    hold unless ``--all``."""
+    runs = []
+    for n in [int(v) for v in args.streams.split(",")]:
+        run = child(args, model, n)
+        if run["cameras"]:
+            run["verdict"] = verdict(run, source_fps, args.window)
+        runs.append(run)
+        print(f"bench_live: {n} cameras: {json.dumps(run.get('verdict', run.get('error')))}", file=sys.stderr)
+        if not args.all and not run.get("verdict", {}).get("holds"):
+            break
+    return runs
+
+
 def main() -> None:
     args = parse_args()
     if args.listen:
@@ -495,21 +511,16 @@ def main() -> None:
         print(json.dumps(run_cameras(args, args.run)))
         return
     model = weights(args)
-    server = serve_rtsp(args) if args.rtsp == "serve" else None
     nominal_fps = float(cv2.VideoCapture(str(args.video)).get(cv2.CAP_PROP_FPS) or 0.0)
     source_fps = sent_rate(args.video) or nominal_fps
-    runs = []
-    for n in [int(v) for v in args.streams.split(",")]:
-        run = child(args, model, n)
-        if run["cameras"]:
-            run["verdict"] = verdict(run, source_fps, args.window)
-        runs.append(run)
-        print(f"bench_live: {n} cameras: {json.dumps(run.get('verdict', run.get('error')))}", file=sys.stderr)
-        if not args.all and not run.get("verdict", {}).get("holds"):
-            break
-    if server is not None:
-        server.kill()
-        server.wait()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("bench_live: terminated"))  # unwinds: the server is stopped
+    server = serve_rtsp(args) if args.rtsp == "serve" else None
+    try:
+        runs = sweep(args, model, source_fps)
+    finally:
+        if server is not None:
+            server.kill()
+            server.wait()
     held = [r["streams"] for r in runs if r.get("verdict", {}).get("holds")]
     document = {
         "machine": machine(),
