@@ -29,7 +29,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -38,14 +37,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bench_live import machine, process_tree_cpu_s, sent_rate
+from bench_live import emit, machine, process_tree_cpu_s, sent_rate, start_rtsp_server
 
 from pipeline.config import UrlSourceConfig
 from pipeline.sources import make_source
 from pipeline.sources.pyav_stream import open_url
 
-RTSP_SERVER = Path(__file__).resolve().parents[1] / "tests" / "tools" / "rtsp_file_server.py"
-CAMERAS_PER_SERVER_PROCESS = 16
 MODES = {
     "cpu": {"decoder": "cpu"},
     "pyav": {"decoder": "pyav"},
@@ -180,16 +177,6 @@ def phase(urls: list[str], mode: str, server: int, warmup: float, seconds: float
     }
 
 
-def serve(video: Path, port: int, cameras: int) -> subprocess.Popen[str]:
-    processes = -(-cameras // CAMERAS_PER_SERVER_PROCESS)
-    cmd = [sys.executable, str(RTSP_SERVER), str(video), str(port), "--user", "bench", "--password", "s3cret"]
-    server = subprocess.Popen([*cmd, "--processes", str(processes)], stdout=subprocess.PIPE, text=True)
-    if server.stdout is None or server.stdout.readline().strip() != "ready":
-        server.kill()
-        sys.exit("bench_capture: the RTSP server did not start")
-    return server
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -218,7 +205,7 @@ def main() -> None:
     sent_fps = sent_rate(args.video) or 0.0
     port = _free_port()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("bench_capture: terminated"))  # unwinds: the server stops
-    server = serve(args.video, port, args.streams)
+    server = start_rtsp_server(args.video, port, args.streams)
     try:
         urls = [f"rtsp://bench:s3cret@127.0.0.1:{port}/cam{i}" for i in range(args.streams)]
         phases = []
@@ -229,10 +216,7 @@ def main() -> None:
         server.kill()
         server.wait()
     document = {"machine": machine(), "video": args.video.name, "sent_fps": round(sent_fps, 3), "phases": phases}
-    text = json.dumps(document, indent=1)
-    if args.out:
-        args.out.write_text(text + "\n")
-    print(text)
+    emit(document, args.out)
 
 
 if __name__ == "__main__":

@@ -423,20 +423,34 @@ CAMERAS_PER_SERVER_PROCESS = 16
 """Cameras each process of the loopback server sends (about 64 Mbit/s of RTP in small Python writes)."""
 
 
+def start_rtsp_server(video: Path, port: int, cameras: int) -> subprocess.Popen[str]:
+    """The loopback RTSP server for ``video`` on ``port`` (user ``bench``, password ``s3cret``), one process per
+    :data:`CAMERAS_PER_SERVER_PROCESS` cameras: they are separate devices, not one interpreter."""
+    processes = str(-(-cameras // CAMERAS_PER_SERVER_PROCESS))
+    cmd = [sys.executable, str(RTSP_SERVER), str(video), str(port), "--user", "bench", "--password", "s3cret"]
+    server = subprocess.Popen([*cmd, "--processes", processes], stdout=subprocess.PIPE, text=True)
+    if server.stdout is None or server.stdout.readline().strip() != "ready":
+        server.kill()
+        sys.exit(f"{Path(sys.argv[0]).stem}: the RTSP server did not start")
+    return server
+
+
 def serve_rtsp(args: argparse.Namespace) -> subprocess.Popen[str]:
     """Start the loopback RTSP server for the file; ``args.rtsp`` becomes its base URL (with a password)."""
     port = int(_endpoint().rsplit(":", 1)[1])
     cameras = max(int(v) for v in args.streams.split(","))
-    processes = str(-(-cameras // CAMERAS_PER_SERVER_PROCESS))  # cameras are separate devices: not one interpreter
-    cmd = [sys.executable, str(RTSP_SERVER), str(args.video), str(port), "--user", "bench", "--password", "s3cret"]
-    cmd += ["--processes", processes]
-    server = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-    if server.stdout is None or server.stdout.readline().strip() != "ready":
-        server.kill()
-        sys.exit("bench_live: the RTSP server did not start")
+    server = start_rtsp_server(args.video, port, cameras)
     args.rtsp = f"rtsp://bench:s3cret@127.0.0.1:{port}"
-    args.rtsp_processes = int(processes)
+    args.rtsp_processes = -(-cameras // CAMERAS_PER_SERVER_PROCESS)
     return server
+
+
+def emit(document: dict[str, Any], out: Path | None) -> None:
+    """The JSON document on stdout, and in ``out`` too."""
+    text = json.dumps(document, indent=1)
+    if out:
+        out.write_text(text + "\n")
+    print(text)
 
 
 def weights(args: argparse.Namespace) -> Path:
@@ -535,10 +549,7 @@ def main() -> None:
         "largest_holding": max(held) if held else None,
         "runs": runs,
     }
-    text = json.dumps(document, indent=1)
-    if args.out:
-        args.out.write_text(text + "\n")
-    print(text)
+    emit(document, args.out)
 
 
 if __name__ == "__main__":
