@@ -56,9 +56,9 @@ def ippp_video(tmp_path: Path) -> Path:
     return path
 
 
-def test_url_decoder_is_cpu_unless_asked_and_nvdec_decodes_in_a_process_into_the_gpu_ring() -> None:
+def test_url_decoder_is_pyav_unless_asked_and_nvdec_decodes_in_a_process_into_the_gpu_ring() -> None:
     url = "rtsp://cam:pw@10.0.0.5/live"
-    assert UrlSourceConfig(url=url).decoder == "cpu"
+    assert UrlSourceConfig(url=url).decoder == "pyav"
     decoders = ("auto", "cpu", "pyav", "nvdec")
     assert {UrlSourceConfig(url=url, decoder=d).decoder for d in decoders} == set(decoders)
     with pytest.raises(ValidationError, match="decoder"):
@@ -66,6 +66,8 @@ def test_url_decoder_is_cpu_unless_asked_and_nvdec_decodes_in_a_process_into_the
     with pytest.raises(ValidationError, match="decode_process: true needs a CPU decoder"):
         UrlSourceConfig(url=url, decoder="nvdec", decode_process=True)
     child = _in_child(UrlSourceConfig(url=url, decoder="auto", decode_process="gpu"))
+    assert isinstance(child, UrlSourceConfig) and (child.decoder, child.decode_process) == ("pyav", False)
+    child = _in_child(UrlSourceConfig(url=url, decoder="cpu", decode_process=True))
     assert isinstance(child, UrlSourceConfig) and (child.decoder, child.decode_process) == ("cpu", False)
     child = _in_child(UrlSourceConfig(url=url, decoder="nvdec", decode_process="gpu"))
     assert isinstance(child, UrlSourceConfig) and (child.decoder, child.decode_process) == ("nvdec", False)
@@ -74,8 +76,8 @@ def test_url_decoder_is_cpu_unless_asked_and_nvdec_decodes_in_a_process_into_the
 
 def test_cpu_and_auto_without_nvdec_build_a_cpu_source() -> None:
     url = "rtsp://127.0.0.1:9/x"
-    assert isinstance(make_source(UrlSourceConfig(url=url)), StreamUrlSource)
-    assert isinstance(make_source(UrlSourceConfig(url=url, decoder="pyav")), PyAvStreamSource)
+    assert isinstance(make_source(UrlSourceConfig(url=url)), PyAvStreamSource)
+    assert isinstance(make_source(UrlSourceConfig(url=url, decoder="cpu")), StreamUrlSource)
     auto = make_source(UrlSourceConfig(url=url, decoder="auto"))
     assert isinstance(auto, FallbackSource if nvdec_stream_available() else PyAvStreamSource)
     assert isinstance(make_source(UrlSourceConfig(url=url, decoder="nvdec")), NvdecStreamSource)

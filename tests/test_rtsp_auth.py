@@ -204,14 +204,17 @@ def test_the_probe_answers_the_strongest_challenge_it_can() -> None:
 @pytest.mark.parametrize("method", METHODS)
 def test_the_right_password_gives_frames(camera: Callable[..., RtspServer], method: str) -> None:
     server = camera("--auth", method)
-    source = make_source(UrlSourceConfig(url=camera_url(server), open_timeout_s=10))
-    try:
-        source.open()
-        frames = [source.read() for _ in range(5)]
-    finally:
-        source.release()
-    assert all(f is not None and f.image.shape == (240, 320, 3) for f in frames)
-    assert source.description == f"stream 'rtsp://***@127.0.0.1:{server.port}/live'", "no user name or password in it"
+    shapes = {"pyav": ((360, 320), " (PyAV)"), "cpu": ((240, 320, 3), "")}  # PyAV: the decoder's I420 planes
+    for decoder, (shape, kind) in shapes.items():
+        source = make_source(UrlSourceConfig(url=camera_url(server), open_timeout_s=10, decoder=decoder))
+        try:
+            source.open()
+            frames = [source.read() for _ in range(5)]
+        finally:
+            source.release()
+        assert all(f is not None and f.image.shape == shape for f in frames), decoder
+        name = f"stream 'rtsp://***@127.0.0.1:{server.port}/live'{kind}"
+        assert source.description == name, "no user name or password in it"
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -241,7 +244,7 @@ def test_a_wrong_password_at_start_up_is_one_line_and_exit_code_2(
         [line for line in lines if line.startswith("edgesight: error: ")]
         == lines[-1:]
         == [
-            f"edgesight: error: stream 'cam0': cannot open stream 'rtsp://***@127.0.0.1:{server.port}/live': "
+            f"edgesight: error: stream 'cam0': cannot open stream 'rtsp://***@127.0.0.1:{server.port}/live' (PyAV): "
             "the server answered 401 Unauthorized (wrong user name or password)"
         ]
     ), done.stderr

@@ -82,11 +82,13 @@ class UrlSourceConfig(_Strict):
     """Longest wait for the stream to open (connect, describe, first packets)."""
     read_timeout_s: float = Field(10.0, gt=0, le=300)
     """A stream that delivers nothing for this long is treated as gone and reconnected."""
-    decoder: Literal["auto", "cpu", "pyav", "nvdec"] = "cpu"
-    """``cpu``: OpenCV (FFmpeg), BGR frames. ``pyav``: PyAV (FFmpeg) on the CPU, I420 frames, and the camera's
-    packets kept for clips (``events.clips``: cut, not encoded again). ``nvdec``: PyAV demuxes (packets kept too),
-    the GPU decodes (PyNvVideoCodec), frames stay there. ``auto``: NVDEC where PyNvVideoCodec and a CUDA GPU are
-    present, else PyAV."""
+    decoder: Literal["auto", "cpu", "pyav", "nvdec"] = "pyav"
+    """``pyav`` (the default): PyAV (FFmpeg) on the CPU, I420 frames, and the camera's packets kept for clips
+    (``events.clips``: cut, not encoded again); cameras open together, where OpenCV opens one at a time in a process
+    (about a second each, and a camera that hangs holds up the others' opening until its ``open_timeout_s``).
+    ``cpu``: OpenCV (FFmpeg), BGR frames. ``nvdec``: PyAV demuxes (packets kept too), the GPU decodes
+    (PyNvVideoCodec), frames stay there. ``auto``: NVDEC where PyNvVideoCodec and a CUDA GPU are present, else
+    PyAV."""
     decode_process: bool | Literal["gpu"] = False
     """Decode in a child process (see the file source's ``decode_process``)."""
     decode_threads: int | None = Field(None, ge=1, le=64)

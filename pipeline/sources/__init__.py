@@ -56,10 +56,8 @@ def _in_child(config: FileSourceConfig | WebcamSourceConfig | UrlSourceConfig) -
     """What a decoding process runs: the same source, in its own thread there (``auto`` never picks NVDEC; an
     explicit ``nvdec`` stays, the ring being on the GPU)."""
     update: dict[str, object] = {"decode_process": False}
-    if isinstance(config, FileSourceConfig) and config.decoder == "auto":
+    if isinstance(config, (FileSourceConfig, UrlSourceConfig)) and config.decoder == "auto":
         update["decoder"] = "pyav" if pyav_available() else "cpu"
-    if isinstance(config, UrlSourceConfig) and config.decoder != "nvdec":
-        update["decoder"] = "cpu"
     return config.model_copy(update=update)
 
 
