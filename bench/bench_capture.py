@@ -28,7 +28,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import sys
 import threading
 import time
@@ -37,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bench_live import emit, machine, process_tree_cpu_s, sent_rate, start_rtsp_server
+from bench_live import emit, free_port, machine, process_tree_cpu_s, sent_rate, start_rtsp_server
 
 from pipeline.config import UrlSourceConfig
 from pipeline.sources import make_source
@@ -177,12 +176,6 @@ def phase(urls: list[str], mode: str, server: int, warmup: float, seconds: float
     }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--video", type=Path, required=True, help="H.264 in MP4: each camera's footage, looped")
@@ -203,7 +196,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     sent_fps = sent_rate(args.video) or 0.0
-    port = _free_port()
+    port = free_port()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("bench_capture: terminated"))  # unwinds: the server stops
     server = start_rtsp_server(args.video, port, args.streams)
     try:

@@ -124,10 +124,14 @@ def listen(endpoint: str, streams: int, t0: float, warmup_s: float, window_s: fl
 # -- the pipeline: a fresh process per number of cameras -------------------------------------------------------
 
 
-def _endpoint() -> str:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+        return int(s.getsockname()[1])
+
+
+def _endpoint() -> str:
+    return f"tcp://127.0.0.1:{free_port()}"
 
 
 def process_tree_cpu_s(root: int) -> float:
@@ -423,12 +427,17 @@ CAMERAS_PER_SERVER_PROCESS = 16
 """Cameras each process of the loopback server sends (about 64 Mbit/s of RTP in small Python writes)."""
 
 
+def server_processes(cameras: int) -> int:
+    """Processes of the loopback server for ``cameras``: one per :data:`CAMERAS_PER_SERVER_PROCESS`."""
+    return -(-cameras // CAMERAS_PER_SERVER_PROCESS)
+
+
 def start_rtsp_server(video: Path, port: int, cameras: int) -> subprocess.Popen[str]:
     """The loopback RTSP server for ``video`` on ``port`` (user ``bench``, password ``s3cret``), one process per
     :data:`CAMERAS_PER_SERVER_PROCESS` cameras: they are separate devices, not one interpreter."""
-    processes = str(-(-cameras // CAMERAS_PER_SERVER_PROCESS))
     cmd = [sys.executable, str(RTSP_SERVER), str(video), str(port), "--user", "bench", "--password", "s3cret"]
-    server = subprocess.Popen([*cmd, "--processes", processes], stdout=subprocess.PIPE, text=True)
+    cmd += ["--processes", str(server_processes(cameras))]
+    server = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     if server.stdout is None or server.stdout.readline().strip() != "ready":
         server.kill()
         sys.exit(f"{Path(sys.argv[0]).stem}: the RTSP server did not start")
@@ -437,11 +446,11 @@ def start_rtsp_server(video: Path, port: int, cameras: int) -> subprocess.Popen[
 
 def serve_rtsp(args: argparse.Namespace) -> subprocess.Popen[str]:
     """Start the loopback RTSP server for the file; ``args.rtsp`` becomes its base URL (with a password)."""
-    port = int(_endpoint().rsplit(":", 1)[1])
+    port = free_port()
     cameras = max(int(v) for v in args.streams.split(","))
     server = start_rtsp_server(args.video, port, cameras)
     args.rtsp = f"rtsp://bench:s3cret@127.0.0.1:{port}"
-    args.rtsp_processes = -(-cameras // CAMERAS_PER_SERVER_PROCESS)
+    args.rtsp_processes = server_processes(cameras)
     return server
 
 

@@ -108,7 +108,7 @@ class SupervisedSource:
 
     # -- the Source protocol -----------------------------------------------------------------------------
     def open(self) -> None:
-        """Report ``connecting``; the first attempt is made by the capture thread's first ``read``."""
+        """Report ``connecting``; the first attempt is made by :meth:`connect_early` or the first ``read``."""
         self._set_state(StreamStatus.CONNECTING)
 
     @property
