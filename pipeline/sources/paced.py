@@ -75,11 +75,13 @@ class BurstSpacer:
     packets, two or three frames at once: the last B-frame and the P-frame
     decoded before it. A live camera's capture queue holds one frame, so only
     the last of such a burst would reach the model. ``release`` holds a frame
-    of a burst (every frame but the first of one decoder call) until
-    :data:`BURST_SHARE` of its timestamp distance has passed since the previous
-    frame's release, at most :data:`BURST_MAX_GAP_S`. Frames that come one at a
-    time, late or not (a network stall catching up), are never held: the newest
-    of those is the one to keep.
+    of a burst (every frame but the first of one decoder call), and the frame
+    right after a burst, until :data:`BURST_SHARE` of its timestamp distance
+    has passed since the previous frame's release, at most
+    :data:`BURST_MAX_GAP_S`: a held frame leaves later than it came, so the
+    next call's frame would otherwise follow it closely. Other frames that come
+    one at a time, late or not (a network stall catching up), are never held:
+    the newest of those is the one to keep.
     """
 
     def __init__(self, interrupted: threading.Event) -> None:
@@ -87,21 +89,22 @@ class BurstSpacer:
         self._interrupted = interrupted
         self._released: float | None = None
         self._pts_ms = 0.0
+        self._after_burst = False
         self.held = 0
         """How many frames have waited."""
 
     def release(self, pts_ms: float, burst: bool) -> None:
-        """Return when the frame stamped ``pts_ms`` may go (at once unless ``burst`` and early)."""
+        """Return when the frame stamped ``pts_ms`` may go (at once unless ``burst`` or just after one, and early)."""
         now = time.monotonic()
-        if burst and self._released is not None:
+        if (burst or self._after_burst) and self._released is not None:
             gap = min(max(pts_ms - self._pts_ms, 0.0) / 1000.0, BURST_MAX_GAP_S)
             due = self._released + BURST_SHARE * gap
             if due > now:
                 self.held += 1
                 self._interrupted.wait(due - now)
                 now = time.monotonic()
-        self._released, self._pts_ms = now, pts_ms
+        self._released, self._pts_ms, self._after_burst = now, pts_ms, burst
 
     def reset(self) -> None:
         """Forget the previous frame (a new connection)."""
-        self._released = None
+        self._released, self._after_burst = None, False
