@@ -59,8 +59,13 @@ STOP_JOIN_DEADLINE_S = 1.5
 STATE_QUEUE_SIZE = 1024
 """Source state changes waiting for the publish stage (a handful per reconnect)."""
 CONNECT_WAIT_S = 3.0
-"""How long after the sources open start-up waits, at most, for cameras to connect before the model's warm-up
-(which needs their frame format); the model usually takes longer than this to load, so it is rarely waited."""
+"""How long start-up waits, once the model has loaded, for cameras still making their first connection before the
+model's warm-up (which needs their frame format)."""
+CONNECT_MAX_S = 12.0
+"""Start-up never waits longer than this after the sources open for cameras to connect: a slower one is warmed up
+for when its first frames come."""
+CONNECT_POLL_S = 0.05
+"""How often that wait looks at the model and the cameras."""
 
 
 class Pipeline:
@@ -130,7 +135,7 @@ class Pipeline:
             except BaseException as exc:
                 formats.set_exception(exc)
                 raise
-            self._await_cameras()
+            self._await_cameras(infer)
             formats.set_result(warmup_formats(self.config.streams, self._parts.sources))
             engine = self._await_engine(infer)
             self._builder.load_faces(engine.info)
@@ -184,14 +189,22 @@ class Pipeline:
             self._parts.sources[stream.id] = source
             log.info("stream '%s': opened %s (queue policy %s)", stream.id, source.description, stream.policy.value)
 
-    def _await_cameras(self) -> None:
-        """Give the cameras' first connections (made while the model loads) until :data:`CONNECT_WAIT_S` after
-        start-up to connect, so the model is warmed up on their frames' format; slower cameras are warmed up for
-        when their first frames arrive."""
-        deadline = self._opened_at + CONNECT_WAIT_S
-        for source in self._parts.sources.values():
-            if isinstance(source, SupervisedSource):
-                source.wait_connected(deadline - time.monotonic())
+    def _await_cameras(self, infer: InferStage) -> None:
+        """Give the cameras' first connections (made while the model loads) until the model has loaded and
+        :data:`CONNECT_WAIT_S` more, at most :data:`CONNECT_MAX_S` after the sources opened, so the model is warmed
+        up on their frames' format: warming up again when a camera's first frame comes pauses every camera (NVDEC
+        decoders wait for graph captures). Returns as soon as every first attempt has ended, or the engine failed."""
+        cameras = [s for s in self._parts.sources.values() if isinstance(s, SupervisedSource)]
+        cap = self._opened_at + CONNECT_MAX_S
+        grace_until: float | None = None
+        while cameras and (now := time.monotonic()) < cap and not infer.loaded.done():
+            cameras = [c for c in cameras if c.connecting]
+            if infer.model_loaded.is_set():
+                grace_until = grace_until or now + CONNECT_WAIT_S
+                if now >= grace_until:
+                    return
+            if cameras:
+                cameras[0].wait_connected(min(CONNECT_POLL_S, cap - now))
 
     def _await_engine(self, infer: InferStage) -> DetectionEngine:
         """Wait for the engine (or its error), then size the queues for its batches.

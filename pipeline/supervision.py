@@ -123,6 +123,11 @@ class SupervisedSource:
         self._early = threading.Thread(target=self._connect_first, name=f"connect-{self.stream_id}", daemon=True)
         self._early.start()
 
+    @property
+    def connecting(self) -> bool:
+        """The first attempt :meth:`connect_early` started is still under way."""
+        return self._early is not None and self._early.is_alive()
+
     def wait_connected(self, timeout: float) -> None:
         """Wait up to ``timeout`` s for the attempt :meth:`connect_early` started."""
         if self._early is not None:

@@ -3,6 +3,7 @@ clips are cut without encoding again. Against a real RTSP server on loopback wit
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +12,10 @@ import numpy as np
 import pytest
 from helpers import config_for, run_and_collect, serve_rtsp, stop_server
 
+from engines.base import DetectionEngine, ModelSpec
+from engines.registry import load_engine
+from pipeline import runner
+from pipeline.builder import EngineFactory
 from pipeline.config import EventStoreConfig
 from pipeline.errors import PermanentSourceError
 from pipeline.media.packets import PacketRing
@@ -21,6 +26,8 @@ from pipeline.sources.pyav_stream import PyAvStreamSource
 from pipeline.synth.writer import write_scene
 
 PASSWORD = "rtsp-pa55word"
+SLOW_LOAD_S = 3.0
+"""Longer than a loopback camera takes to connect, even on a busy 2-core box."""
 GATE = {"name": "gate", "points": [[0.5, 0.0], [0.5, 1.0]]}
 
 
@@ -81,16 +88,44 @@ def packets_of(video: Path, keyframes: bool = True) -> list[bytes]:
 def test_cameras_connect_while_the_model_loads_and_it_is_warmed_up_on_their_frames(served: str, endpoint: str) -> None:
     """Start-up makes each camera's first connection at once, so the warm-up (before any frame flows) already
     covers the camera's format rather than pausing for it when its first frame comes."""
-    stream = {"id": "cam", "source": {"type": "url", "url": served, "decoder": "pyav"}, "max_frames": 5}
-    pipeline = Pipeline(config_for(endpoint, [stream], {"path": "edgesight-det"}))
+    assert_warmed_on_the_camera(warmed_shapes(served, endpoint, load_engine))
+
+
+def warmed_shapes(url: str, endpoint: str, load: EngineFactory) -> frozenset[tuple[int, ...]]:
+    """The frame shapes a pipeline with one camera at ``url`` warmed its model up on at start-up."""
+    stream = {"id": "cam", "source": {"type": "url", "url": url, "decoder": "pyav"}, "max_frames": 5}
+    pipeline = Pipeline(config_for(endpoint, [stream], {"path": "edgesight-det"}), engine_factory=load)
     pipeline.start()
     try:
         assert pipeline._parts.infer is not None
-        shapes = pipeline._parts.infer.warmed_shapes
+        return pipeline._parts.infer.warmed_shapes
     finally:
         pipeline.stop()
         pipeline.close()
+
+
+def assert_warmed_on_the_camera(shapes: frozenset[tuple[int, ...]]) -> None:
     assert shapes & {(180, 160), (120, 160, 3)}, f"warmed up on {sorted(shapes)}, not the camera's 160x120 frames"
+
+
+def test_cameras_are_awaited_until_the_model_has_loaded_not_for_a_fixed_time(
+    served: str, endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model that loads for longer than the cameras take to connect is warmed up on their format even when the
+    grace after opening is nil: start-up waits for the cameras while the model loads, then only the grace more."""
+    monkeypatch.setattr(runner, "CONNECT_WAIT_S", 0.0)
+    loads: list[float] = []
+
+    def slow_load(spec: ModelSpec, backend: str) -> DetectionEngine:
+        started = time.monotonic()
+        time.sleep(SLOW_LOAD_S)
+        loaded = load_engine(spec, backend)
+        loads.append(time.monotonic() - started)
+        return loaded
+
+    shapes = warmed_shapes(served, endpoint, slow_load)
+    assert loads and loads[0] >= SLOW_LOAD_S
+    assert_warmed_on_the_camera(shapes)
 
 
 def test_an_rtsp_camera_s_clips_are_its_own_packets(tmp_path: Path, endpoint: str) -> None:

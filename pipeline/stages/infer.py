@@ -92,6 +92,8 @@ class InferStage(StageThread):
         self._load = load
         self._classes = classes
         self.loaded: Future[DetectionEngine] = Future()
+        self.model_loaded = threading.Event()
+        """Set once the engine has loaded, before it asks for the formats to warm up on."""
         self.keep_classes: frozenset[int] | None = None
         self._names: dict[int, str] = {}
         self._warmed: set[tuple[int, ...]] = set()
@@ -102,6 +104,7 @@ class InferStage(StageThread):
             start = time.perf_counter()
             engine = self._load()
             loaded = time.perf_counter()
+            self.model_loaded.set()
             self.batch_size = max(1, engine.info.max_batch)
             self.overlaps = engine.info.asynchronous
             self._names = engine.info.names
