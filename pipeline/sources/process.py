@@ -61,6 +61,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def preloaded(on_gpu: bool) -> list[str]:
+    """What the fork server imports once for every child it forks: the sources, and torch for a ring on the GPU
+    (each child would otherwise import it itself, about 2 s of a core apiece, when many cameras start together).
+    Importing torch starts no CUDA, so the fork server stays safe to fork; the first decoding process started
+    decides for the rest of the run."""
+    return ["pipeline.sources", "torch", "torch.multiprocessing"] if on_gpu else ["pipeline.sources"]
+
+
 class ProcessSource:
     """``config``'s source, run in a child process; ``read`` returns copies of the frames it decoded (``on_gpu``:
     views of them in a ring on the GPU)."""
@@ -99,7 +107,7 @@ class ProcessSource:
     # -- lifecycle ---------------------------------------------------------------------------
     def open(self) -> None:
         ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["pipeline.sources"])
+        ctx.set_forkserver_preload(preloaded(self._on_gpu))
         parent, child = ctx.Pipe()
         self._conn, self._free, self._stop = parent, FreeSlots(ctx, self._slots), ctx.Event()
         # Room for a frame in every slot and a message or two; a full queue only makes the child wait.
