@@ -65,7 +65,7 @@ CONNECT_MAX_S = 12.0
 """Start-up never waits longer than this after the sources open for cameras to connect: a slower one is warmed up
 for when its first frames come."""
 CONNECT_POLL_S = 0.05
-"""How often that wait looks at the model and the cameras."""
+"""How often the wait while the model loads looks at the cameras."""
 
 
 class Pipeline:
@@ -196,15 +196,14 @@ class Pipeline:
         decoders wait for graph captures). Returns as soon as every first attempt has ended, or the engine failed."""
         cameras = [s for s in self._parts.sources.values() if isinstance(s, SupervisedSource)]
         cap = self._opened_at + CONNECT_MAX_S
-        grace_until: float | None = None
-        while cameras and (now := time.monotonic()) < cap and not infer.loaded.done():
-            cameras = [c for c in cameras if c.connecting]
-            if infer.model_loaded.is_set():
-                grace_until = grace_until or now + CONNECT_WAIT_S
-                if now >= grace_until:
-                    return
-            if cameras:
-                cameras[0].wait_connected(min(CONNECT_POLL_S, cap - now))
+        while any(c.connecting for c in cameras) and time.monotonic() < cap and not infer.loaded.done():
+            if infer.model_loaded.wait(CONNECT_POLL_S):
+                break
+        if infer.loaded.done():  # failed: its error is what start-up raises next
+            return
+        deadline = min(cap, time.monotonic() + CONNECT_WAIT_S)
+        for camera in cameras:
+            camera.wait_connected(deadline - time.monotonic())
 
     def _await_engine(self, infer: InferStage) -> DetectionEngine:
         """Wait for the engine (or its error), then size the queues for its batches.
