@@ -3,6 +3,9 @@ clips are cut without encoding again. Against a real RTSP server on loopback wit
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,12 +20,12 @@ from engines.registry import load_engine
 from pipeline import runner
 from pipeline.builder import EngineFactory
 from pipeline.config import EventStoreConfig
-from pipeline.errors import PermanentSourceError
+from pipeline.errors import PermanentSourceError, SourceError
 from pipeline.media.packets import PacketRing
 from pipeline.media.store import EventStore
 from pipeline.runner import Pipeline
 from pipeline.schema import EventMessage
-from pipeline.sources.pyav_stream import PyAvStreamSource
+from pipeline.sources.pyav_stream import PyAvStreamSource, open_url
 from pipeline.synth.writer import write_scene
 
 PASSWORD = "rtsp-pa55word"
@@ -62,6 +65,75 @@ def test_a_wrong_password_is_one_clear_line(served: str) -> None:
         source.open()
     source.release()
     assert "\n" not in str(raised.value) and "n0t-it-99" not in str(raised.value)
+
+
+def test_a_frozen_camera_is_a_source_error_within_the_read_timeout(h264_video: Path) -> None:
+    """FFmpeg's socket timeout ends a read from a camera that stopped sending (no timeout of PyAV's is set)."""
+    server, url = serve_rtsp(h264_video, PASSWORD)
+    source = PyAvStreamSource(url, 10.0, 2.0)
+    try:
+        source.open()
+        assert source.read() is not None
+        os.kill(server.pid, signal.SIGSTOP)
+        started = time.monotonic()
+        with pytest.raises(SourceError, match="stopped delivering frames") as raised:
+            for _ in range(1000):  # what the client had buffered, then the failure
+                source.read()
+        elapsed = time.monotonic() - started
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+        source.release()
+        stop_server(server)
+    assert elapsed < 2.0 * 3 + 5, f"{elapsed:.1f} s to notice, with a 2 s read timeout"
+    assert PASSWORD not in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_cameras_keep_their_rate_while_python_threads_hold_the_interpreter_lock(media: Path) -> None:
+    """Reading a camera takes the interpreter lock once a packet, not on every socket read: busy stage threads
+    (two here, pure Python) leave eight 1080p cameras their full rate. With PyAV's read timeout, whose check takes
+    the lock on every socket read, the same box read them at 0.3 of their rate."""
+    video = media / "videos" / "people1_1080p.mp4"
+    with av.open(str(video)) as container:
+        fps = float(container.streams.video[0].average_rate or 0)
+    server, url = serve_rtsp(video, PASSWORD)
+    urls = [url.replace("/cam0", f"/cam{i}") for i in range(8)]
+    counts = [0] * len(urls)
+    stop = threading.Event()
+
+    def read(i: int) -> None:
+        container = open_url(av, urls[i], f"cam{i}", 10.0, 10.0)
+        try:
+            for packet in container.demux(container.streams.video[0]):
+                if stop.is_set():
+                    return
+                counts[i] += packet.size > 0
+        finally:
+            container.close()
+
+    def hold_the_lock() -> None:  # Python bytecode: it gives the lock up when asked, after the switch interval
+        while not stop.is_set():
+            total = 0
+            for k in range(20_000):
+                total += k
+
+    readers = [threading.Thread(target=read, args=(i,), daemon=True) for i in range(len(urls))]
+    busy = [threading.Thread(target=hold_the_lock, daemon=True) for _ in range(2)]
+    try:
+        for thread in readers:
+            thread.start()
+        time.sleep(3.0)  # connected, and past what each client buffered while it opened
+        for thread in busy:
+            thread.start()
+        time.sleep(1.0)
+        before, started = list(counts), time.monotonic()
+        time.sleep(6.0)
+        rates = [(after - first) / (time.monotonic() - started) for first, after in zip(before, counts, strict=True)]
+    finally:
+        stop.set()
+        for thread in readers + busy:
+            thread.join(15)
+        stop_server(server)
+    assert min(rates) >= 0.85 * fps, f"frames/s per camera {[round(r, 1) for r in rates]}"
 
 
 def h264_copy(video: Path, out: Path) -> Path:
