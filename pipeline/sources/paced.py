@@ -15,6 +15,14 @@ BURST_SHARE = 0.9
 """A held frame waits this share of its distance in time from the previous one: a spacer never falls behind."""
 BURST_MAX_GAP_S = 0.1
 """The longest a held frame waits after the previous one (a timestamp jump, a loop, a slow camera)."""
+CATCH_UP_S = 0.25
+"""A frame this far behind the camera's clock is never held: the client is working through a backlog (after a
+stall, or start-up), which spacing at a share of the frame rate would only stretch over many seconds."""
+CLOCK_DRIFT = 0.01
+"""How fast the estimate of the camera's clock may move later, in seconds a second: a camera whose frames come
+later for good (its clock, the network's delay) is on time again after a while."""
+TIMESTAMP_JUMP_MS = 10_000.0
+"""A timestamp this far from the previous frame's (or going back more than a second) starts the clock over."""
 
 
 class PacedSource:
@@ -81,7 +89,11 @@ class BurstSpacer:
     :data:`BURST_MAX_GAP_S`: a held frame leaves later than it came, so the
     next call's frame would otherwise follow it closely. Other frames that come
     one at a time, late or not (a network stall catching up), are never held:
-    the newest of those is the one to keep.
+    the newest of those is the one to keep. Nor is any frame that comes more
+    than :data:`CATCH_UP_S` behind the camera's clock (its timestamps set
+    against the earliest any frame came): a backlog goes through at once and
+    the capture queue keeps its newest frame, instead of spacing the backlog's
+    bursts at nine tenths of their time, which took seconds to catch up.
     """
 
     def __init__(self, interrupted: threading.Event) -> None:
@@ -90,13 +102,18 @@ class BurstSpacer:
         self._released: float | None = None
         self._pts_ms = 0.0
         self._after_burst = False
+        self._clock: float | None = None
+        """The earliest a frame came against its timestamp (``monotonic - pts``), drifting later by
+        :data:`CLOCK_DRIFT`: where the camera's clock stands on ours."""
+        self._seen = 0.0
         self.held = 0
         """How many frames have waited."""
 
     def release(self, pts_ms: float, burst: bool) -> None:
         """Return when the frame stamped ``pts_ms`` may go (at once unless ``burst`` or just after one, and early)."""
         now = time.monotonic()
-        if (burst or self._after_burst) and self._released is not None:
+        behind = self._behind(now, pts_ms)
+        if (burst or self._after_burst) and self._released is not None and behind < CATCH_UP_S:
             gap = min(max(pts_ms - self._pts_ms, 0.0) / 1000.0, BURST_MAX_GAP_S)
             due = self._released + BURST_SHARE * gap
             if due > now:
@@ -107,4 +124,15 @@ class BurstSpacer:
 
     def reset(self) -> None:
         """Forget the previous frame (a new connection)."""
-        self._released, self._after_burst = None, False
+        self._released, self._after_burst, self._clock = None, False, None
+
+    def _behind(self, now: float, pts_ms: float) -> float:
+        """How late the frame stamped ``pts_ms`` comes, in seconds, against the camera's clock (updated by it)."""
+        offset = now - pts_ms / 1000.0
+        jump = pts_ms - self._pts_ms
+        if self._clock is None or jump > TIMESTAMP_JUMP_MS or jump < -1000.0:
+            self._clock = offset
+        else:
+            self._clock = min(self._clock + CLOCK_DRIFT * (now - self._seen), offset)
+        self._seen = now
+        return offset - self._clock
