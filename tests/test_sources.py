@@ -20,7 +20,7 @@ from pipeline.errors import SourceError
 from pipeline.runner import Pipeline
 from pipeline.sources.base import RawFrame, Source
 from pipeline.sources.images import ImageFolderSource
-from pipeline.sources.paced import BURST_MAX_GAP_S, BurstSpacer, PacedSource
+from pipeline.sources.paced import BURST_MAX_GAP_S, CATCH_UP_S, BurstSpacer, PacedSource
 from pipeline.sources.synthetic import SyntheticSource
 from pipeline.sources.video import VideoFileSource, to_bgr
 
@@ -215,6 +215,25 @@ def test_a_decoders_burst_is_spread_over_its_frames_time_and_single_frames_never
     assert released(100_000.0, burst=True) < BURST_MAX_GAP_S + 0.25  # interrupted (or capped): never a hang
     spacer.reset()
     assert released(-5.0, burst=True) < 0.05  # after a reset (new connection) nothing to wait for
+
+
+def test_a_backlog_goes_through_the_burst_spacer_at_once() -> None:
+    """Frames that come well behind the camera's clock (a client catching up after a stall) are never held, bursts
+    included; once caught up, a burst is spaced again."""
+    spacer = BurstSpacer(threading.Event())
+    first = time.monotonic()
+    spacer.release(0.0, burst=False)
+    time.sleep(CATCH_UP_S + 0.5)  # a stall: the five frames that come next are all more than CATCH_UP_S behind
+    started = time.monotonic()
+    for i in range(1, 6):  # the backlog, in bursts of two
+        spacer.release(i * 50.0, burst=i % 2 == 0)
+    assert time.monotonic() - started < 0.1 and spacer.held == 0
+    time.sleep(0.5)
+    on_time = (time.monotonic() - first) * 1000.0  # caught up: the next frame comes at its time
+    spacer.release(on_time, burst=False)
+    started = time.monotonic()
+    spacer.release(on_time + 50.0, burst=True)
+    assert time.monotonic() - started >= 0.9 * 0.050 - 0.002 and spacer.held == 1
 
 
 class BlockingSource:
