@@ -127,7 +127,8 @@ def test_cameras_keep_their_rate_while_python_threads_hold_the_interpreter_lock(
         time.sleep(1.0)
         before, started = list(counts), time.monotonic()
         time.sleep(6.0)
-        rates = [(after - first) / (time.monotonic() - started) for first, after in zip(before, counts, strict=True)]
+        after, elapsed = list(counts), time.monotonic() - started
+        rates = [(b - a) / elapsed for a, b in zip(before, after, strict=True)]
     finally:
         stop.set()
         for thread in readers + busy:
