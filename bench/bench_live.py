@@ -246,6 +246,8 @@ class StartupWatch(logging.Handler):
         message, at = record.getMessage(), round(record.created - self.t0, 2)
         if ": opened " in message:
             self.steps["sources_opened_s"] = at
+        elif message.startswith("cameras:"):
+            self.steps["camera_formats"] = f"{at} s: {message}"
         elif message.startswith("engine:"):
             self.steps["engine_ready_s"] = at
         elif message.startswith("model loaded"):

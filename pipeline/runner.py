@@ -68,6 +68,11 @@ CONNECT_POLL_S = 0.05
 """How often the wait while the model loads looks at the cameras."""
 
 
+def _awaited(cameras: list[SupervisedSource]) -> bool:
+    """Some camera is still making its first attempt and its frame format is not yet known."""
+    return any(c.connecting and c.frame_format is None for c in cameras)
+
+
 class Pipeline:
     """One process's pipeline: N capture threads feeding one preprocess, infer and publish thread."""
 
@@ -193,17 +198,22 @@ class Pipeline:
         """Give the cameras' first connections (made while the model loads) until the model has loaded and
         :data:`CONNECT_WAIT_S` more, at most :data:`CONNECT_MAX_S` after the sources opened, so the model is warmed
         up on their frames' format: warming up again when a camera's first frame comes pauses every camera (NVDEC
-        decoders wait for graph captures). Returns as soon as every first attempt has ended, or the engine failed."""
+        decoders wait for graph captures). Returns as soon as every camera's format is known (or its first attempt
+        has ended), or the engine failed."""
         cameras = [s for s in self._parts.sources.values() if isinstance(s, SupervisedSource)]
         cap = self._opened_at + CONNECT_MAX_S
-        while any(c.connecting for c in cameras) and time.monotonic() < cap and not infer.loaded.done():
+        while _awaited(cameras) and time.monotonic() < cap and not infer.loaded.done():
             if infer.model_loaded.wait(CONNECT_POLL_S):
                 break
         if infer.loaded.done():  # failed: its error is what start-up raises next
             return
         deadline = min(cap, time.monotonic() + CONNECT_WAIT_S)
-        for camera in cameras:
-            camera.wait_connected(deadline - time.monotonic())
+        while _awaited(cameras) and time.monotonic() < deadline and not self.stop_event.wait(CONNECT_POLL_S):
+            pass
+        if cameras:
+            known = sum(c.frame_format is not None for c in cameras)
+            took = time.monotonic() - self._opened_at
+            log.info("cameras: %d of %d formats known %.1f s after the sources opened", known, len(cameras), took)
 
     def _await_engine(self, infer: InferStage) -> DetectionEngine:
         """Wait for the engine (or its error), then size the queues for its batches.

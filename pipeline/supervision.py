@@ -93,6 +93,7 @@ class SupervisedSource:
         self._on_state = on_state
         self._backoff = Backoff(config.base_s, config.cap_s, config.jitter, rng)
         self._source: Source | None = None
+        self._opening: Source | None = None
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self.state: SourceState | None = None
@@ -113,9 +114,10 @@ class SupervisedSource:
 
     @property
     def frame_format(self) -> FrameFormat | None:
-        """The connected camera's frame format (``None`` until it has connected)."""
+        """The camera's frame format: once it has connected, or sooner where its source knows it while it
+        connects (an NVDEC camera, from its stream's description); ``None`` until then."""
         with self._lock:
-            return frame_format(self._source)
+            return frame_format(self._source if self._source is not None else self._opening)
 
     def connect_early(self) -> None:
         """Make the first connection attempt now, in a thread of its own; the first ``read`` waits for it and
@@ -190,15 +192,20 @@ class SupervisedSource:
     def _connect(self) -> bool:
         source = self._factory()
         first, self._first_attempt = self._first_attempt, False
+        with self._lock:
+            self._opening = source
         try:
             source.open()
         except SourceError as exc:
+            with self._lock:
+                self._opening = None
             source.release()
             if first and isinstance(exc, PermanentSourceError):
                 raise  # the server's first answer: no such stream, or not for us; retrying will not help
             self._lost(str(exc))  # after that, a camera that says so may be rebooting: retried
             return False
         with self._lock:
+            self._opening = None
             if not self._stop.is_set():
                 self._source = source
                 return True

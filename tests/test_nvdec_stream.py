@@ -147,6 +147,44 @@ def test_nvdec_frames_match_a_cpu_decode(fixture: str, request: pytest.FixtureRe
     assert len({int(i[40, :, 0].argmax()) for i in images[:10]}) > 5, "the square moves: real pictures, not a still"
 
 
+class _Announced(NvdecStreamSource):
+    """Keeps the format the stream announced before its first frame decoded."""
+
+    announced: Any = None
+
+    def _prime(self) -> None:
+        self.announced = self.frame_format
+        super()._prime()
+
+
+@pytest.mark.gpu
+def test_an_nvdec_camera_announces_the_format_it_decodes(tmp_path: Path) -> None:
+    """Start-up warms up on the format a camera's stream describes, before a frame decodes: it must be the one
+    NVDEC hands on, also where the picture's height is not a multiple of 16 (1080p is coded as 1088 rows)."""
+    import av
+
+    path = tmp_path / "cropped.mp4"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=20)
+        stream.width, stream.height, stream.pix_fmt, stream.options = 160, 90, "yuv420p", {"g": "20", "bf": "0"}
+        for i in range(20):
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(np.full((90, 160, 3), 10 * i, np.uint8), format="bgr24")))
+        out.mux(stream.encode())
+    server, url = serve_rtsp(path, PASSWORD)
+    try:
+        source = _Announced(url, 10.0, 5.0)
+        source.open()
+        try:
+            frame = source.read()
+        finally:
+            source.release()
+    finally:
+        stop_server(server)
+    assert frame is not None and tuple(frame.image.shape) == (90, 160, 3)
+    assert source.announced is not None and source.announced.shape == (90, 160, 3)
+    assert source.announced == source.frame_format
+
+
 @pytest.mark.gpu
 def test_nvdec_in_a_decoding_process_hands_over_gpu_frames_that_match_a_cpu_decode(ippp_video: Path) -> None:
     server, url = serve_rtsp(ippp_video, PASSWORD)

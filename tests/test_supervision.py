@@ -162,6 +162,54 @@ def test_a_first_connection_made_early_gives_the_format_before_any_read_and_its_
     assert stopped.read() is None
 
 
+class AnnouncingCamera:
+    """A fake camera whose stream announces its picture size as it opens (NVDEC cameras read it from the stream's
+    description), then waits for ``go_on`` before its first frame; ``fail`` makes that first frame never come."""
+
+    live = True
+    description = "announcing camera"
+
+    def __init__(self, go_on: threading.Event, fail: bool = False) -> None:
+        self.go_on = go_on
+        self.fail = fail
+        self.announced = threading.Event()
+        self.frame_format: FrameFormat | None = None
+
+    def open(self) -> None:
+        self.frame_format = FrameFormat((6, 10, 3))
+        self.announced.set()
+        self.go_on.wait(5.0)
+        if self.fail:
+            raise SourceError("announcing camera: no frame could be decoded")
+
+    def read(self) -> RawFrame | None:
+        return RawFrame(np.zeros((6, 10, 3), np.uint8), 0.0)
+
+    def release(self) -> None:
+        pass
+
+    def interrupt(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("fail", [False, True], ids=["connects", "fails-after-announcing"])
+def test_a_camera_s_announced_format_is_known_while_it_connects(fail: bool) -> None:
+    """Start-up warms up on a camera's announced format without waiting for its first frame to decode; a camera
+    whose connection then fails has no format."""
+    go_on = threading.Event()
+    camera = AnnouncingCamera(go_on, fail)
+    source = SupervisedSource("cam", lambda: camera, ReconnectConfig(), lambda change: None)
+    source.open()
+    assert source.frame_format is None
+    source.connect_early()
+    assert camera.announced.wait(5.0)
+    assert source.connecting and source.frame_format == FrameFormat((6, 10, 3))
+    go_on.set()
+    source.wait_connected(5.0)
+    assert not source.connecting
+    assert source.frame_format == (None if fail else FrameFormat((6, 10, 3)))
+
+
 def test_a_refusal_after_the_first_attempt_is_retried() -> None:
     camera = ScriptedCamera([2, "404", "404", 1])  # online, then a rebooting camera's answers
     source, changes = supervised(camera)

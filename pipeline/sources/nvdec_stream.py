@@ -16,11 +16,13 @@ so that a camera's queue of one does not drop all but the last.
 from __future__ import annotations
 
 import collections
+import logging
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
+from engines.base import FrameFormat
 from engines.capture_gate import GATE
 from pipeline.errors import PermanentSourceError, SourceError
 from pipeline.media.packets import PacketRing
@@ -30,6 +32,8 @@ from pipeline.sources.nvdec import bgr_copy, nvdec_available
 from pipeline.sources.paced import BurstSpacer
 from pipeline.sources.pyav import pyav_available
 from pipeline.sources.pyav_stream import failure_reason, open_url
+
+log = logging.getLogger(__name__)
 
 CODECS = ("h264", "hevc")
 """What NVDEC decodes here, by FFmpeg's codec name."""
@@ -120,6 +124,9 @@ class NvdecStreamSource(DecoderSource):
         latency = nvc.DisplayDecodeLatencyType.LOW if self._low_latency else nvc.DisplayDecodeLatencyType.NATIVE
         self._ms_per_tick = float(stream.time_base or 0) * 1000.0
         self._fps = float(stream.average_rate or stream.guessed_rate or 0)
+        width, height = stream.codec_context.width, stream.codec_context.height
+        if width and height:  # from the stream's description, before a frame decodes: start-up warms up on it
+            self.frame_format = FrameFormat((height, width, 3))
         try:
             with GATE.work():  # a camera may connect while the engine captures graphs: creating allocates on the GPU
                 self._decoder = self._create_decoder(nvc, name, latency)
@@ -139,6 +146,13 @@ class NvdecStreamSource(DecoderSource):
             outputColorType=nvc.OutputColorType.RGB,
             latency=latency,
         )
+
+    def _prime(self) -> None:
+        announced = self.frame_format
+        super()._prime()
+        if announced is not None and announced != self.frame_format:
+            decoded = self.frame_format
+            log.warning("%s: its stream announced frames of %s, it decodes %s", self.description, announced, decoded)
 
     def _is_open(self) -> bool:
         return self._decoder is not None
