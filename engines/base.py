@@ -112,9 +112,13 @@ class PendingDetections(Protocol):
     per image for a segmentation model (row for row), else ``None``.
     """
 
-    masks: Sequence[InstanceMasks] | None
-    keypoints: Sequence[np.ndarray] | None
-    """Pose models, after ``result``: per image an ``(N, K, 3)`` array of ``x, y, confidence`` in source pixels."""
+    @property
+    def masks(self) -> Sequence[InstanceMasks] | None: ...
+
+    @property
+    def keypoints(self) -> Sequence[np.ndarray] | None:
+        """Pose models, after ``result``: per image an ``(N, K, 3)`` array of ``x, y, confidence`` in source
+        pixels."""
 
     def result(self) -> list[np.ndarray]: ...
 

@@ -9,12 +9,14 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 import pytest
 
-from engines.base import FrameFormat, ReadyDetections
+from engines.base import FrameFormat, ModelSpec, ReadyDetections
+from engines.yuv import PixelLayout
 from pipeline.config import build_config
 from pipeline.errors import SourceError
 from pipeline.runner import Pipeline
@@ -275,14 +277,14 @@ class FakeEngine:
         self.closed = False
         self.warmed: list[FrameFormat] | None = None
 
-    def prepare(self, image: np.ndarray, layout: str = "bgr") -> np.ndarray:
+    def prepare(self, image: np.ndarray, layout: PixelLayout = "bgr") -> Any:
         return image
 
-    def infer(self, inputs: list[np.ndarray], shapes: list[tuple[int, int]]) -> list[np.ndarray]:
+    def infer(self, inputs: Sequence[Any], source_shapes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
         return [np.array([[1.0, 2.0, 10.0, 20.0, 0.9, 0.0]], np.float32) for _ in inputs]
 
-    def submit(self, inputs: list[np.ndarray], shapes: list[tuple[int, int]]) -> ReadyDetections:
-        return ReadyDetections(self.infer(inputs, shapes))
+    def submit(self, inputs: Sequence[Any], source_shapes: Sequence[tuple[int, int]]) -> ReadyDetections:
+        return ReadyDetections(self.infer(inputs, source_shapes))
 
     def warmup(self, formats: Sequence[FrameFormat] = ()) -> None:
         self.warmed = list(formats)
@@ -317,7 +319,7 @@ def test_stop_unblocks_a_hung_source_and_is_idempotent(endpoint: str) -> None:
 
 def test_a_failing_engine_stops_the_pipeline_with_its_error(endpoint: str) -> None:
     class Exploding(FakeEngine):
-        def infer(self, inputs: list[np.ndarray], shapes: list[tuple[int, int]]) -> list[np.ndarray]:
+        def infer(self, inputs: Sequence[Any], source_shapes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
             raise RuntimeError("boom")
 
     config = build_config(
@@ -371,9 +373,9 @@ def test_a_source_failure_ends_its_stream_with_an_error_status(endpoint: str) ->
 class SlowEngine(FakeEngine):
     """A scripted engine that takes 30 ms a frame, slower than the camera."""
 
-    def infer(self, inputs: list[np.ndarray], shapes: list[tuple[int, int]]) -> list[np.ndarray]:
+    def infer(self, inputs: Sequence[Any], source_shapes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
         time.sleep(0.03)
-        return super().infer(inputs, shapes)
+        return super().infer(inputs, source_shapes)
 
 
 @pytest.mark.parametrize(("policy", "expect_drops"), [("drop_oldest", True), ("block", False)])
@@ -562,7 +564,7 @@ def test_the_model_loads_while_the_sources_open(endpoint: str, tiny_video: Path)
     barrier = threading.Barrier(3, timeout=10)
     engine = FakeEngine()
 
-    def load(_spec: object, _name: str) -> FakeEngine:
+    def load(_spec: ModelSpec, _name: str) -> FakeEngine:
         barrier.wait()
         return engine
 
@@ -581,7 +583,7 @@ def test_a_bad_source_fails_start_up_without_waiting_for_the_model(endpoint: str
     loading, release = threading.Event(), threading.Event()
     engine = FakeEngine()
 
-    def load(_spec: object, _name: str) -> FakeEngine:
+    def load(_spec: ModelSpec, _name: str) -> FakeEngine:
         loading.set()
         release.wait(30)
         return engine
@@ -610,7 +612,7 @@ def test_odd_images_go_through_the_whole_pipeline(arch_weights: Path, endpoint: 
 
     folder = tmp_path / "odd"
     folder.mkdir()
-    images = {
+    images: dict[str, np.ndarray] = {
         "a_gray.png": np.full((120, 160), 90, np.uint8),
         "b_rgba.png": np.full((120, 160, 4), 200, np.uint8),
         "c_16bit.png": np.full((120, 160, 3), 40000, np.uint16),
@@ -637,7 +639,7 @@ def test_the_engine_warms_up_on_the_frame_formats_the_opened_sources_decode(
     for _ in range(3):
         writer.write(np.full((64, 96, 3), 90, np.uint8))
     writer.release()
-    streams = [
+    streams: list[dict[str, Any]] = [
         {"id": "bgr1", "source": {"type": "file", "path": str(tiny_video), "decoder": "cpu"}},
         {"id": "bgr2", "source": {"type": "file", "path": str(tiny_video), "decoder": "cpu", "loop": True}},
         {"id": "planar", "source": {"type": "file", "path": str(tiny_video), "decoder": "pyav", "realtime": True}},
