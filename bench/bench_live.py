@@ -393,14 +393,16 @@ def child(args: argparse.Namespace, model: Path, streams: int) -> dict[str, Any]
     cmd += ["--decode-threads", str(args.decode_threads)] if args.decode_threads else []
     cmd += ["--tracking"] if args.tracking else []
     cmd += ["--rtsp", args.rtsp] if args.rtsp else []
+    began = time.monotonic()
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.warmup + args.window + 600)
     if done.returncode != 0:
         tail = done.stderr.strip().splitlines()[-1:] or ["failed"]
         print(f"bench_live: {streams} cameras failed:\n{done.stderr[-3000:]}", file=sys.stderr)
         failed: dict[str, Any] = {"streams": streams, "error": tail[0], "exit_code": done.returncode, "cameras": {}}
+        failed["ended_after_s"] = round(time.monotonic() - began, 1)
         if args.out:  # the whole log beside the results: a crash's thread dumps (PYTHONFAULTHANDLER=1) run long
             log_path = Path(args.out).with_suffix(f".{streams}.stderr.txt")
-            log_path.write_text(done.stderr)
+            log_path.write_text(done.stderr + (f"\n-- stdout --\n{done.stdout[-3000:]}" if done.stdout else ""))
             failed["log"] = str(log_path)
         return failed
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
