@@ -1,6 +1,7 @@
 """What edgesight itself costs per frame: many paced cameras, an engine that answers at once.
 
     python bench/bench_overhead.py [--cameras 64] [--boxes 10] [--seconds 10] [--fps 24]
+    python bench/bench_overhead.py --rtsp tiny.mp4 --cameras 96 --sends kept,pyzmq
 
 With a GPU doing the model, one interpreter runs every camera's capture
 thread, the batching, the results and the bus, so the pipeline's own work per
@@ -9,6 +10,15 @@ ready 192x108 frame at its rate (no decoding) and the engine returns the same
 ``--boxes`` boxes for every frame (no model): what is left is the pipeline.
 Prints one JSON document: frames/s delivered against the cameras' rate, CPU
 time per frame and cores used, measured over a steady window in this process.
+
+With ``--rtsp VIDEO`` the cameras are real RTSP streams of the file from the
+loopback server (``tests/tools/rtsp_file_server.py``, a password), decoded by
+PyAV in their capture threads, as live cameras are: past some number of them
+the stages after capture wait for the interpreter lock behind the capture
+threads. ``--sends kept,pyzmq`` measures the bus's sends both ways, each in a
+fresh process, and prints the ratio: keeping the interpreter lock through each
+non-blocking send (the default, :mod:`pipeline.zmq_direct`) against pyzmq's
+send, which gives it up.
 """
 
 from __future__ import annotations
@@ -16,12 +26,18 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+CONNECT_S = 20.0
+"""How long real cameras get to connect before the window."""
 
 
 class InstantEngine:
@@ -91,35 +107,86 @@ class PacedCamera:
         self.stopped.set()
 
 
-def measure(cameras: int, boxes: int, seconds: float, fps: float) -> dict[str, Any]:
+def measure(cameras: int, boxes: int, seconds: float, fps: float, rtsp: str | None = None) -> dict[str, Any]:
+    """The steady window's figures; ``rtsp``: the base URL of a server with ``cam0``, ``cam1``… (real cameras)."""
     from pipeline.config import build_config
     from pipeline.runner import Pipeline
 
-    streams = [{"id": f"cam{i}", "source": f"rtsp://camera-{i}.invalid/stream"} for i in range(cameras)]
+    streams: list[dict[str, Any]] = [
+        {"id": f"cam{i}", "source": f"rtsp://camera-{i}.invalid/stream"}
+        if rtsp is None
+        else {"id": f"cam{i}", "source": {"type": "url", "url": f"{rtsp}/cam{i}", "decoder": "pyav"}}
+        for i in range(cameras)
+    ]
     config = build_config(
         {"streams": streams, "publish": {"endpoint": "tcp://127.0.0.1:0"}, "tracking": {"enabled": False}},
         "bench_overhead",
     )
     engine = InstantEngine(boxes)
-    pipeline = Pipeline(config, source_factory=lambda _c: PacedCamera(fps), engine_factory=lambda _s, _e: engine)
+    if rtsp is None:
+        pipeline = Pipeline(config, source_factory=lambda _c: PacedCamera(fps), engine_factory=lambda _s, _e: engine)
+    else:  # the configured sources: real cameras
+        pipeline = Pipeline(config, engine_factory=lambda _s, _e: engine)
     pipeline.start()
     try:
-        time.sleep(3.0)  # every camera running
-        frames0, cpu0, t0 = pipeline.progress().published, time.process_time(), time.monotonic()
+        if rtsp is None:
+            time.sleep(3.0)  # every camera running
+        else:
+            connected(pipeline, cameras, CONNECT_S)
+            time.sleep(2.0)  # past start-up's backlogs
+        before = pipeline.progress(), {s.stream_id: s.captured for s in pipeline.stream_states()}
+        cpu0, t0 = time.process_time(), time.monotonic()
         time.sleep(seconds)
-        frames1, cpu1, t1 = pipeline.progress().published, time.process_time(), time.monotonic()
+        after = pipeline.progress(), {s.stream_id: s.captured for s in pipeline.stream_states()}
+        cpu1, t1 = time.process_time(), time.monotonic()
     finally:
         pipeline.stop()
+        report = pipeline.report()
         pipeline.close()
-    frames, cpu = frames1 - frames0, cpu1 - cpu0
+    frames, cpu = after[0].published - before[0].published, cpu1 - cpu0
+    captured = sum(n - before[1].get(sid, 0) for sid, n in after[1].items())
     return {
         "cameras": cameras,
         "boxes_per_frame": boxes,
         "frames_per_s": round(frames / (t1 - t0), 1),
+        "captured_per_s": round(captured / (t1 - t0), 1),
         "cameras_rate": cameras * fps,
         "cpu_us_per_frame": round(cpu / max(frames, 1) * 1e6, 1),
         "cores_used": round(cpu / (t1 - t0), 3),
+        "publish_ms_per_frame": report.stage_ms.get("publish"),
     }
+
+
+def connected(pipeline: Any, cameras: int, limit_s: float) -> None:
+    """Wait until every camera has captured a frame (at most ``limit_s``)."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        states = pipeline.stream_states()
+        if len(states) == cameras and all(s.captured > 0 for s in states):
+            return
+        time.sleep(0.2)
+
+
+def through_pyzmq() -> None:
+    """Send as pyzmq does, giving the interpreter lock up in every send (the peer ``--sends pyzmq`` measures)."""
+    import pipeline.bus
+
+    pipeline.bus.direct_sender = lambda: None  # type: ignore[assignment]
+
+
+def compare(args: argparse.Namespace, sends: list[str]) -> dict[str, Any]:
+    """Each way of sending in a fresh process, on the same cameras; the ratio of frames delivered."""
+    runs = []
+    for mode in sends:
+        cmd = [sys.executable, __file__, "--cameras", str(args.cameras), "--boxes", str(args.boxes)]
+        cmd += ["--seconds", str(args.seconds), "--fps", str(args.fps), "--sends", mode, "--base-url", args.base_url]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.seconds + 120)
+        if done.returncode != 0:
+            sys.exit(f"bench_overhead: the {mode} run failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
+        runs.append(json.loads(done.stdout)["result"])
+    rate = {run["sends"]: run["frames_per_s"] for run in runs}
+    ratio = round(rate["kept"] / rate["pyzmq"], 2) if rate.get("pyzmq") and "kept" in rate else None
+    return {"runs": runs, "kept_over_pyzmq": ratio}
 
 
 def main() -> None:
@@ -128,10 +195,36 @@ def main() -> None:
     parser.add_argument("--boxes", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--fps", type=float, default=24.0)
+    parser.add_argument("--rtsp", type=Path, help="real RTSP cameras serving this video (PyAV decodes them)")
+    parser.add_argument("--sends", default="kept", help="kept, pyzmq, or both as kept,pyzmq (each in a fresh process)")
+    parser.add_argument("--base-url", help=argparse.SUPPRESS)  # a comparison's child: the server already runs
     args = parser.parse_args()
-    result = measure(args.cameras, args.boxes, args.seconds, args.fps)
+    sends = [m for m in args.sends.split(",") if m]
+    if not sends or any(m not in ("kept", "pyzmq") for m in sends):
+        sys.exit(f"bench_overhead: --sends: kept, pyzmq or kept,pyzmq, not {args.sends!r}")
     machine = {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()}
-    print(json.dumps({"machine": machine, **result}, indent=1))
+    if args.rtsp is not None and not args.rtsp.is_file():
+        sys.exit(f"bench_overhead: --rtsp: not a video file: {args.rtsp}")
+    if args.base_url or (args.rtsp is None and len(sends) == 1):
+        if sends == ["pyzmq"]:
+            through_pyzmq()
+        result = measure(args.cameras, args.boxes, args.seconds, args.fps, args.base_url) | {"sends": sends[0]}
+        document = {"machine": machine, "result": result} if args.base_url else {"machine": machine, **result}
+        print(json.dumps(document, indent=1))
+        return
+    if args.rtsp is None:
+        sys.exit("bench_overhead: comparing --sends needs --rtsp (paced cameras do not contend for the lock)")
+    from bench_live import free_port, start_rtsp_server
+
+    port = free_port()
+    server = start_rtsp_server(args.rtsp, port, args.cameras)
+    try:
+        args.base_url = f"rtsp://bench:s3cret@127.0.0.1:{port}"
+        document = compare(args, sends)
+    finally:
+        server.kill()
+        server.wait()
+    print(json.dumps({"machine": machine, "video": args.rtsp.name, "cameras": args.cameras, **document}, indent=1))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import zmq
 from pipeline.curve import CurveServer, ServerContext
 from pipeline.errors import PublishError
 from pipeline.schema import encode
+from pipeline.zmq_direct import DirectSender, direct_sender
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +35,15 @@ class BusPublisher:
     """A bound XPUB socket sending ``[topic, JSON body]`` messages."""
 
     def __init__(
-        self, endpoint: str, send_hwm: int = 1000, lossless: bool = False, curve: CurveServer | None = None
+        self,
+        endpoint: str,
+        send_hwm: int = 1000,
+        lossless: bool = False,
+        curve: CurveServer | None = None,
+        keep_lock: bool = True,
     ) -> None:
+        """``keep_lock``: send without giving up the interpreter lock where pyzmq's libzmq can be called directly
+        (see :mod:`pipeline.zmq_direct`); False: always through pyzmq."""
         self.endpoint = endpoint
         self.lossless = lossless
         self._ctx = ServerContext(curve)
@@ -50,6 +58,7 @@ class BusPublisher:
         except zmq.ZMQError as exc:
             self.close()
             raise PublishError(f"cannot bind publisher to '{endpoint}': {exc}") from exc
+        self._direct: DirectSender | None = direct_sender() if keep_lock else None
         self.subscriptions = 0
         self.dropped: Counter[str] = Counter()
         self.sent = 0
@@ -86,15 +95,23 @@ class BusPublisher:
         if attachment is not None:
             parts.append(attachment)
         while True:
-            try:
-                self._sock.send_multipart(parts, flags=zmq.NOBLOCK)
+            if self._send_now(parts):
                 self.sent += 1
                 return True
-            except zmq.Again:
-                if not self.lossless or (stop is not None and stop.is_set()):
-                    self.dropped[topic] += 1
-                    return False
-                self._sock.poll(POLL_SLICE_MS, zmq.POLLOUT)
+            if not self.lossless or (stop is not None and stop.is_set()):
+                self.dropped[topic] += 1
+                return False
+            self._sock.poll(POLL_SLICE_MS, zmq.POLLOUT)
+
+    def _send_now(self, parts: list[bytes]) -> bool:
+        """Queue the message without waiting; False when the send queue is full."""
+        if self._direct is not None:
+            return self._direct.send(self._sock.underlying, parts)
+        try:
+            self._sock.send_multipart(parts, flags=zmq.NOBLOCK)
+        except zmq.Again:
+            return False
+        return True
 
     def close(self) -> None:
         if getattr(self, "_closed", False):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import zmq
@@ -13,6 +15,7 @@ from pipeline.bus import BusPublisher
 from pipeline.errors import PublishError
 from pipeline.schema import DETECTIONS_SCHEMA, DetectionsMessage, MessageError, StatusMessage, decode
 from pipeline.subscriber import Subscriber
+from pipeline.zmq_direct import mapped_libzmq
 
 
 def body(seq: int, stream: str = "cam") -> dict[str, object]:
@@ -31,8 +34,13 @@ def body(seq: int, stream: str = "cam") -> dict[str, object]:
     }
 
 
-def test_wait_for_subscriber_then_nothing_is_lost(endpoint: str) -> None:
-    bus = BusPublisher(endpoint, send_hwm=10, lossless=True)
+SENDS = pytest.mark.parametrize("keep_lock", [True, False], ids=["lock-kept", "through-pyzmq"])
+"""Both ways a message leaves: libzmq called directly (the default where it can be), and pyzmq's send."""
+
+
+@SENDS
+def test_wait_for_subscriber_then_nothing_is_lost(endpoint: str, keep_lock: bool) -> None:
+    bus = BusPublisher(endpoint, send_hwm=10, lossless=True, keep_lock=keep_lock)
     stop = threading.Event()
     assert not bus.wait_for_subscriber(stop, timeout_s=0.3)
     with Subscriber(endpoint, ["detections."], rcv_hwm=10) as sub:
@@ -59,10 +67,11 @@ def test_wait_for_subscriber_then_nothing_is_lost(endpoint: str) -> None:
     assert sum(bus.dropped.values()) == 0
 
 
-def test_what_is_still_queued_at_close_reaches_the_subscriber(endpoint: str) -> None:
+@SENDS
+def test_what_is_still_queued_at_close_reaches_the_subscriber(endpoint: str, keep_lock: bool) -> None:
     """A run's last messages are sent just before the publisher closes: they still arrive (here a thousand large
     ones are queued when it closes, and the subscriber only starts reading after that)."""
-    bus = BusPublisher(endpoint, lossless=True)
+    bus = BusPublisher(endpoint, lossless=True, keep_lock=keep_lock)
     stop = threading.Event()
     padding = "x" * 20_000
     with Subscriber(endpoint, ["detections."]) as sub:
@@ -77,8 +86,9 @@ def test_what_is_still_queued_at_close_reaches_the_subscriber(endpoint: str) -> 
     assert received == list(range(1000))
 
 
-def test_live_mode_drops_and_counts_instead_of_blocking(endpoint: str) -> None:
-    bus = BusPublisher(endpoint, send_hwm=5, lossless=False)
+@SENDS
+def test_live_mode_drops_and_counts_instead_of_blocking(endpoint: str, keep_lock: bool) -> None:
+    bus = BusPublisher(endpoint, send_hwm=5, lossless=False, keep_lock=keep_lock)
     with Subscriber(endpoint, [""], rcv_hwm=5) as _sub:
         assert bus.wait_for_subscriber(threading.Event(), timeout_s=5)
         t0 = time.monotonic()
@@ -171,3 +181,73 @@ def test_a_slow_subscriber_sees_what_it_missed_as_gaps(endpoint: str) -> None:
     covered = set(got) | {s for a, b in gaps.get("cam", []) for s in range(a, b + 1)}
     assert covered == set(range(got[-1] + 1)), "every seq up to the last one received is received or in a gap"
     assert got == sorted(got) and 0 < missed <= bus.dropped["detections.cam"]
+
+
+@SENDS
+def test_a_message_s_parts_arrive_whole(endpoint: str, keep_lock: bool) -> None:
+    """Topic, body and a binary attachment leave as one message, in order, byte for byte."""
+    bus = BusPublisher(endpoint, lossless=True, keep_lock=keep_lock)
+    picture = bytes(range(256)) * 40 + b"\x00"
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"events.")
+    sub.connect(endpoint)
+    try:
+        assert bus.wait_for_subscriber(threading.Event(), timeout_s=5)
+        assert bus.send("events.cam", body(7), attachment=picture)
+        assert bus.send("events.cam", body(8))
+        assert sub.poll(5000)
+        topic, payload, attached = sub.recv_multipart()
+        assert sub.poll(5000)
+        second = sub.recv_multipart()
+    finally:
+        sub.close(linger=0)
+        ctx.term()
+        bus.close()
+    assert (topic, attached) == (b"events.cam", picture)
+    assert json.loads(payload)["seq"] == 7
+    assert len(second) == 2 and json.loads(second[1])["seq"] == 8
+
+
+def test_sends_keep_the_interpreter_lock_where_libzmq_is_reachable(endpoint: str) -> None:
+    """With many capture threads, every time the publish thread gives the interpreter lock up it queues behind them
+    to take it back; its sends keep it. A thread woken just before 200 sends would run during them if a send gave
+    the lock up (the switch interval is set long, so nothing else takes it from the sending thread); it runs once
+    the test sleeps."""
+    if mapped_libzmq() is None:
+        pytest.skip("pyzmq links libzmq into its extension here: sends go through pyzmq")
+    ran: list[float] = []
+    wake = threading.Event()
+    waiter = threading.Thread(target=lambda: (wake.wait(5), ran.append(time.monotonic())))
+    waiter.start()
+    bus = BusPublisher(endpoint)
+    message = body(0)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(30.0)
+    try:
+        assert bus._direct is not None and bus._direct.path == mapped_libzmq()
+        wake.set()
+        for _ in range(200):
+            assert bus.send("detections.cam", message)
+        during_sends = len(ran)
+        sent = time.monotonic()
+        while not ran and time.monotonic() - sent < 5:
+            time.sleep(0.001)  # gives the lock up: the woken thread runs now
+    finally:
+        sys.setswitchinterval(interval)
+        waiter.join(5)
+        bus.close()
+    assert during_sends == 0
+    assert ran and ran[0] >= sent
+
+
+def test_only_one_mapped_libzmq_is_called_directly(tmp_path: Path) -> None:
+    maps = tmp_path / "maps"
+    line = "7f00-7f10 r-xp 00000000 08:01 42 {}\n"
+    maps.write_text(line.format("/opt/x/libzmq-2f02.so.5.2.5") + "7f20-7f30 rw-p 00000000 00:00 0\n")
+    assert mapped_libzmq(maps) == "/opt/x/libzmq-2f02.so.5.2.5"
+    maps.write_text(line.format("/opt/x/libzmq-2f02.so.5.2.5") + line.format("/usr/lib/libzmq.so.5"))
+    assert mapped_libzmq(maps) is None  # two libraries: which one owns pyzmq's sockets is not known
+    maps.write_text(line.format("/opt/x/_zmq.cpython-312-x86_64-linux-gnu.so"))
+    assert mapped_libzmq(maps) is None
+    assert mapped_libzmq(tmp_path / "absent") is None
