@@ -4,9 +4,10 @@ pyzmq gives up the interpreter lock around every send, even a non-blocking
 one that only hands a few hundred bytes to libzmq's I/O thread (a couple of
 microseconds). Taking the lock back is cheap on an idle process, but with
 many cameras each capture thread takes the lock several times a frame, and the
-publish thread then queues behind them after every message part: with 96
-cameras it spent 1.2-1.7 ms a frame waiting (publishing 470-880 frames/s of the
-2,300 the cameras sent), against 0.05 ms when its sends keep the lock
+publish thread then queues behind them after every message part. With 96 RTSP
+cameras (2,300 frames/s) publishing took 1.07 ms a frame on a 2-core VM and
+1.25 ms on a GPU box, and only 839 and 470 frames/s were published; with sends
+that keep the lock, 0.10 ms and 1,588 frames/s on the VM
 (``bench/bench_overhead.py --rtsp``). So the bus sends through the libzmq
 that pyzmq itself loaded, on pyzmq's own socket handle, with ``ZMQ_DONTWAIT``:
 the call never blocks, so holding the lock through it costs nothing.
