@@ -10,6 +10,7 @@ packet copies), the clip it wrote and its size, and the ratio between the two.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import resource
@@ -66,7 +67,7 @@ def one_mode(video: Path, frames: int, passthrough: bool, folder: Path) -> dict[
     for i in range(frames):
         frame = source.read()
         assert frame is not None, "the video is shorter than --frames"
-        recorder.frame(lambda frame=frame: to_bgr(frame), frame.pts_ms)
+        recorder.frame(functools.partial(to_bgr, frame), frame.pts_ms)
         if i == frames // 2:
             recorder.open("e", frame.pts_ms)
             recorder.close("e", frame.pts_ms)
@@ -81,7 +82,9 @@ def one_mode(video: Path, frames: int, passthrough: bool, folder: Path) -> dict[
         "cpu_s": round(spent, 3),
         "wall_s": round(wall, 3),
         "clip_bytes": clip.stat().st_size if clip else None,
-        "clip_s": round(stored.clip_end - stored.clip_start, 3) if stored and stored.clip_end else None,
+        "clip_s": round(stored.clip_end - stored.clip_start, 3)
+        if stored and stored.clip_end is not None and stored.clip_start is not None
+        else None,
     }
 
 
