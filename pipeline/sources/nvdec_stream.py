@@ -3,9 +3,10 @@
 PyNvVideoCodec's own demuxer opens a URL with no options and no interrupt: no
 TCP transport, no timeouts, a stalled camera blocks forever. So PyAV (FFmpeg
 with ``rtsp_transport=tcp`` and open/read timeouts) demuxes, and each packet,
-in Annex B form, goes to PyNvVideoCodec's low-level decoder. Each frame is
-copied to our own CUDA ``(H, W, 3)`` uint8 BGR tensor, as :mod:`pipeline.sources.nvdec`
-does for files. A stall or the end of the stream is a :class:`SourceError`, so a
+in Annex B form (:class:`~pipeline.media.annexb.AnnexB`), goes to
+PyNvVideoCodec's low-level decoder. Each frame is copied to our own CUDA
+``(H, W, 3)`` uint8 BGR tensor, as :mod:`pipeline.sources.nvdec` does for
+files. A stall or the end of the stream is a :class:`SourceError`, so a
 supervised stream reconnects (with a fresh decoder) as a CPU-decoded one does.
 Streams without B-frames (almost every IP camera) are decoded with no display
 delay; others in display order, a few frames late, and the frames the decoder
@@ -25,6 +26,7 @@ import numpy as np
 from engines.base import FrameFormat
 from engines.capture_gate import GATE
 from pipeline.errors import PermanentSourceError, SourceError
+from pipeline.media.annexb import AnnexB
 from pipeline.media.packets import PacketRing
 from pipeline.secrecy import redact
 from pipeline.sources.base import DecoderSource, RawFrame
@@ -37,7 +39,6 @@ log = logging.getLogger(__name__)
 
 CODECS = ("h264", "hevc")
 """What NVDEC decodes here, by FFmpeg's codec name."""
-ANNEX_B = (b"\x00\x00\x00\x01", b"\x00\x00\x01")
 
 
 def nvdec_stream_available() -> bool:
@@ -87,7 +88,7 @@ class NvdecStreamSource(DecoderSource):
         self._nvc: Any = None
         self._container: Any = None
         self._packets: Iterator[Any] | None = None
-        self._bsf: Any = None
+        self._annexb: AnnexB | None = None
         self._decoder: Any = None
         self._low_latency = True
         self._prefix = b""
@@ -117,9 +118,8 @@ class NvdecStreamSource(DecoderSource):
         name = stream.codec_context.name
         if name not in CODECS:
             raise SourceError(f"{self.description}: NVDEC decodes h264 or hevc here, not {name}")
-        self._bsf = self._av.bitstream.BitStreamFilterContext(f"{name}_mp4toannexb", stream)
-        extradata = bytes(stream.codec_context.extradata or b"")
-        self._prefix = extradata if extradata.startswith(ANNEX_B) else b""  # SPS/PPS from the SDP, once
+        self._annexb = AnnexB(self._av, stream)
+        self._prefix = self._annexb.parameter_sets  # SPS/PPS from the SDP, once
         self._low_latency = not stream.codec_context.has_b_frames  # no display delay: wrong with B-frames
         latency = nvc.DisplayDecodeLatencyType.LOW if self._low_latency else nvc.DisplayDecodeLatencyType.NATIVE
         self._ms_per_tick = float(stream.time_base or 0) * 1000.0
@@ -178,21 +178,22 @@ class NvdecStreamSource(DecoderSource):
                 continue
             if self.packets is not None:
                 self.packets.add_demuxed(packet)
-            for annexb in self._bsf.filter(packet):
-                self._submit(annexb)
+            assert self._annexb is not None
+            for data in self._annexb.convert(packet):
+                self._submit(data, packet.pts)
         frame, burst = self._ready.popleft()
         self.spacer.release(frame.pts_ms, burst)
         return frame
 
-    def _submit(self, packet: Any) -> None:
+    def _submit(self, annexb: bytes, packet_pts: int | None) -> None:
         """Hand one Annex B packet to the decoder; queue the frames it gives back, copied."""
         nvc = self._nvc
-        data = np.frombuffer(self._prefix + bytes(packet), np.uint8)  # alive until Decode returns
+        data = np.frombuffer(self._prefix + annexb, np.uint8)  # alive until Decode returns
         self._prefix = b""
         pkt = nvc.PacketData()
         pkt.bsl_data = int(data.ctypes.data)
         pkt.bsl = int(data.size)
-        pkt.pts = int(packet.pts) if packet.pts is not None else 0
+        pkt.pts = int(packet_pts) if packet_pts is not None else 0
         if self._low_latency:
             _set_flag(pkt, nvc.VideoPacketFlag.ENDOFPICTURE)  # one packet is one whole picture
         with GATE.work():  # never while the engine captures a graph: the decoder's syncs would spoil it
@@ -212,7 +213,7 @@ class NvdecStreamSource(DecoderSource):
 
     def release(self) -> None:
         container, self._container = self._container, None
-        self._decoder = self._bsf = self._packets = None
+        self._decoder = self._annexb = self._packets = None
         self._ready.clear()
         self.spacer.reset()
         if container is not None:
