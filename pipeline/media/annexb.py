@@ -18,9 +18,10 @@ class AnnexB:
     An RTSP camera's packets are Annex B already (FFmpeg's RTP depacketizer
     writes the start codes), so they pass as they are, and no filter is made.
     FFmpeg's ``*_mp4toannexb`` filter would pass them unchanged too, but
-    through three calls that each give the interpreter lock up: with a hundred
-    capture threads, each return waits its turn. Length-prefixed packets (MP4
-    or FLV over HTTP, whose ``avcC`` extradata says so) go through the filter.
+    through three calls that each give the interpreter lock up, and with a
+    hundred capture threads the lock is busy: each return waits its turn.
+    Length-prefixed packets (MP4 or FLV over HTTP, whose ``avcC`` extradata
+    says so) go through the filter.
     """
 
     def __init__(self, av: Any, stream: Any) -> None:
