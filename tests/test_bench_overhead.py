@@ -32,6 +32,7 @@ def test_real_cameras_compare_both_ways_of_sending(h264_video: Path) -> None:
     for run in result["runs"]:
         assert 0.7 * 60 <= run["frames_per_s"] <= 1.3 * 60, run  # three cameras at 20 fps, decoded and published
         assert run["captured_per_s"] >= run["frames_per_s"] * 0.9 and run["publish_ms_per_frame"] > 0, run
+        assert run["cameras_never_connected"] == 0, run
     assert result["kept_over_pyzmq"] == round(result["runs"][0]["frames_per_s"] / result["runs"][1]["frames_per_s"], 2)
 
 
