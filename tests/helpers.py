@@ -123,12 +123,15 @@ def run_and_collect(config: PipelineConfig, timeout_s: float = 240.0, **pipeline
 RTSP_SERVER = Path(__file__).resolve().parent / "tools" / "rtsp_file_server.py"
 
 
-def serve_rtsp(video: Path, password: str, user: str = "cam", processes: int = 1) -> tuple[subprocess.Popen[str], str]:
+def serve_rtsp(
+    video: Path, password: str, user: str = "cam", processes: int = 1, sets_in_band: bool = True
+) -> tuple[subprocess.Popen[str], str]:
     """Start the loopback RTSP server (``tests/tools/rtsp_file_server.py``) on ``video`` at a free port; its
-    process and ``rtsp://USER:PASSWORD@127.0.0.1:PORT/cam0``. Stop it with :func:`stop_server`."""
+    process and ``rtsp://USER:PASSWORD@127.0.0.1:PORT/cam0``. Stop it with :func:`stop_server`.
+    ``sets_in_band=False``: keyframes come without SPS/PPS, which only the SDP carries (some cameras)."""
     port = free_port()
     cmd = [sys.executable, str(RTSP_SERVER), str(video), str(port), "--user", user, "--password", password]
-    cmd += ["--processes", str(processes)]
+    cmd += ["--processes", str(processes), *([] if sets_in_band else ["--sets-in-sdp-only"])]
     server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if server.stdout is None or server.stdout.readline().strip() != "ready":
         stop_server(server)

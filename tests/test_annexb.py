@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from helpers import serve_rtsp, stop_server
 
-from pipeline.media.annexb import AnnexB, is_annex_b
+from pipeline.media.annexb import AnnexB, has_sequence_parameters, is_annex_b
 from pipeline.sources.pyav_stream import open_url
 
 av = pytest.importorskip("av", reason="PyAV is not installed")
@@ -84,3 +84,30 @@ def test_an_mp4s_length_prefixed_packets_are_filtered_and_decode(h264_video: Pat
     pictures = _decode("h264", units)
     assert len(pictures) == len(direct) == 40
     assert all(np.array_equal(a, b) for a, b in zip(pictures, direct, strict=True))
+
+
+@pytest.mark.parametrize("encoder", ["libx264", "libx265"])
+def test_keyframes_are_told_apart_by_their_parameter_sets_and_a_kept_packet_stays_whole(
+    tmp_path: Path, encoder: str
+) -> None:
+    path = tmp_path / "sets.mp4"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(encoder, rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+        stream.options = (
+            {"g": "5", "bf": "0"} if encoder == "libx264" else {"x265-params": "keyint=5:bframes=0:log-level=none"}
+        )
+        for i in range(10):
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(np.full((64, 64, 3), 20 * i, np.uint8), format="bgr24")))
+        out.mux(stream.encode())
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        codec = stream.codec_context.name
+        annexb = AnnexB(av, stream)
+        packets = _demuxed(container, 10)
+        before = [bytes(p) for p in packets]
+        units = [(p.is_keyframe, data) for p in packets for data in annexb.convert(p, keep_packet=True)]
+        after = [bytes(p) for p in packets]
+    assert after == before, "the decoder's packets are left as they were"
+    assert [has_sequence_parameters(data, codec) for _, data in units] == [key for key, _ in units]
+    assert sum(key for key, _ in units) == 2

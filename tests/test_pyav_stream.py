@@ -59,6 +59,26 @@ def test_frames_decode_and_the_camera_s_packets_are_kept(served: str) -> None:
     assert PASSWORD not in source.description
 
 
+@pytest.mark.parametrize("sets_in_band", [True, False], ids=["sets-in-keyframes", "sets-in-sdp-only"])
+def test_kept_packets_decode_alone_from_their_first_keyframe(h264_video: Path, sets_in_band: bool) -> None:
+    """Clips are muxed from kept packets with no global header, so each keyframe must carry SPS/PPS: also from a
+    camera that sends them only in its SDP."""
+    server, url = serve_rtsp(h264_video, PASSWORD, sets_in_band=sets_in_band)
+    ring = PacketRing(keep_s=1.0)
+    source = PyAvStreamSource(url, 10.0, 10.0, packets=ring)
+    try:
+        source.open()
+        assert all(source.read() is not None for _ in range(60))  # past the file's 40 frames: the server loops
+    finally:
+        source.release()
+        stop_server(server)
+    _, kept = ring.since(0)
+    assert kept and kept[0].key, "the ring starts at a keyframe"
+    codec = av.CodecContext.create("h264", "r")  # no extradata: only what the packets carry
+    decoded = [f for p in kept for f in codec.decode(av.Packet(p.data))] + list(codec.decode(None))
+    assert len(decoded) == len(kept), f"{len(decoded)} of {len(kept)} kept packets decode"
+
+
 def test_a_wrong_password_is_one_clear_line(served: str) -> None:
     source = PyAvStreamSource(served.replace(PASSWORD, "n0t-it-99"), 5.0, 5.0)
     with pytest.raises(PermanentSourceError, match="401") as raised:

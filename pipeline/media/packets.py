@@ -9,6 +9,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.media.annexb import AnnexB, has_sequence_parameters
+
 MAX_PACKETS = 10_000
 PACKETS_BEYOND_PRE_S = 10.0
 """A camera's packets are kept this much longer than a clip's ``pre_s``: its keyframes may be that far apart."""
@@ -47,19 +49,21 @@ class PacketRing:
         """Number and time of each keyframe kept."""
         self._seq = 0
         self._lock = threading.Lock()
-        self._bsf: Any = None
-        self._time_base: Any = None
+        self._annexb: AnnexB | None = None
+        self._ms_per_tick = 0.0
 
     def start(self, stream: Any) -> None:
-        """The source (re)opened PyAV's ``stream`` (H.264 or H.265): what follows is its packets, made Annex B with
-        the parameter sets before each keyframe (an MP4 file's length-prefixed packets are not muxable alone)."""
+        """The source (re)opened PyAV's ``stream`` (H.264 or H.265): what follows is its packets, made Annex B
+        (:class:`~pipeline.media.annexb.AnnexB`) with the parameter sets before each keyframe, which a clip needs
+        to start there: an MP4 file's length-prefixed packets are not muxable alone, and a camera that sends its
+        SPS and PPS only in its SDP gets them put before its keyframes here."""
         import av
 
         ctx = stream.codec_context
         self.reset(Codec(ctx.name, ctx.width, ctx.height))
         with self._lock:
-            self._bsf = av.bitstream.BitStreamFilterContext(f"{ctx.name}_mp4toannexb", stream)
-            self._time_base = stream.time_base
+            self._annexb = AnnexB(av, stream)
+            self._ms_per_tick = float(stream.time_base) * 1000.0
 
     def reset(self, codec: Codec) -> None:
         """What follows is of ``codec``: packets of another codec or size go."""
@@ -70,22 +74,23 @@ class PacketRing:
             self.codec = codec
 
     def add_demuxed(self, packet: Any) -> None:
-        """A packet from the stream given to :meth:`start` (copied; one without a time is skipped)."""
-        import av
-
-        if packet.size == 0 or packet.pts is None or self._bsf is None:
+        """A packet from the stream given to :meth:`start`, which its decoder still needs (one without a time is
+        skipped)."""
+        if packet.size == 0 or packet.pts is None or self._annexb is None:
             return
-        copy = av.Packet(bytes(packet))  # the filter takes what it is given: the decoder still needs the packet
-        copy.pts, copy.dts, copy.time_base, copy.is_keyframe = (
-            packet.pts,
-            packet.dts,
-            packet.time_base,
-            packet.is_keyframe,
-        )
-        tick = float(self._time_base) * 1000.0
-        for out in self._bsf.filter(copy):
-            dts = out.dts if out.dts is not None else out.pts
-            self.add(Packet(round(out.pts * tick), round(dts * tick), bool(out.is_keyframe), bytes(out)))
+        for data in self._annexb.convert(packet, keep_packet=True):
+            self.add_annex_b(data, packet.pts, packet.dts, packet.is_keyframe)
+
+    def add_annex_b(self, data: bytes, pts: int | None, dts: int | None, key: bool) -> None:
+        """A packet of the stream given to :meth:`start`, already in Annex B form (an NVDEC camera converts its
+        packets once, for its decoder and for this); times in the stream's ticks."""
+        if pts is None or self._annexb is None or self.codec is None:
+            return
+        sets = self._annexb.parameter_sets
+        if key and sets and not has_sequence_parameters(data, self.codec.name):
+            data = sets + data
+        tick = self._ms_per_tick
+        self.add(Packet(round(pts * tick), round((dts if dts is not None else pts) * tick), bool(key), data))
 
     def add(self, packet: Packet) -> None:
         with self._lock:

@@ -176,10 +176,10 @@ class NvdecStreamSource(DecoderSource):
                 ) from None
             if packet.size == 0:  # not ``dts is None``: a stream's first keyframe may come without timestamps
                 continue
-            if self.packets is not None:
-                self.packets.add_demuxed(packet)
             assert self._annexb is not None
             for data in self._annexb.convert(packet):
+                if self.packets is not None:  # the same bytes: converted once
+                    self.packets.add_annex_b(data, packet.pts, packet.dts, packet.is_keyframe)
                 self._submit(data, packet.pts)
         frame, burst = self._ready.popleft()
         self.spacer.release(frame.pts_ms, burst)

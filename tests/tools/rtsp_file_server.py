@@ -79,7 +79,9 @@ def rtp_payloads(nal: bytes) -> Iterator[bytes]:
 class Video:
     """The file's H.264 packets, read once, in decode order; the loop's length and the SDP's format line."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, sets_in_band: bool = True) -> None:
+        self.sets_in_band = sets_in_band
+        """Whether keyframes carry the parameter sets, as most cameras send them, or only the SDP does."""
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
             if stream.codec_context.name != "h264":
@@ -195,7 +197,7 @@ class Session(threading.Thread):
                     delay = start + offset + dts - time.monotonic()
                     if delay > 0 and self.closed.wait(delay):
                         return
-                    units = [*self.video.sets, *nals] if keyframe else nals
+                    units = [*self.video.sets, *nals] if keyframe and self.video.sets_in_band else nals
                     payloads = [p for nal in units for p in rtp_payloads(nal)]
                     stamp = int((offset + pts) * CLOCK) & 0xFFFFFFFF
                     parts = []
@@ -218,8 +220,9 @@ def main() -> None:
     parser.add_argument("--user")
     parser.add_argument("--password", default="")
     parser.add_argument("--processes", type=int, default=1, help="processes accepting clients on the port")
+    parser.add_argument("--sets-in-sdp-only", action="store_true", help="keyframes without SPS/PPS (the SDP has them)")
     args = parser.parse_args()
-    video = Video(args.video)
+    video = Video(args.video, sets_in_band=not args.sets_in_sdp_only)
     auth = base64.b64encode(f"{args.user}:{args.password}".encode()).decode() if args.user else None
     server = socket.create_server((args.host, args.port), reuse_port=False)
     for _ in range(max(1, args.processes) - 1):
