@@ -3,10 +3,12 @@ CPU (``decoder: auto|cpu|nvdec`` on a URL source), against a real RTSP server on
 
 from __future__ import annotations
 
+import ctypes.util
 import logging
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +22,7 @@ from pydantic import ValidationError
 from pipeline.config import UrlSourceConfig
 from pipeline.errors import PermanentSourceError, SourceError
 from pipeline.sources import _in_child, make_source
+from pipeline.sources.cuda_driver import primary_context
 from pipeline.sources.nvdec import FallbackSource
 from pipeline.sources.nvdec_stream import NvdecStreamSource, nvdec_stream_available
 from pipeline.sources.process import ProcessSource
@@ -212,6 +215,66 @@ def test_nvdec_in_a_decoding_process_hands_over_gpu_frames_that_match_a_cpu_deco
     reference = _cpu_frames(ippp_video).astype(np.int16)
     errors = [float(np.abs(reference - i.astype(np.int16)).mean(axis=(1, 2, 3)).min()) for i in images]
     assert max(errors) < 4.0, f"mean abs difference to the closest CPU-decoded frame: {errors}"
+
+
+_FRAME_OUTLIVES_ITS_DECODER = """
+import sys, threading
+from pipeline.sources.nvdec_stream import NvdecStreamSource
+
+kept = []
+
+class Keeping(NvdecStreamSource):
+    def _create_decoder(self, *args):
+        decoder = super()._create_decoder(*args)
+
+        class Held:
+            def Decode(self, packet):
+                frames = decoder.Decode(packet)
+                kept.extend(frames)
+                return frames
+
+        return Held()
+
+def camera():  # a capture thread: no CUDA context of its own before it opens
+    source = Keeping(sys.argv[1], 10.0, 5.0)
+    source.open()
+    assert source.read() is not None
+    source.release()
+
+thread = threading.Thread(target=camera)
+thread.start()
+thread.join()
+count = len(kept)
+kept.clear()  # the decoder is gone; the frames it handed out go now
+print(f"freed {count} frames")
+"""
+
+
+@pytest.mark.gpu
+def test_a_decoder_works_in_torch_s_context_so_its_frames_may_outlive_it(
+    served: tuple[subprocess.Popen[str], str],
+) -> None:
+    """Given no context, a decoder opened on a thread without one makes its own and destroys it with itself; a frame
+    it handed out that is freed later then ends the whole process (PyNvVideoCodec: CONTEXT_IS_DESTROYED, exit 1).
+    In the primary context nothing is destroyed."""
+    _, url = served
+    done = subprocess.run(
+        [sys.executable, "-c", _FRAME_OUTLIVES_ITS_DECODER, url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parents[1],
+    )
+    assert done.returncode == 0 and "freed" in done.stdout, (done.stdout + done.stderr)[-2000:]
+    assert int(done.stdout.split("freed ")[1].split()[0]) > 0
+
+
+def test_without_the_cuda_driver_the_context_is_one_clear_source_error() -> None:
+    if ctypes.util.find_library("cuda") is not None:
+        pytest.skip("the CUDA driver is installed here")
+    with pytest.raises(SourceError, match="libcuda") as raised:
+        primary_context(0)
+    assert "\n" not in str(raised.value)
 
 
 @pytest.mark.gpu

@@ -36,12 +36,16 @@ def nvdec_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
-def bgr_copy(frame: Any) -> Any:
+def bgr_copy(frame: Any, stream: Any = None) -> Any:
     """A decoded RGB frame as our own CUDA ``(H, W, 3)`` uint8 BGR tensor, copied before the decoder may reuse its
-    buffer (every later decode call may overwrite it)."""
+    buffer (every later decode call may overwrite it). The copy runs on ``stream`` (made the calling thread's
+    current one: a camera's own, which its decoder also works on) or else on the thread's current stream."""
     import torch
 
-    stream = torch.cuda.current_stream()
+    if stream is None:
+        stream = torch.cuda.current_stream()
+    else:
+        torch.cuda.set_stream(stream)
     image = _view(frame, stream).flip(2)  # RGB -> BGR, and a copy
     stream.synchronize()  # the copy is done before the decoder may overwrite
     return image

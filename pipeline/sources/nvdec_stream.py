@@ -4,9 +4,10 @@ PyNvVideoCodec's own demuxer opens a URL with no options and no interrupt: no
 TCP transport, no timeouts, a stalled camera blocks forever. So PyAV (FFmpeg
 with ``rtsp_transport=tcp`` and open/read timeouts) demuxes, and each packet,
 in Annex B form (:class:`~pipeline.media.annexb.AnnexB`), goes to
-PyNvVideoCodec's low-level decoder. Each frame is copied to our own CUDA
-``(H, W, 3)`` uint8 BGR tensor, as :mod:`pipeline.sources.nvdec` does for
-files. A stall or the end of the stream is a :class:`SourceError`, so a
+PyNvVideoCodec's low-level decoder, in torch's CUDA context and on a stream
+of the camera's own (:mod:`pipeline.sources.cuda_driver`). Each frame is
+copied, on that stream, to our own CUDA ``(H, W, 3)`` uint8 BGR tensor, as
+:mod:`pipeline.sources.nvdec` does for files. A stall or the end of the stream is a :class:`SourceError`, so a
 supervised stream reconnects (with a fresh decoder) as a CPU-decoded one does.
 Streams without B-frames (almost every IP camera) are decoded with no display
 delay; others in display order, a few frames late, and the frames the decoder
@@ -30,6 +31,7 @@ from pipeline.media.annexb import AnnexB
 from pipeline.media.packets import PacketRing
 from pipeline.secrecy import redact
 from pipeline.sources.base import DecoderSource, RawFrame
+from pipeline.sources.cuda_driver import primary_context
 from pipeline.sources.nvdec import bgr_copy, nvdec_available
 from pipeline.sources.paced import BurstSpacer
 from pipeline.sources.pyav import pyav_available
@@ -90,6 +92,8 @@ class NvdecStreamSource(DecoderSource):
         self._packets: Iterator[Any] | None = None
         self._annexb: AnnexB | None = None
         self._decoder: Any = None
+        self._stream: Any = None
+        """The CUDA stream this camera's decoder and copies run on (torch's, in the primary context)."""
         self._low_latency = True
         self._prefix = b""
         self._ms_per_tick = 0.0
@@ -137,11 +141,15 @@ class NvdecStreamSource(DecoderSource):
             self.packets.start(stream)
 
     def _create_decoder(self, nvc: Any, name: str, latency: Any) -> Any:
+        """A decoder in torch's context, on a stream of its own (see :mod:`pipeline.sources.cuda_driver`)."""
+        import torch
+
+        self._stream = torch.cuda.Stream(self.gpu_id)  # from torch's pool: non-blocking, in the primary context
         return nvc.CreateDecoder(
             gpuid=self.gpu_id,
             codec=getattr(nvc.cudaVideoCodec, name.upper()),
-            cudacontext=0,
-            cudastream=0,
+            cudacontext=primary_context(self.gpu_id),
+            cudastream=self._stream.cuda_stream,
             usedevicememory=True,
             outputColorType=nvc.OutputColorType.RGB,
             latency=latency,
@@ -203,7 +211,7 @@ class NvdecStreamSource(DecoderSource):
                 raise SourceError(f"{self.description}: NVDEC failed ({exc})".split("\n")[0]) from exc
             for i, frame in enumerate(frames):
                 pts = self._timestamp(float(frame.timestamp) * self._ms_per_tick)
-                self._ready.append((RawFrame(bgr_copy(frame), pts), i > 0))
+                self._ready.append((RawFrame(bgr_copy(frame, self._stream), pts), i > 0))
 
     def read(self) -> RawFrame | None:
         frame = super().read()
