@@ -52,17 +52,18 @@ class PacketRing:
         self._annexb: AnnexB | None = None
         self._ms_per_tick = 0.0
 
-    def start(self, stream: Any) -> None:
+    def start(self, stream: Any, annexb: AnnexB | None = None) -> None:
         """The source (re)opened PyAV's ``stream`` (H.264 or H.265): what follows is its packets, made Annex B
         (:class:`~pipeline.media.annexb.AnnexB`) with the parameter sets before each keyframe, which a clip needs
         to start there: an MP4 file's length-prefixed packets are not muxable alone, and a camera that sends its
-        SPS and PPS only in its SDP gets them put before its keyframes here."""
+        SPS and PPS only in its SDP gets them put before its keyframes here. ``annexb``: the source's own, where it
+        converts the packets itself (and hands them on with :meth:`add_annex_b`)."""
         import av
 
         ctx = stream.codec_context
         self.reset(Codec(ctx.name, ctx.width, ctx.height))
         with self._lock:
-            self._annexb = AnnexB(av, stream)
+            self._annexb = annexb or AnnexB(av, stream)
             self._ms_per_tick = float(stream.time_base) * 1000.0
 
     def reset(self, codec: Codec) -> None:

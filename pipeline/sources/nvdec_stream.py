@@ -138,7 +138,7 @@ class NvdecStreamSource(DecoderSource):
             raise SourceError(f"{self.description}: NVDEC cannot decode it ({exc})".split("\n")[0]) from exc
         self._packets = self._container.demux(stream)
         if self.packets is not None:
-            self.packets.start(stream)
+            self.packets.start(stream, self._annexb)  # one conversion for the decoder and the ring
 
     def _create_decoder(self, nvc: Any, name: str, latency: Any) -> Any:
         """A decoder in torch's context, on a stream of its own (see :mod:`pipeline.sources.cuda_driver`)."""
