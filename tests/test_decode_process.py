@@ -43,6 +43,16 @@ def read_all(source: Source) -> list[RawFrame]:
         source.release()
 
 
+def assert_ends_killed(source: Source) -> None:
+    """``source``'s decoding process was killed: its reads end in one line naming that, within seconds."""
+    start = time.monotonic()
+    with pytest.raises(SourceError, match=r"tiny\.mp4'?: decoding process ended \(exit code -9\)") as info:
+        for _ in range(100):  # frames already in the pipe may come first
+            source.read()
+    assert time.monotonic() - start < 5
+    assert "\n" not in str(info.value)
+
+
 def ring_files() -> set[str]:
     folder = Path(_ring_dir() or tempfile.gettempdir())
     return {p.name for p in folder.glob("edgesight-ring-*")}
@@ -144,12 +154,7 @@ def test_a_decoder_that_dies_is_a_clear_error_not_a_hang(tiny_video: Path) -> No
     pid = source.pid
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
-    start = time.monotonic()
-    with pytest.raises(SourceError, match=r"tiny\.mp4'?: decoding process ended \(exit code -9\)") as info:
-        for _ in range(100):  # frames already in the pipe may come first
-            source.read()
-    assert time.monotonic() - start < 5
-    assert "\n" not in str(info.value)
+    assert_ends_killed(source)
     source.release()
     assert ring_files() == before
 
@@ -296,14 +301,17 @@ def test_a_ring_on_the_gpu_without_one_is_a_one_line_error(tiny_video: Path) -> 
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("group", [None, "gpu-ring"])
 @pytest.mark.parametrize("decoder", DECODERS)
-def test_frames_in_a_ring_on_the_gpu_are_those_decoded_in_a_thread(tiny_video: Path, decoder: str) -> None:
+def test_frames_in_a_ring_on_the_gpu_are_those_decoded_in_a_thread(
+    tiny_video: Path, decoder: str, group: str | None
+) -> None:
     """``decode_process: gpu``: views of slots on the GPU; a slot is written again only once its frame is let go,
-    whatever the order frames are let go in."""
+    whatever the order frames are let go in (in a process of its own, or in a ``decode_group``'s)."""
     import torch
 
     in_thread = read_all(make_source(FileSourceConfig(path=tiny_video, decoder=decoder)))
-    source = make_source(FileSourceConfig(path=tiny_video, decoder=decoder, decode_process="gpu"))
+    source = make_source(FileSourceConfig(path=tiny_video, decoder=decoder, decode_process="gpu", decode_group=group))
     assert isinstance(source, ProcessSource)
     source.open()
     held: dict[int, Any] = {}  # every fourth frame kept a while (up to ten at once), the rest let go at once

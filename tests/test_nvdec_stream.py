@@ -189,28 +189,39 @@ def test_an_nvdec_camera_announces_the_format_it_decodes(tmp_path: Path) -> None
 
 
 @pytest.mark.gpu
-def test_nvdec_in_a_decoding_process_hands_over_gpu_frames_that_match_a_cpu_decode(ippp_video: Path) -> None:
+@pytest.mark.parametrize("group", [None, "nvdec-cameras"])
+def test_nvdec_in_a_decoding_process_hands_over_gpu_frames_that_match_a_cpu_decode(
+    ippp_video: Path, group: str | None
+) -> None:
+    """A process of its own, or (``decode_group``) one shared by two cameras."""
     server, url = serve_rtsp(ippp_video, PASSWORD)
+    paths = ["cam0"] if group is None else ["cam0", "cam1"]
+    base = url.removesuffix("cam0")
+    settings: dict[str, Any] = {"decoder": "nvdec", "decode_process": "gpu", "decode_group": group}
+    cameras = [make_source(UrlSourceConfig(url=base + path, **settings)) for path in paths]
     try:
-        source = make_source(UrlSourceConfig(url=url, decoder="nvdec", decode_process="gpu"))
-        assert isinstance(source, ProcessSource)
-        source.open()
+        for camera in cameras:
+            assert isinstance(camera, ProcessSource)
+            camera.open()
         try:
-            child = source.pid
+            children = {camera.pid for camera in cameras}  # type: ignore[attr-defined]
             images, kinds = [], set()
             for _ in range(30):  # each frame let go of once copied: the ring has 16 slots
-                frame = source.read()
-                assert frame is not None
-                image: Any = frame.image  # a CUDA tensor
-                kinds.add((image.is_cuda, tuple(image.shape), str(image.dtype)))
-                images.append(image.cpu().numpy())
-                del frame, image
+                for camera in cameras:
+                    frame = camera.read()
+                    assert frame is not None
+                    image: Any = frame.image  # a CUDA tensor
+                    kinds.add((image.is_cuda, tuple(image.shape), str(image.dtype)))
+                    images.append(image.cpu().numpy())
+                    del frame, image
         finally:
-            source.release()
+            for camera in cameras:
+                camera.release()
     finally:
         stop_server(server)
-    assert child is not None and child != os.getpid() and "(NVDEC)" in source.description
-    assert PASSWORD not in source.description
+    (child,) = children
+    assert child is not None and child != os.getpid() and "(NVDEC)" in cameras[0].description
+    assert PASSWORD not in cameras[0].description
     assert kinds == {(True, (120, 160, 3), "torch.uint8")}
     reference = _cpu_frames(ippp_video).astype(np.int16)
     errors = [float(np.abs(reference - i.astype(np.int16)).mean(axis=(1, 2, 3)).min()) for i in images]

@@ -23,6 +23,11 @@ def _refuse_nvdec_in_process(decoder: str, decode_process: bool | str, cpu_decod
         )
 
 
+def _refuse_group_in_thread(decode_group: str | None, decode_process: bool | str) -> None:
+    if decode_group is not None and decode_process is False:
+        raise ValueError("decode_group needs decode_process (true or gpu): it names a shared decoding process")
+
+
 class FileSourceConfig(_Strict):
     """A video file, decoded as fast as the pipeline takes frames (``realtime`` paces it at its own fps)."""
 
@@ -40,8 +45,13 @@ class FileSourceConfig(_Strict):
     """Decode in a child process (see :mod:`pipeline.sources.process`): a decoder that crashes takes only its child
     down, and its per-frame Python stays off the pipeline's interpreter lock. ``true``: CPU decoders, frames through
     shared memory. ``gpu``: the child puts each frame in a ring on the GPU, and the pipeline gets it there (as NVDEC's
-    frames); one CUDA context per stream. With ``decoder: nvdec`` the child decodes on NVDEC and the frame never
-    leaves the GPU."""
+    frames); one CUDA context per stream (``decode_group`` shares one). With ``decoder: nvdec`` the child decodes on
+    NVDEC and the frame never leaves the GPU."""
+    decode_group: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[\w.-]+$")
+    """Sources with the same ``decode_group`` share one decoding process, a thread each there (see
+    :mod:`pipeline.sources.hosted`): one CUDA context for the group instead of one per source, and the group's
+    demuxing and decoding off the pipeline's interpreter lock. A crash inside a native decoder takes the whole group
+    down (its sources reconnect). Unset: a process of the source's own."""
     decode_threads: int | None = Field(None, ge=1, le=64)
     """Threads of a CPU decoder (FFmpeg's, through OpenCV or PyAV). ``None``: the box's cores shared among the
     streams decoded on the CPU, at least one each (FFmpeg's own choice, about one per core, for a lone stream):
@@ -51,6 +61,7 @@ class FileSourceConfig(_Strict):
     @model_validator(mode="after")
     def _cpu_decoder_in_process(self) -> FileSourceConfig:
         _refuse_nvdec_in_process(self.decoder, self.decode_process, "cpu, pyav or auto")
+        _refuse_group_in_thread(self.decode_group, self.decode_process)
         return self
 
     @property
@@ -65,6 +76,13 @@ class WebcamSourceConfig(_Strict):
     device: int | str = 0
     decode_process: bool | Literal["gpu"] = False
     """Decode in a child process (see the file source's ``decode_process``)."""
+    decode_group: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[\w.-]+$")
+    """Share a decoding process with the other sources of this group (see the file source's ``decode_group``)."""
+
+    @model_validator(mode="after")
+    def _group_in_process(self) -> WebcamSourceConfig:
+        _refuse_group_in_thread(self.decode_group, self.decode_process)
+        return self
 
     @property
     def live(self) -> bool:
@@ -91,12 +109,15 @@ class UrlSourceConfig(_Strict):
     PyAV."""
     decode_process: bool | Literal["gpu"] = False
     """Decode in a child process (see the file source's ``decode_process``)."""
+    decode_group: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[\w.-]+$")
+    """Share a decoding process with the other sources of this group (see the file source's ``decode_group``)."""
     decode_threads: int | None = Field(None, ge=1, le=64)
     """Threads of the CPU decoder (see the file source's ``decode_threads``)."""
 
     @model_validator(mode="after")
     def _cpu_decoder_in_process(self) -> UrlSourceConfig:
         _refuse_nvdec_in_process(self.decoder, self.decode_process, "cpu or auto")
+        _refuse_group_in_thread(self.decode_group, self.decode_process)
         return self
 
     @property

@@ -12,6 +12,7 @@ from pipeline.config import (
 )
 from pipeline.media.packets import PacketRing
 from pipeline.sources.base import RawFrame, Source
+from pipeline.sources.hosted import HostedSource, decode_host
 from pipeline.sources.images import ImageFolderSource
 from pipeline.sources.looping import LoopingSource
 from pipeline.sources.nvdec import FallbackSource, NvdecFileSource, nvdec_available
@@ -55,7 +56,7 @@ def _url_source(config: UrlSourceConfig, packets: PacketRing | None = None) -> S
 def _in_child(config: FileSourceConfig | WebcamSourceConfig | UrlSourceConfig) -> SourceConfig:
     """What a decoding process runs: the same source, in its own thread there (``auto`` never picks NVDEC; an
     explicit ``nvdec`` stays, the ring being on the GPU)."""
-    update: dict[str, object] = {"decode_process": False}
+    update: dict[str, object] = {"decode_process": False, "decode_group": None}
     if isinstance(config, (FileSourceConfig, UrlSourceConfig)) and config.decoder == "auto":
         update["decoder"] = "pyav" if pyav_available() else "cpu"
     return config.model_copy(update=update)
@@ -66,7 +67,10 @@ def make_source(config: SourceConfig, packets: PacketRing | None = None) -> Sour
     keeps the compressed packets it reads (clips); other sources leave it empty."""
     source: Source
     if isinstance(config, (FileSourceConfig, WebcamSourceConfig, UrlSourceConfig)) and config.decode_process:
-        return ProcessSource(_in_child(config), make_source, on_gpu=config.decode_process == "gpu")
+        on_gpu = config.decode_process == "gpu"
+        if config.decode_group is not None:
+            return HostedSource(_in_child(config), make_source, decode_host(config.decode_group), on_gpu=on_gpu)
+        return ProcessSource(_in_child(config), make_source, on_gpu=on_gpu)
     if isinstance(config, FileSourceConfig):
         source = LoopingSource(lambda: _file_source(config)) if config.loop else _file_source(config, packets)
         return PacedSource(source) if config.realtime else source

@@ -46,3 +46,16 @@ def primary_context(gpu_id: int) -> int:
     if not context.value:
         raise SourceError(f"GPU {gpu_id} has no primary CUDA context")
     return int(context.value)
+
+
+CU_CTX_SCHED_BLOCKING_SYNC = 0x04
+
+
+def sleep_on_waits(gpu_id: int) -> None:
+    """Make threads that wait for GPU ``gpu_id`` in this process sleep instead of spinning (the primary context's
+    scheduling flag; call before the context is first used)."""
+    cuda = _driver()
+    device = ctypes.c_int()
+    _check(cuda.cuInit(0), "cuInit")
+    _check(cuda.cuDeviceGet(ctypes.byref(device), gpu_id), "cuDeviceGet")
+    _check(cuda.cuDevicePrimaryCtxSetFlags_v2(device, CU_CTX_SCHED_BLOCKING_SYNC), "cuDevicePrimaryCtxSetFlags")

@@ -9,7 +9,7 @@ import os
 import signal
 from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Event
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -25,12 +25,18 @@ if TYPE_CHECKING:
 def serve(
     make: SourceMaker, config: SourceConfig, conn: Connection, free: FreeSlots, announced: Announcements, stop: Event
 ) -> None:
-    """Open ``config``'s source (built by ``make``), then decode into the ring the parent names, until the end or
-    ``stop``."""
+    """A decoding process of one source: open ``config``'s source (built by ``make``), then decode into the ring the
+    parent names, until the end or ``stop``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the parent stops us
     # Terminated (a stop that took too long): unwind, so a ring on the GPU is let go of and the parent's CUDA
     # memory can be freed (a killed child's share of it stays held until the pipeline's process exits).
-    signal.signal(signal.SIGTERM, _exit_now)
+    signal.signal(signal.SIGTERM, exit_now)
+    decode_into_ring(make, config, conn, _Outbox(conn, announced, stop, free))
+
+
+def decode_into_ring(make: SourceMaker, config: SourceConfig, conn: Connection, out: Outbox) -> None:
+    """Open ``config``'s source, tell the parent its frames' size, map the ring it makes, and decode into the ring
+    through ``out`` until the end or a stop; errors go to the parent as one line."""
     source = make(config)
     ring: _HostSlots | _DeviceSlots | None = None
     try:
@@ -42,15 +48,15 @@ def serve(
         conn.send(("opened", source.description, total, first.image.nbytes, first.image.shape, first.layout))
         ring = _map_ring(conn)
         conn.send(("ready",))
-        _pump(source, first, _Outbox(conn, announced, stop), free, ring)
+        _pump(source, first, out, ring)
     except SourceError as exc:
-        _report(conn, announced, stop, ("error", isinstance(exc, PermanentSourceError), str(exc)))
+        _report(out, ("error", isinstance(exc, PermanentSourceError), str(exc)))
     except (BrokenPipeError, EOFError):
         pass  # the parent has gone
     except Exception as exc:  # reported to the parent as one line, never a traceback here
         first_line = next(iter(str(exc).splitlines()), "")
         text = f"{source.description}: decoding failed ({type(exc).__name__}: {first_line})"
-        _report(conn, announced, stop, ("error", False, text))
+        _report(out, ("error", False, text))
     finally:
         source.release()
         if ring is not None:
@@ -118,16 +124,38 @@ def _map_ring(conn: Connection) -> _HostSlots | _DeviceSlots:
     return _HostSlots(path, slot_bytes, slots)
 
 
+class Outbox(Protocol):
+    """The child's way to the parent once frames flow, and its way to a free slot."""
+
+    def stopped(self) -> bool: ...
+
+    def take_slot(self) -> int | None: ...
+
+    def frame(self, slot: int, image: Any, pts_ms: float, layout: PixelLayout) -> bool: ...
+
+    def message(self, message: tuple[Any, ...]) -> bool: ...
+
+
+def frame_entry(slot: int, image: Any, pts_ms: float, layout: PixelLayout) -> tuple[float, ...]:
+    """What the parent needs to find a frame in the ring: slot, height, width, channels, timestamp, layout."""
+    channels = image.shape[2] if image.ndim == 3 else 0
+    return (float(slot), image.shape[0], image.shape[1], channels, pts_ms, LAYOUTS.index(layout))
+
+
 class _Outbox:
-    """The child's way to the parent once frames flow: announcements, and pipe messages announced first."""
+    """A decoding process's outbox: announcements in shared memory, pipe messages announced first."""
 
-    def __init__(self, conn: Connection, announced: Announcements, stop: Event) -> None:
-        self.conn, self.announced, self.stop = conn, announced, stop
+    def __init__(self, conn: Connection, announced: Announcements, stop: Event, free: FreeSlots) -> None:
+        self.conn, self.announced, self.stop, self.free = conn, announced, stop, free
 
-    def frame(self, slot: int, image: np.ndarray, pts_ms: float, layout: PixelLayout) -> bool:
-        channels = image.shape[2] if image.ndim == 3 else 0
-        entry = (float(slot), image.shape[0], image.shape[1], channels, pts_ms, LAYOUTS.index(layout))
-        return self.announced.put(entry, self.stop, self.conn)
+    def stopped(self) -> bool:
+        return self.stop.is_set()
+
+    def take_slot(self) -> int | None:
+        return self.free.take(self.stop, self.conn)
+
+    def frame(self, slot: int, image: Any, pts_ms: float, layout: PixelLayout) -> bool:
+        return self.announced.put(frame_entry(slot, image, pts_ms, layout), self.stop, self.conn)
 
     def message(self, message: tuple[Any, ...]) -> bool:
         if not self.announced.put((ON_PIPE, 0, 0, 0, 0, 0), self.stop, self.conn):
@@ -136,15 +164,15 @@ class _Outbox:
         return True
 
 
-def _pump(source: Any, first: RawFrame, out: _Outbox, free: FreeSlots, ring: _HostSlots | _DeviceSlots) -> None:
+def _pump(source: Any, first: RawFrame, out: Outbox, ring: _HostSlots | _DeviceSlots) -> None:
     frame: RawFrame | None = first
-    while frame is not None and not out.stop.is_set():
+    while frame is not None and not out.stopped():
         image = _contiguous(frame.image)
         if str(image.dtype) not in _UINT8 or image.ndim not in (2, 3) or image.nbytes > ring.slot_bytes:
             if not out.message(("inline", _on_host(image), frame.pts_ms, frame.layout)):
                 return
         else:
-            slot = free.take(out.stop, out.conn)
+            slot = out.take_slot()
             if slot is None:
                 return
             ring.write(slot, image)
@@ -170,12 +198,12 @@ def _on_host(image: Any) -> np.ndarray:
     return image if isinstance(image, np.ndarray) else image.cpu().numpy()
 
 
-def _exit_now(signum: int, frame: object) -> None:
+def exit_now(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
-def _report(conn: Connection, announced: Announcements, stop: Event, message: tuple[Any, ...]) -> None:
+def _report(out: Outbox, message: tuple[Any, ...]) -> None:
     """Send ``message`` (an error) whether the parent is still opening the source (it reads the pipe) or reading
     frames (it waits for an announcement)."""
     with contextlib.suppress(BrokenPipeError, OSError):
-        _Outbox(conn, announced, stop).message(message)
+        out.message(message)

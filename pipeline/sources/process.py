@@ -30,6 +30,7 @@ import multiprocessing as mp
 import os
 import tempfile
 import threading
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Event
 from typing import TYPE_CHECKING, Any
@@ -69,6 +70,18 @@ def preloaded(on_gpu: bool) -> list[str]:
     return ["pipeline.sources", "torch", "torch.multiprocessing"] if on_gpu else ["pipeline.sources"]
 
 
+def end_process(process: Any, wait_s: float, name: str) -> None:
+    """Wait ``wait_s`` for a child asked to stop; then terminate it, and kill it if that does not end it either."""
+    process.join(wait_s)
+    if process.is_alive():
+        log.warning("%s: decoding process did not stop; terminating it", name)
+        process.terminate()
+        process.join(STOP_WAIT_S)
+    if process.is_alive():
+        process.kill()
+        process.join()
+
+
 class ProcessSource:
     """``config``'s source, run in a child process; ``read`` returns copies of the frames it decoded (``on_gpu``:
     views of them in a ring on the GPU)."""
@@ -106,6 +119,15 @@ class ProcessSource:
 
     # -- lifecycle ---------------------------------------------------------------------------
     def open(self) -> None:
+        try:
+            self._start()
+            self._handshake()
+        except BaseException:
+            self.release()
+            raise
+
+    def _start(self) -> None:
+        """Start the decoding process, with its end of the pipe, the ring's free slots and its announcements."""
         ctx = mp.get_context("forkserver")
         ctx.set_forkserver_preload(preloaded(self._on_gpu))
         parent, child = ctx.Pipe()
@@ -118,29 +140,34 @@ class ProcessSource:
             name=f"edgesight-decode {self.description}",
             daemon=True,
         )
-        try:
-            self._process.start()
-            child.close()
-            opened = self._receive()
-            if opened is None:
-                raise SourceError(f"{self.description}: interrupted while opening")
-            if opened[0] != "opened":
-                raise SourceError(f"{self.description}: decoding process answered {opened[0]!r} to open")
-            _, self.description, self.total_frames, frame_bytes, shape, layout = opened
-            self.frame_format = FrameFormat(tuple(shape), layout)
-            if self._on_gpu:
-                self._make_device_ring(int(frame_bytes))
-            else:
-                self._make_ring(int(frame_bytes))
-            for slot in range(self._slots):
-                self._free.give(slot)
-            ready = self._receive()  # the child has mapped the ring (and started CUDA, for one on the GPU)
-            if ready is None or ready[0] != "ready":
-                raise SourceError(f"{self.description}: decoding process did not take the ring")
-            self._unlink_ring()
-        except BaseException:
-            self.release()
-            raise
+        self._process.start()
+        child.close()
+
+    def _handshake(self) -> None:
+        """The child's source opened: learn its frames' size, make the ring, and wait until the child has mapped
+        it (and started CUDA, for one on the GPU)."""
+        opened = self._receive()
+        if opened is None:
+            raise SourceError(f"{self.description}: interrupted while opening")
+        if opened[0] != "opened":
+            raise SourceError(f"{self.description}: decoding process answered {opened[0]!r} to open")
+        _, self.description, self.total_frames, frame_bytes, shape, layout = opened
+        self.frame_format = FrameFormat(tuple(shape), layout)
+        if self._on_gpu:
+            self._make_device_ring(int(frame_bytes))
+        else:
+            self._make_ring(int(frame_bytes))
+        self._offer_slots()
+        ready = self._receive()
+        if ready is None or ready[0] != "ready":
+            raise SourceError(f"{self.description}: decoding process did not take the ring")
+        self._unlink_ring()
+
+    def _offer_slots(self) -> None:
+        """Every slot of a new ring is the child's to write into."""
+        assert self._free is not None
+        for slot in range(self._slots):
+            self._free.give(slot)
 
     def _make_ring(self, frame_bytes: int) -> None:
         """The shared slots, sized for the first frame; the child maps them, then the file's name is removed."""
@@ -173,17 +200,13 @@ class ProcessSource:
             self._stop.set()
         process, self._process = self._process, None
         if process is not None and process.pid is not None:
-            process.join(STOP_WAIT_S)
-            if process.is_alive():
-                log.warning("%s: decoding process did not stop; terminating it", self.description)
-                process.terminate()
-                process.join(STOP_WAIT_S)
-            if process.is_alive():
-                process.kill()
-                process.join()
+            end_process(process, STOP_WAIT_S, self.description)
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
+        self._let_go_of_ring()
+
+    def _let_go_of_ring(self) -> None:
         self._unlink_ring()
         ring, self._ring = self._ring, None
         if ring is not None:
@@ -212,19 +235,28 @@ class ProcessSource:
             return None
         if entry[0] == ON_PIPE:
             return self._from_pipe()
+        return self._frame_in(entry)
+
+    def _frame_in(self, entry: Sequence[float]) -> RawFrame:
+        """The frame an announcement names: a view of its slot on the GPU (the slot given back once nothing reads it),
+        or a copy of it out of shared memory (the slot given back at once)."""
         slot, height, width, channels = (int(v) for v in entry[:4])
         shape = (height, width, channels) if channels else (height, width)
         pts_ms, layout = entry[4], LAYOUTS[int(entry[5])]
         count = height * width * (channels or 1)
-        assert self._free is not None
         if self._device_ring is not None:
             whole = self._slot_views[slot]
             view = (whole if count == self._slot_bytes else whole[:count]).view(shape)
-            return RawFrame(leased(view, self._free.give, slot), pts_ms, layout)
+            return RawFrame(leased(view, self._give_back(), slot), pts_ms, layout)
         assert self._ring is not None
         image = np.frombuffer(self._ring, np.uint8, count, slot * self._slot_bytes).reshape(shape).copy()
-        self._free.give(slot)
+        self._give_back()(slot)
         return RawFrame(image, pts_ms, layout)
+
+    def _give_back(self) -> Callable[[int], None]:
+        """How a slot this session handed on is given back to the child."""
+        assert self._free is not None
+        return self._free.give
 
     def _next_entry(self) -> list[float] | None:
         """The child's next announcement (``None`` once interrupted)."""

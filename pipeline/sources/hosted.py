@@ -1,0 +1,319 @@
+"""Sources of one ``decode_group``, decoded together in one child process: a thread each there, one CUDA context.
+
+A decoding process per camera (:mod:`pipeline.sources.process`) keeps each
+camera's demuxing and decoding off the pipeline's interpreter lock, but on a
+GPU each process has a CUDA context of its own, and many contexts share the
+GPU badly. A :class:`DecodeHost` is one process that decodes the sources of a
+group, each in a thread of its own (a *session*, from ``open`` to ``release``),
+into a ring the pipeline made for that session, exactly as a decoding process
+of its own would. A session talks to its thread over a pipe of its own, handed
+to the host as a file descriptor: the thread's frames (a slot and its shape),
+its end and errors come one way, freed slots and the stop the other.
+
+A source that fails is reported and reconnected on its own, as in a thread; a
+crash inside a native decoder takes down the host and so every source of its
+group, which then reconnect on a new host. The host stops when its last session
+ends.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import multiprocessing as mp
+import signal
+import threading
+import time
+from multiprocessing import reduction
+from multiprocessing.connection import Connection
+from typing import TYPE_CHECKING, Any
+
+from engines.yuv import PixelLayout
+from pipeline.errors import SourceError
+from pipeline.sources.base import RawFrame, SourceMaker
+from pipeline.sources.cuda_driver import sleep_on_waits
+from pipeline.sources.decoding import decode_into_ring, exit_now, frame_entry
+from pipeline.sources.process import ProcessSource, end_process, preloaded
+from pipeline.sources.ring import POLL_S, STOP_WAIT_S
+
+if TYPE_CHECKING:
+    from pipeline.config import SourceConfig
+
+log = logging.getLogger(__name__)
+
+ENDED_WAIT_S = 0.5
+"""How long a session whose pipe closed without a word waits to learn whether the whole host died."""
+
+
+# -- the host's side ----------------------------------------------------------------------------------------------
+def host(control: Connection, on_gpu: bool) -> None:
+    """A group's decoding process: for each ``("serve", make, config)`` on ``control`` (followed by the session's
+    pipe, as a file descriptor), decode that source into its ring in a thread of its own; until ``("exit",)`` or
+    the parent is gone."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the parent stops us
+    signal.signal(signal.SIGTERM, exit_now)
+    if on_gpu:  # its threads wait on the GPU for every frame: sleeping, not spinning a core each
+        with contextlib.suppress(SourceError):  # no driver: the sessions report that themselves
+            sleep_on_waits(0)
+    stop = threading.Event()
+    threads: list[threading.Thread] = []
+    try:
+        while True:
+            try:
+                message = control.recv()
+                if message[0] != "serve":
+                    break
+                conn = Connection(reduction.recv_handle(control))
+            except (EOFError, OSError):
+                break
+            _, make, config = message
+            thread = threading.Thread(target=_session, args=(conn, stop, make, config), daemon=True)
+            thread.start()
+            threads = [t for t in threads if t.is_alive()] + [thread]
+    finally:
+        stop.set()
+        deadline = time.monotonic() + STOP_WAIT_S
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+
+def _session(conn: Connection, stop: threading.Event, make: SourceMaker, config: SourceConfig) -> None:
+    """A host's thread for one source, decoded into its ring (:func:`~pipeline.sources.decoding.decode_into_ring`)."""
+    decode_into_ring(make, config, conn, _PipeOutbox(conn, stop))
+
+
+class _PipeOutbox:
+    """A session thread's way to the parent: frames and messages on the session's pipe, which also brings the slots
+    the parent has freed and its stop."""
+
+    def __init__(self, conn: Connection, host_stop: threading.Event) -> None:
+        self.conn = conn
+        self._host_stop = host_stop
+        self._free: list[int] = []
+        self._stop = False
+
+    def _take_messages(self, timeout: float) -> None:
+        """Take what the parent sent (waiting up to ``timeout`` for the first): freed slots, or the stop."""
+        try:
+            ready = self.conn.poll(timeout)
+            while ready:
+                message = self.conn.recv()
+                if message[0] == "free":
+                    self._free.append(int(message[1]))
+                else:
+                    self._stop = True
+                ready = self.conn.poll(0)
+        except (EOFError, OSError):  # the parent let go of the session
+            self._stop = True
+
+    def stopped(self) -> bool:
+        self._take_messages(0)
+        return self._stop or self._host_stop.is_set()
+
+    def take_slot(self) -> int | None:
+        while not self._free:
+            if self.stopped():
+                return None
+            self._take_messages(POLL_S)
+        return None if self.stopped() else self._free.pop()
+
+    def frame(self, slot: int, image: Any, pts_ms: float, layout: PixelLayout) -> bool:
+        self.conn.send(("frame", *frame_entry(slot, image, pts_ms, layout)))
+        return True
+
+    def message(self, message: tuple[Any, ...]) -> bool:
+        self.conn.send(message)
+        return True
+
+
+# -- the pipeline's side ------------------------------------------------------------------------------------------
+class DecodeHost:
+    """The decoding process a group's sources share, started with its first session and stopped after its last."""
+
+    def __init__(self, group: str) -> None:
+        self.group = group
+        self._lock = threading.Lock()
+        self._process: Any = None
+        self._control: Connection | None = None
+        self._generation = 0
+        """Which process sessions belong to: a session of a host that ended does not count for the next one."""
+        self._sessions = 0
+
+    @property
+    def process(self) -> Any:
+        """The host's process while it runs (``multiprocessing``'s handle)."""
+        return self._process
+
+    def serve(self, make: SourceMaker, config: SourceConfig, on_gpu: bool) -> tuple[Connection, int]:
+        """Start decoding ``config``'s source (built by ``make``) in a thread of the host, starting the host if it is
+        not running (``on_gpu``: with torch preloaded): the session's end of its pipe, and the host's generation to
+        hand back to :meth:`done`."""
+        ctx = mp.get_context("forkserver")
+        with self._lock:
+            if self._process is None or not self._process.is_alive():
+                self._start(ctx, on_gpu)
+            assert self._control is not None
+            parent, child = ctx.Pipe()
+            try:
+                self._control.send(("serve", make, config))
+                reduction.send_handle(self._control, child.fileno(), self._process.pid)
+            except OSError as exc:
+                parent.close()
+                raise SourceError(f"decode group '{self.group}': its decoding process is gone ({exc})") from None
+            finally:
+                child.close()
+            self._sessions += 1
+            return parent, self._generation
+
+    def done(self, generation: int) -> None:
+        """A session of ``generation`` has ended; the host stops after its last."""
+        with self._lock:
+            if generation != self._generation:
+                return
+            self._sessions -= 1
+            if self._sessions <= 0:
+                self._stop()
+
+    def _start(self, ctx: Any, on_gpu: bool) -> None:
+        self._stop()
+        ctx.set_forkserver_preload(preloaded(on_gpu))
+        parent, child = ctx.Pipe()
+        process = ctx.Process(
+            target=host, args=(child, on_gpu), name=f"edgesight-decode group {self.group}", daemon=True
+        )
+        process.start()
+        child.close()
+        self._process, self._control = process, parent
+        self._generation += 1
+        self._sessions = 0
+
+    def _stop(self) -> None:
+        process, self._process = self._process, None
+        control, self._control = self._control, None
+        if control is not None:
+            with contextlib.suppress(OSError):
+                control.send(("exit",))
+        if process is not None:
+            end_process(process, STOP_WAIT_S * 2, f"decode group '{self.group}'")
+        if control is not None:
+            control.close()
+
+
+_hosts: dict[str, DecodeHost] = {}
+_hosts_lock = threading.Lock()
+
+
+def decode_host(group: str) -> DecodeHost:
+    """The host of ``group`` in this process (made on first use)."""
+    with _hosts_lock:
+        return _hosts.setdefault(group, DecodeHost(group))
+
+
+class HostedSource(ProcessSource):
+    """``config``'s source, decoded in a thread of its group's :class:`DecodeHost`; frames as from
+    :class:`~pipeline.sources.process.ProcessSource`."""
+
+    def __init__(
+        self,
+        config: SourceConfig,
+        make: SourceMaker,
+        host_: DecodeHost,
+        slots: int | None = None,
+        on_gpu: bool = False,
+    ) -> None:
+        super().__init__(config, make, slots, on_gpu)
+        self.host = host_
+        self._generation: int | None = None
+        self._freed: collections.deque[int] = collections.deque()
+        """Slots the pipeline let go of, to tell the host: a frame may be let go of in any thread, at any moment
+        (even inside a send on the pipe), so the capture thread sends them."""
+
+    def _start(self) -> None:
+        self._freed = collections.deque()
+        self._conn, self._generation = self.host.serve(self._make, self._config, self._on_gpu)
+        self._process = self.host.process
+
+    def _offer_slots(self) -> None:
+        self._freed.extend(range(self._slots))
+        self._send_freed()
+
+    def _give_back(self) -> Any:
+        return self._freed.append
+
+    def _send_freed(self) -> None:
+        """Tell the thread which slots are free again; a thread that has ended (its last messages still to be read
+        here) needs none."""
+        conn, freed = self._conn, self._freed
+        assert conn is not None
+        try:
+            while freed:
+                conn.send(("free", freed.popleft()))
+        except OSError:
+            freed.clear()
+
+    def read(self) -> RawFrame | None:
+        if self._interrupted.is_set():
+            return None
+        if self._conn is None or (self._ring is None and self._device_ring is None):
+            raise SourceError(f"{self.description}: read before open")
+        message = self._next_message()
+        if message is None or message[0] == "end":
+            return None
+        if message[0] == "frame":
+            return self._frame_in(message[1:])
+        if message[0] == "inline":  # larger than a slot (the stream changed size)
+            _, image, pts_ms, layout = message
+            return RawFrame(image, pts_ms, layout)
+        raise SourceError(f"{self.description}: decoding thread sent {message[0]!r}")
+
+    def _next_message(self) -> Any:
+        """The thread's next message (``None`` once interrupted), sending freed slots while waiting."""
+        conn = self._conn
+        assert conn is not None
+        waited = 0.0
+        while True:
+            self._send_freed()
+            if conn.poll(POLL_S):
+                return self._receive()
+            if self._interrupted.is_set():
+                return None
+            waited += POLL_S
+            if self.live and waited > self._silence_s:
+                raise SourceError(f"{self.description}: decoding thread handed on nothing for {waited:.0f} s")
+
+    def _ended(self) -> SourceError:
+        process = self._process
+        if process is not None:
+            process.join(ENDED_WAIT_S)  # the pipe closes as the process dies: its exit comes a moment later
+            if process.exitcode is not None:
+                return SourceError(f"{self.description}: decoding process ended (exit code {process.exitcode})")
+        return SourceError(f"{self.description}: decoding thread ended without a word")
+
+    def release(self) -> None:
+        """Stop the session's thread (waiting a moment for it to end) and let go of the ring."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            _stop_session(conn, self.description)
+        generation, self._generation = self._generation, None
+        if generation is not None:
+            self.host.done(generation)
+        self._process = None
+        self._let_go_of_ring()
+        self._freed = collections.deque()
+
+
+def _stop_session(conn: Connection, description: str) -> None:
+    """Ask a session's thread to stop and wait (a while) until it has closed its end."""
+    with contextlib.suppress(OSError):
+        conn.send(("stop",))
+    deadline = time.monotonic() + STOP_WAIT_S
+    try:
+        while (left := deadline - time.monotonic()) > 0:
+            if conn.poll(left):
+                conn.recv()
+        log.warning("%s: decoding thread did not stop within %g s", description, STOP_WAIT_S)
+    except (EOFError, OSError):
+        pass  # closed: the thread has ended
+    finally:
+        conn.close()

@@ -1,0 +1,157 @@
+"""Sources of one ``decode_group``: decoded in one shared process, each as it would be alone, failing alone, and
+coming back together after the process dies."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from helpers import serve_rtsp, stop_server
+from test_decode_process import alive, assert_ends_killed, read_all, ring_files
+
+from pipeline.config import FileSourceConfig, UrlSourceConfig, build_config
+from pipeline.errors import ConfigError, SourceError
+from pipeline.sources import make_source
+from pipeline.sources.base import RawFrame
+from pipeline.sources.hosted import HostedSource
+
+HAS_PYAV = importlib.util.find_spec("av") is not None
+
+
+def hosted(config: Any) -> HostedSource:
+    source = make_source(config)
+    assert isinstance(source, HostedSource)
+    return source
+
+
+def wait_gone(pid: int, within_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + within_s
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not alive(pid)
+
+
+def test_a_group_decodes_its_sources_in_one_process_each_as_in_a_thread(tiny_video: Path, people1: Path) -> None:
+    before = ring_files()
+    want = {"tiny": read_all(make_source(FileSourceConfig(path=tiny_video)))}
+    want["people"] = read_all(make_source(FileSourceConfig(path=people1)))[:60]
+    sources = {
+        "tiny": hosted(FileSourceConfig(path=tiny_video, decode_process=True, decode_group="same-frames")),
+        "people": hosted(FileSourceConfig(path=people1, decode_process=True, decode_group="same-frames")),
+    }
+    got: dict[str, list[RawFrame]] = {name: [] for name in sources}
+    for source in sources.values():
+        source.open()
+    pid = sources["tiny"].pid
+    assert pid is not None and sources["people"].pid == pid, "one process for the group"
+    try:
+        for _ in range(60):  # read in turn: both threads decode at once
+            for name, source in sources.items():
+                if len(got[name]) < len(want[name]) and (frame := source.read()) is not None:
+                    got[name].append(frame)
+        assert sources["tiny"].read() is None, "the file's end comes through"
+    finally:
+        sources["tiny"].release()
+        assert alive(pid), "the host serves the group while a source of it is open"
+        sources["people"].release()
+    for name, frames in got.items():
+        assert [f.pts_ms for f in frames] == [f.pts_ms for f in want[name]], name
+        assert all(np.array_equal(a.image, b.image) for a, b in zip(frames, want[name], strict=True)), name
+    assert wait_gone(pid), "the host stops after its last source"
+    assert ring_files() == before
+
+
+def test_one_source_s_error_is_its_own_and_the_rest_of_its_group_decode_on(tiny_video: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video at all" * 100)
+    good = hosted(FileSourceConfig(path=tiny_video, decode_process=True, decode_group="one-fails"))
+    bad = hosted(FileSourceConfig(path=broken, decode_process=True, decode_group="one-fails"))
+    good.open()
+    try:
+        assert good.read() is not None
+        with pytest.raises(SourceError, match=r"^cannot open video file '.*broken\.mp4': not a video") as info:
+            bad.open()
+        assert "\n" not in str(info.value)
+        bad.release()
+        frames = 1
+        while good.read() is not None:
+            frames += 1
+        assert frames == 40
+    finally:
+        good.release()
+
+
+def test_a_group_whose_process_dies_fails_each_source_in_one_line_and_a_new_process_serves_them(
+    tiny_video: Path,
+) -> None:
+    sources = [hosted(FileSourceConfig(path=tiny_video, decode_process=True, decode_group="dies")) for _ in range(2)]
+    for source in sources:
+        source.open()
+        assert source.read() is not None
+    pid = sources[0].pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    for source in sources:
+        assert_ends_killed(source)
+    sources[0].release()
+    sources[0].open()  # reconnecting, before the other source has let go of the dead process
+    try:
+        assert sources[0].pid not in (None, pid)
+        assert len(read_all_open(sources[0])) == 40
+    finally:
+        sources[0].release()
+        sources[1].release()
+
+
+def read_all_open(source: HostedSource) -> list[RawFrame]:
+    frames = []
+    while (frame := source.read()) is not None:
+        frames.append(frame)
+    return frames
+
+
+@pytest.mark.skipif(not HAS_PYAV, reason="the loopback RTSP server needs PyAV")
+def test_cameras_of_a_group_stream_and_a_camera_that_goes_away_is_one_line_without_its_password(
+    h264_video: Path,
+) -> None:
+    server, url = serve_rtsp(h264_video, "s3cret")
+    cameras = [
+        hosted(UrlSourceConfig(url=f"{url[:-1]}{i}", read_timeout_s=1.0, decode_process=True, decode_group="cams"))
+        for i in range(2)
+    ]
+    try:
+        for camera in cameras:
+            camera.open()
+        assert "s3cret" not in cameras[0].description
+        for _ in range(30):  # 1.5 s of each camera's 20 fps
+            for camera in cameras:
+                frame = camera.read()
+                assert frame is not None and (frame.layout, frame.image.shape) == ("i420", (180, 160))
+        stop_server(server)
+        for camera in cameras:
+            start = time.monotonic()
+            with pytest.raises(SourceError) as info:
+                for _ in range(1000):  # frames already decoded come first
+                    camera.read()
+            assert time.monotonic() - start < 8
+            assert "s3cret" not in str(info.value) and "\n" not in str(info.value)
+            assert "stream 'rtsp://***@127.0.0.1" in str(info.value) and "(PyAV): stream stopped" in str(info.value)
+    finally:
+        stop_server(server)
+        for camera in cameras:
+            camera.release()
+
+
+def test_a_decode_group_needs_a_decoding_process(tmp_path: Path) -> None:
+    stream = {"id": "s", "source": {"type": "file", "path": str(tmp_path / "a.mp4"), "decode_group": "g"}}
+    with pytest.raises(ConfigError, match="decode_group needs decode_process"):
+        build_config({"streams": [stream]}, "test")
+    stream["source"]["decode_process"] = "gpu"  # type: ignore[index]
+    (built,) = build_config({"streams": [stream]}, "test").streams
+    assert built.source.decode_group == "g"  # type: ignore[union-attr]
