@@ -47,7 +47,10 @@ MODES = {
     "pyav": {"decoder": "pyav"},
     "nvdec": {"decoder": "nvdec"},
     "nvdec-process": {"decoder": "nvdec", "decode_process": "gpu"},
+    "nvdec-group": {"decoder": "nvdec", "decode_process": "gpu"},
 }
+GROUPS = 6
+"""``nvdec-group``: the cameras share this many decoding processes, dealt out in turn."""
 """Each decoding mode's source settings (``demux`` reads packets only)."""
 PROBE_SLEEP_S = 0.002
 
@@ -108,7 +111,8 @@ class Cameras:
             container.close()
 
     def _decode(self, i: int, url: str, mode: str) -> None:
-        source = make_source(UrlSourceConfig(url=url, **MODES[mode]))
+        group = {"decode_group": f"decode{i % GROUPS}"} if mode == "nvdec-group" else {}
+        source = make_source(UrlSourceConfig(url=url, **MODES[mode], **group))
         source.open()
         try:
             while not self._stop.is_set():

@@ -74,6 +74,7 @@ def listen(endpoint: str, streams: int, t0: float, warmup_s: float, window_s: fl
     last_at: dict[str, float] = {}
     last_seq: dict[str, int] = {}
     lost: dict[str, int] = {}
+    offsets: dict[str, list[float]] = {}
     start, end = t0 + warmup_s, t0 + warmup_s + window_s
     context = zmq.Context()
     sub = context.socket(zmq.SUB)
@@ -92,6 +93,7 @@ def listen(endpoint: str, streams: int, t0: float, warmup_s: float, window_s: fl
                 continue
             ms = (body["published_at"] - body["captured_at"]) * 1000.0
             latency.setdefault(sid, []).append(ms)
+            offsets.setdefault(sid, []).append(body["published_at"] - body["pts_ms"] / 1000.0)
             boxes[sid] = boxes.get(sid, 0) + len(body["detections"])
             if ms > worst.get(sid, (0.0, 0.0))[0]:
                 worst[sid] = (ms, now - t0)
@@ -117,8 +119,20 @@ def listen(endpoint: str, streams: int, t0: float, warmup_s: float, window_s: fl
             "worst_at_s": round(worst[sid][1], 2) if sid in worst else None,
             "longest_gap_ms": round(gaps[sid][0] * 1000.0, 1) if sid in gaps else None,
             "longest_gap_at_s": round(gaps[sid][1], 2) if sid in gaps else None,
+            "fell_behind_camera_s": fell_behind(offsets.get(sid, [])),
         }
     return cameras
+
+
+def fell_behind(offsets: list[float]) -> float | None:
+    """How much further behind its camera's clock a stream's frames were published at the window's end than at its
+    start (publish time less the frame's own timestamp; medians of each end's fifth): a reader slower than its
+    camera leaves the backlog upstream (in the camera or the network), where the capture→publish latency does not
+    see it."""
+    if len(offsets) < 10:
+        return None
+    fifth = len(offsets) // 5
+    return round(float(np.median(offsets[-fifth:]) - np.median(offsets[:fifth])), 2)
 
 
 # -- the pipeline: a fresh process per number of cameras -------------------------------------------------------
@@ -279,7 +293,10 @@ def run_cameras(args: argparse.Namespace, streams: int) -> dict[str, Any]:
         sources = [{"type": "url", "url": f"{args.rtsp}/cam{i}", **url_decoder, **decoding} for i in range(streams)]
     else:
         source = {"type": "file", "path": str(args.video), "realtime": True, "loop": True, "decoder": args.decoder}
-        sources = [source | decoding] * streams
+        sources = [source | decoding for _ in range(streams)]
+    if args.decode_groups:  # cameras dealt out in turn to that many shared decoding processes
+        for i, source in enumerate(sources):
+            source["decode_group"] = f"decode{i % args.decode_groups}"
     model = {"path": str(args.model), "imgsz": args.imgsz, "device": args.device, "engine": args.engine}
     if args.max_det:
         model["max_det"] = args.max_det
@@ -358,6 +375,7 @@ def verdict(run: dict[str, Any], source_fps: float, window_s: float) -> dict[str
         "longest_stall_ms": worst_gap["longest_gap_ms"],
         "longest_stall_at_s": worst_gap["longest_gap_at_s"],
         "dropped": sum(sum(c.get("dropped", {}).values()) for c in cameras),
+        "most_fallen_behind_camera_s": max((c.get("fell_behind_camera_s") or 0.0 for c in cameras), default=None),
     }
     out["holds"] = bool(
         out["min_rate_share"] >= HOLD_RATE
@@ -390,6 +408,7 @@ def child(args: argparse.Namespace, model: Path, streams: int) -> dict[str, Any]
     cmd += [*_window(args), *(["--precision", args.precision] if args.precision else [])]
     cmd += ["--max-det", str(args.max_det)] if args.max_det else []
     cmd += [*(["--decode-process", args.decode_process] if args.decode_process else [])]
+    cmd += [*(["--decode-groups", str(args.decode_groups)] if args.decode_groups else [])]
     cmd += ["--decode-threads", str(args.decode_threads)] if args.decode_threads else []
     cmd += ["--tracking"] if args.tracking else []
     cmd += ["--rtsp", args.rtsp] if args.rtsp else []
@@ -494,6 +513,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--decoder", default="cpu")
     parser.add_argument("--decode-process", choices=["cpu", "gpu"])
+    parser.add_argument(
+        "--decode-groups", type=int, help="with --decode-process: cameras share this many decoding processes"
+    )
     parser.add_argument("--decode-threads", type=int, help="threads of each CPU decoder (FFmpeg's choice when unset)")
     parser.add_argument("--tracking", action="store_true")
     parser.add_argument(
@@ -554,6 +576,11 @@ def main() -> None:
         "video": args.video.name,
         "cameras": "rtsp" if args.rtsp else "paced looped file",
         "rtsp_server_processes": getattr(args, "rtsp_processes", None),
+        "decoding": {
+            "decoder": args.decoder,
+            "process": args.decode_process,
+            "decode_groups": args.decode_groups,
+        },
         "source_fps": round(source_fps, 3),
         "nominal_fps": round(nominal_fps, 3),
         "targets": {"rate_share": HOLD_RATE, "p99_frame_intervals": HOLD_P99_INTERVALS, "max_ms": HOLD_MAX_MS},

@@ -12,6 +12,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -45,6 +48,7 @@ def test_a_small_live_sweep_reports_every_camera_and_a_verdict(arch_weights: Pat
             assert camera["delivered"] > 0 and camera["captured"] >= camera["delivered"] - 3  # window edges
             assert 0 < camera["boxes_per_message"] <= 7, "random weights find boxes everywhere, up to --max-det"
             assert all(n >= 0 for n in camera["dropped"].values()) and camera["bus_lost"] == 0
+            assert isinstance(camera["fell_behind_camera_s"], float), camera
         verdict = run["verdict"]
         assert verdict["holds"] is False, "a 5 s window cannot show that cameras hold"
         assert verdict["min_rate_share"] <= verdict["max_rate_share"]
@@ -62,11 +66,30 @@ def test_the_cameras_can_be_real_rtsp_streams_with_a_password(arch_weights: Path
     assert "s3cret" not in printed
 
 
-def test_the_pause_watch_sees_collections_and_graph_captures() -> None:
+def load_bench() -> Any:
     spec = importlib.util.spec_from_file_location("bench_live", REPO / "bench" / "bench_live.py")
     assert spec is not None and spec.loader is not None
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_a_stream_read_slower_than_its_camera_is_seen_falling_behind_it() -> None:
+    """The capture→publish latency of a reader that keeps up with 60% of a 24 fps camera (its backlog piling up in
+    the camera) stays low; how far behind the camera's clock its frames are published grows 0.67 s a second."""
+    bench = load_bench()
+    rng = np.random.default_rng(1)
+    published = np.arange(0, 40, 1 / 14.4)  # 14.4 frames a second published, for 40 s
+    pts_ms = np.arange(len(published)) * 1000 / 24  # every frame of the camera, none dropped, at its 24 fps
+    lagging = published + 0.03 + rng.uniform(0, 0.02, len(published)) - pts_ms / 1000
+    assert bench.fell_behind(list(lagging)) == pytest.approx(32 * (1 - 14.4 / 24), abs=0.2)
+    keeping_up = 0.03 + rng.uniform(0, 0.02, 960)  # published 30-50 ms after each of its frames
+    assert abs(bench.fell_behind(list(keeping_up))) < 0.02
+    assert bench.fell_behind([0.1] * 9) is None, "too few to tell"
+
+
+def test_the_pause_watch_sees_collections_and_graph_captures() -> None:
+    bench = load_bench()
     t0 = time.time()
     with bench.PauseWatch(t0) as watch:
         time.sleep(0.2)
