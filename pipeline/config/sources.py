@@ -23,6 +23,10 @@ def _refuse_nvdec_in_process(decoder: str, decode_process: bool | str, cpu_decod
         )
 
 
+DecodeGroup = Annotated[str | None, Field(min_length=1, max_length=64, pattern=r"^[\w.-]+$")]
+"""A decoding group's name (see the file source's ``decode_group``)."""
+
+
 def _refuse_group_in_thread(decode_group: str | None, decode_process: bool | str) -> None:
     if decode_group is not None and decode_process is False:
         raise ValueError("decode_group needs decode_process (true or gpu): it names a shared decoding process")
@@ -47,7 +51,7 @@ class FileSourceConfig(_Strict):
     shared memory. ``gpu``: the child puts each frame in a ring on the GPU, and the pipeline gets it there (as NVDEC's
     frames); one CUDA context per stream (``decode_group`` shares one). With ``decoder: nvdec`` the child decodes on
     NVDEC and the frame never leaves the GPU."""
-    decode_group: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[\w.-]+$")
+    decode_group: DecodeGroup = None
     """Sources with the same ``decode_group`` share one decoding process, a thread each there (see
     :mod:`pipeline.sources.hosted`): one CUDA context for the group instead of one per source, and the group's
     demuxing and decoding off the pipeline's interpreter lock. A crash inside a native decoder takes the whole group
@@ -76,7 +80,7 @@ class WebcamSourceConfig(_Strict):
     device: int | str = 0
     decode_process: bool | Literal["gpu"] = False
     """Decode in a child process (see the file source's ``decode_process``)."""
-    decode_group: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[\w.-]+$")
+    decode_group: DecodeGroup = None
     """Share a decoding process with the other sources of this group (see the file source's ``decode_group``)."""
 
     @model_validator(mode="after")
@@ -109,7 +113,7 @@ class UrlSourceConfig(_Strict):
     PyAV."""
     decode_process: bool | Literal["gpu"] = False
     """Decode in a child process (see the file source's ``decode_process``)."""
-    decode_group: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[\w.-]+$")
+    decode_group: DecodeGroup = None
     """Share a decoding process with the other sources of this group (see the file source's ``decode_group``)."""
     decode_threads: int | None = Field(None, ge=1, le=64)
     """Threads of the CPU decoder (see the file source's ``decode_threads``)."""

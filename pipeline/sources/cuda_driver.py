@@ -1,4 +1,5 @@
-"""The one CUDA driver call the hardware decoders need from us: the GPU's primary context, as a handle.
+"""The CUDA driver calls the hardware decoders need from us: the GPU's primary context, as a handle, and (in a
+decoding group's process) waits that sleep instead of spinning.
 
 PyNvVideoCodec's low-level decoder, given no context, takes the calling
 thread's current one, and where the thread has none (a capture thread before
@@ -34,14 +35,20 @@ def _check(result: int, call: str) -> None:
         raise SourceError(f"CUDA driver call {call} failed (error {result})")
 
 
+def _device(gpu_id: int) -> tuple[ctypes.CDLL, ctypes.c_int]:
+    """The driver, initialised, and GPU ``gpu_id``'s device handle."""
+    cuda = _driver()
+    device = ctypes.c_int()
+    _check(cuda.cuInit(0), "cuInit")
+    _check(cuda.cuDeviceGet(ctypes.byref(device), gpu_id), "cuDeviceGet")
+    return cuda, device
+
+
 @functools.cache
 def primary_context(gpu_id: int) -> int:
     """GPU ``gpu_id``'s primary context (the one torch works in), retained for the life of the process."""
-    cuda = _driver()
-    device = ctypes.c_int()
+    cuda, device = _device(gpu_id)
     context = ctypes.c_void_p()
-    _check(cuda.cuInit(0), "cuInit")
-    _check(cuda.cuDeviceGet(ctypes.byref(device), gpu_id), "cuDeviceGet")
     _check(cuda.cuDevicePrimaryCtxRetain(ctypes.byref(context), device), "cuDevicePrimaryCtxRetain")
     if not context.value:
         raise SourceError(f"GPU {gpu_id} has no primary CUDA context")
@@ -54,8 +61,5 @@ CU_CTX_SCHED_BLOCKING_SYNC = 0x04
 def sleep_on_waits(gpu_id: int) -> None:
     """Make threads that wait for GPU ``gpu_id`` in this process sleep instead of spinning (the primary context's
     scheduling flag; call before the context is first used)."""
-    cuda = _driver()
-    device = ctypes.c_int()
-    _check(cuda.cuInit(0), "cuInit")
-    _check(cuda.cuDeviceGet(ctypes.byref(device), gpu_id), "cuDeviceGet")
+    cuda, device = _device(gpu_id)
     _check(cuda.cuDevicePrimaryCtxSetFlags_v2(device, CU_CTX_SCHED_BLOCKING_SYNC), "cuDevicePrimaryCtxSetFlags")

@@ -116,7 +116,7 @@ class _PipeOutbox:
             if self.stopped():
                 return None
             self._take_messages(POLL_S)
-        return None if self.stopped() else self._free.pop()
+        return self._free.pop()  # a stop that comes meanwhile is seen before the next frame
 
     def frame(self, slot: int, image: Any, pts_ms: float, layout: PixelLayout) -> bool:
         self.conn.send(("frame", *frame_entry(slot, image, pts_ms, layout)))
@@ -252,20 +252,11 @@ class HostedSource(ProcessSource):
         except OSError:
             freed.clear()
 
-    def read(self) -> RawFrame | None:
-        if self._interrupted.is_set():
-            return None
-        if self._conn is None or (self._ring is None and self._device_ring is None):
-            raise SourceError(f"{self.description}: read before open")
+    def _next_frame(self) -> RawFrame | None:
         message = self._next_message()
-        if message is None or message[0] == "end":
-            return None
-        if message[0] == "frame":
+        if message is not None and message[0] == "frame":
             return self._frame_in(message[1:])
-        if message[0] == "inline":  # larger than a slot (the stream changed size)
-            _, image, pts_ms, layout = message
-            return RawFrame(image, pts_ms, layout)
-        raise SourceError(f"{self.description}: decoding thread sent {message[0]!r}")
+        return self._piped(message)
 
     def _next_message(self) -> Any:
         """The thread's next message (``None`` once interrupted), sending freed slots while waiting."""

@@ -230,12 +230,14 @@ class ProcessSource:
             return None
         if self._conn is None or (self._ring is None and self._device_ring is None):
             raise SourceError(f"{self.description}: read before open")
+        return self._next_frame()
+
+    def _next_frame(self) -> RawFrame | None:
+        """The child's next frame: announced in a slot, or sent on the pipe (``None`` at the end)."""
         entry = self._next_entry()
         if entry is None:
             return None
-        if entry[0] == ON_PIPE:
-            return self._from_pipe()
-        return self._frame_in(entry)
+        return self._piped(self._receive()) if entry[0] == ON_PIPE else self._frame_in(entry)
 
     def _frame_in(self, entry: Sequence[float]) -> RawFrame:
         """The frame an announcement names: a view of its slot on the GPU (the slot given back once nothing reads it),
@@ -275,9 +277,9 @@ class ProcessSource:
                 return entry
         return entry
 
-    def _from_pipe(self) -> RawFrame | None:
-        """The message the child announced on the pipe: the end, an error, or a frame larger than a slot."""
-        message = self._receive()
+    def _piped(self, message: Any) -> RawFrame | None:
+        """A message the child sent on the pipe (``None``: interrupted): the end, or a frame larger than a slot
+        (errors are raised as they are received)."""
         if message is None or message[0] == "end":
             return None
         if message[0] != "inline":
