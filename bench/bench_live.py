@@ -557,8 +557,9 @@ def main() -> None:
     if args.video is None or not args.video.is_file():
         sys.exit(f"bench_live: --video: not a video file: {args.video}")
     if args.run is not None:
-        print(json.dumps(run_cameras(args, args.run)))
-        return
+        print(json.dumps(run_cameras(args, args.run)), flush=True)
+        sys.stderr.flush()
+        os._exit(0)  # as the edgesight command ends: no teardown under a capture thread still in a native read
     model = weights(args)
     nominal_fps = float(cv2.VideoCapture(str(args.video)).get(cv2.CAP_PROP_FPS) or 0.0)
     source_fps = sent_rate(args.video) or nominal_fps

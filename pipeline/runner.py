@@ -324,12 +324,18 @@ class Pipeline:
             self._finished_at = time.monotonic()
 
     def close(self) -> None:
-        """Release sources, bus and engine. Call after ``stop()``."""
+        """Release sources, bus and engine. Call after ``stop()``.
+
+        A source whose capture thread is still reading (a native call that a stop cannot cut short) is left to that
+        thread, which releases it on its way out: releasing a decoder under a read in progress can end the process.
+        """
         for observer in self._observers:
             observer.close()
         self._observers.clear()
-        for source in self._parts.sources.values():
-            source.release()
+        reading = {capture.stream_id for capture in self._parts.captures if capture.is_alive()}
+        for stream_id, source in self._parts.sources.items():
+            if stream_id not in reading:
+                source.release()
         if self.bus is not None:
             self.bus.close()
         if self.engine is not None:

@@ -19,7 +19,7 @@ from engines.base import FrameFormat, ModelSpec, ReadyDetections
 from engines.yuv import PixelLayout
 from pipeline.config import build_config
 from pipeline.errors import SourceError
-from pipeline.runner import Pipeline
+from pipeline.runner import STOP_JOIN_DEADLINE_S, Pipeline
 from pipeline.sources.base import RawFrame, Source
 from pipeline.sources.images import ImageFolderSource
 from pipeline.sources.paced import BURST_MAX_GAP_S, CATCH_UP_S, BurstSpacer, PacedSource
@@ -315,6 +315,48 @@ def test_stop_unblocks_a_hung_source_and_is_idempotent(endpoint: str) -> None:
     assert fake.released and engine.closed
     assert report.streams[0].frames == 5 and report.streams[0].stopped
     assert not any(t.is_alive() for t in threading.enumerate() if t.name in {"infer", "preprocess", "publish"})
+
+
+class SlowToStopSource(BlockingSource):
+    """After ``n`` frames, a read that returns ``linger`` s after its interrupt (a native call that cannot be cut
+    short); notes a release that comes while it reads."""
+
+    def __init__(self, n: int, linger: float) -> None:
+        super().__init__(n)
+        self.linger = linger
+        self.reading = False
+        self.released_while_reading = False
+
+    def read(self) -> RawFrame | None:
+        if self.read_count < self.n:
+            return super().read()
+        self.reading = True
+        self.interrupted.wait(60)
+        time.sleep(self.linger)
+        self.reading = False
+        return None
+
+    def release(self) -> None:
+        self.released_while_reading |= self.reading
+        super().release()
+
+
+def test_close_leaves_a_source_still_reading_to_its_capture_thread(endpoint: str) -> None:
+    fake = SlowToStopSource(3, linger=STOP_JOIN_DEADLINE_S + 2.0)
+    stream = {"id": "slow", "source": "rtsp://h/x"}
+    config = build_config({"streams": [stream], "publish": {"endpoint": endpoint}}, "t")
+    pipeline = Pipeline(config, source_factory=lambda _cfg: fake, engine_factory=lambda _spec, _name: FakeEngine())
+    pipeline.start()
+    deadline = time.monotonic() + 10
+    while not fake.reading and time.monotonic() < deadline:
+        time.sleep(0.05)
+    pipeline.stop()  # gives up on the capture thread after its deadline
+    pipeline.close()
+    assert fake.reading and not fake.released  # left alone while it reads
+    deadline = time.monotonic() + 10
+    while not fake.released and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert fake.released and not fake.released_while_reading  # released by its capture thread once the read ended
 
 
 def test_a_failing_engine_stops_the_pipeline_with_its_error(endpoint: str) -> None:
