@@ -1,7 +1,8 @@
 """RTSP/HTTP streams demuxed by PyAV and decoded on the GPU's NVDEC engines by PyNvVideoCodec.
 
 PyNvVideoCodec's own demuxer opens a URL with no options and no interrupt: no
-TCP transport, no timeouts, a stalled camera blocks forever. So PyAV (FFmpeg
+TCP transport, no timeouts, a stalled camera blocks forever, and a camera it
+cannot open ends the process (2.2.4). So PyAV (FFmpeg
 with ``rtsp_transport=tcp`` and open/read timeouts) demuxes, and each packet,
 in Annex B form (:class:`~pipeline.media.annexb.AnnexB`), goes to
 PyNvVideoCodec's low-level decoder, in torch's CUDA context and on a stream
