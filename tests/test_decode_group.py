@@ -20,6 +20,7 @@ from pipeline.errors import ConfigError, SourceError
 from pipeline.sources import make_source
 from pipeline.sources.base import RawFrame
 from pipeline.sources.hosted import HostedSource
+from pipeline.sources.ring import decode_message, frame_record, freed_record
 
 HAS_PYAV = importlib.util.find_spec("av") is not None
 
@@ -155,3 +156,26 @@ def test_a_decode_group_needs_a_decoding_process(tmp_path: Path) -> None:
     stream["source"]["decode_process"] = "gpu"  # type: ignore[index]
     (built,) = build_config({"streams": [stream]}, "test").streams
     assert built.source.decode_group == "g"  # type: ignore[union-attr]
+
+
+def test_frames_and_freed_slots_cross_a_session_s_pipe_packed_and_other_messages_pickled() -> None:
+    """Every frame's two messages travel as packed bytes; the rest (errors, frames too large for a slot) as pickles,
+    told apart on the same pipe."""
+    import multiprocessing as mp
+
+    parent, child = mp.Pipe()
+    try:
+        entry = (3.0, 1080.0, 1920.0, 3.0, 41.708333, 1.0)
+        inline = np.arange(12, dtype=np.uint8).reshape(2, 2, 3)
+        child.send_bytes(frame_record(entry))
+        child.send(("inline", inline, 83.4, "bgr"))
+        parent.send_bytes(freed_record([0, 15, 7]))
+        parent.send(("stop",))
+        assert decode_message(parent.recv_bytes()) == ("frame", *entry)
+        kind, image, pts_ms, layout = decode_message(parent.recv_bytes())
+        assert (kind, pts_ms, layout) == ("inline", 83.4, "bgr") and np.array_equal(image, inline)
+        assert decode_message(child.recv_bytes()) == ("free", 0, 15, 7)
+        assert decode_message(child.recv_bytes()) == ("stop",)
+    finally:
+        parent.close()
+        child.close()

@@ -35,7 +35,7 @@ from pipeline.sources.base import RawFrame, SourceMaker
 from pipeline.sources.cuda_driver import sleep_on_waits
 from pipeline.sources.decoding import decode_into_ring, exit_now, frame_entry
 from pipeline.sources.process import ProcessSource, end_process, preloaded
-from pipeline.sources.ring import POLL_S, STOP_WAIT_S
+from pipeline.sources.ring import POLL_S, STOP_WAIT_S, decode_message, frame_record, freed_record
 
 if TYPE_CHECKING:
     from pipeline.config import SourceConfig
@@ -98,9 +98,9 @@ class _PipeOutbox:
         try:
             ready = self.conn.poll(timeout)
             while ready:
-                message = self.conn.recv()
+                message = decode_message(self.conn.recv_bytes())
                 if message[0] == "free":
-                    self._free.append(int(message[1]))
+                    self._free.extend(message[1:])
                 else:
                     self._stop = True
                 ready = self.conn.poll(0)
@@ -119,7 +119,7 @@ class _PipeOutbox:
         return self._free.pop()  # a stop that comes meanwhile is seen before the next frame
 
     def frame(self, slot: int, image: Any, pts_ms: float, layout: PixelLayout) -> bool:
-        self.conn.send(("frame", *frame_entry(slot, image, pts_ms, layout)))
+        self.conn.send_bytes(frame_record(frame_entry(slot, image, pts_ms, layout)))
         return True
 
     def message(self, message: tuple[Any, ...]) -> bool:
@@ -246,9 +246,10 @@ class HostedSource(ProcessSource):
         here) needs none."""
         conn, freed = self._conn, self._freed
         assert conn is not None
-        try:
-            while freed:
-                conn.send(("free", freed.popleft()))
+        if not freed:
+            return
+        try:  # all at once: only this thread takes from the deque, others may add meanwhile
+            conn.send_bytes(freed_record([freed.popleft() for _ in range(len(freed))]))
         except OSError:
             freed.clear()
 
@@ -266,7 +267,7 @@ class HostedSource(ProcessSource):
         while True:
             self._send_freed()
             if conn.poll(POLL_S):
-                return self._receive()
+                return self._receive(ready=True)
             if self._interrupted.is_set():
                 return None
             waited += POLL_S
@@ -302,7 +303,7 @@ def _stop_session(conn: Connection, description: str) -> None:
     try:
         while (left := deadline - time.monotonic()) > 0:
             if conn.poll(left):
-                conn.recv()
+                conn.recv_bytes()
         log.warning("%s: decoding thread did not stop within %g s", description, STOP_WAIT_S)
     except (EOFError, OSError):
         pass  # closed: the thread has ended

@@ -51,6 +51,7 @@ from pipeline.sources.ring import (
     STOP_WAIT_S,
     Announcements,
     FreeSlots,
+    decode_message,
     leased,
     ring_dir,
 )
@@ -287,16 +288,17 @@ class ProcessSource:
         _, image, pts_ms, layout = message  # larger than a slot (the stream changed size)
         return RawFrame(image, pts_ms, layout)
 
-    def _receive(self) -> Any:
-        """The child's next message (``None`` once interrupted); its error messages are raised here."""
+    def _receive(self, ready: bool = False) -> Any:
+        """The child's next message (``None`` once interrupted); its error messages are raised here. ``ready``: the
+        caller has just seen that one is there."""
         assert self._conn is not None
-        while not self._conn.poll(POLL_S):
+        while not ready and not self._conn.poll(POLL_S):
             if self._interrupted.is_set():
                 return None
             if self._process is not None and not self._process.is_alive() and not self._conn.poll(0):
                 raise self._ended()
         try:
-            message = self._conn.recv()
+            message = decode_message(self._conn.recv_bytes())
         except (EOFError, OSError) as exc:
             raise self._ended() from exc
         if message[0] == "error":

@@ -4,9 +4,11 @@ and the constants both sides agree on (see :mod:`pipeline.sources.process`)."""
 from __future__ import annotations
 
 import os
+import struct
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from multiprocessing.connection import Connection
+from multiprocessing.reduction import ForkingPickler
 from multiprocessing.synchronize import Event
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,38 @@ LAYOUTS: tuple[PixelLayout, ...] = ("bgr", "i420")
 """Pixel layouts by the number an announcement carries."""
 ON_PIPE = -1.0
 """An announcement's slot when what comes next is the pipe's next message."""
+
+
+_FRAME_RECORD = struct.Struct("<c6d")
+"""A frame announced on a pipe: ``b"F"`` and the six numbers of an announcement, packed (no pickling)."""
+_FREED_MARK = b"R"
+"""Slots given back on a pipe: this byte, then one byte a slot."""
+
+
+def frame_record(entry: Iterable[float]) -> bytes:
+    """An announcement (slot, height, width, channels, timestamp, layout) as a pipe message."""
+    return _FRAME_RECORD.pack(b"F", *entry)
+
+
+def freed_record(slots: Iterable[int]) -> bytes:
+    """Freed ring slots as one pipe message."""
+    return _FREED_MARK + bytes(slots)
+
+
+def decode_message(data: bytes) -> tuple[Any, ...]:
+    """A message off a decoding pipe: ``("frame", *announcement)``, ``("free", *slots)``, or any other, pickled.
+
+    Frames and freed slots are the messages of every frame, so they travel as
+    packed bytes, not pickles (a pickle starts with ``0x80``, so neither mark
+    can be mistaken for one).
+    """
+    mark = data[:1]
+    if mark == b"F":
+        return ("frame", *_FRAME_RECORD.unpack(data)[1:])
+    if mark == _FREED_MARK:
+        return ("free", *data[1:])
+    message: tuple[Any, ...] = ForkingPickler.loads(data)
+    return message
 
 
 def take_or_give_up(semaphore: Any, stop: Event, conn: Connection) -> bool:
