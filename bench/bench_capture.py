@@ -8,14 +8,17 @@ mode per phase:
 - ``cpu`` / ``pyav``: decoded on the CPU by OpenCV / PyAV;
 - ``nvdec``: demuxed by PyAV and decoded on NVDEC from each capture thread (``decoder: nvdec``);
 - ``nvdec-process``: the same in a decoding process per camera, frames handed over in a ring on the GPU
-  (``decoder: nvdec, decode_process: gpu``).
+  (``decoder: nvdec, decode_process: gpu``); ``nvdec-group``: in a few shared ones (``decode_group``);
+- ``pyav-process`` / ``pyav-group``: PyAV in a decoding process per camera / in a few shared ones, frames handed
+  over in shared memory (what the handover costs this process, without a GPU).
 
 Each phase reports the time until every camera had read a frame (opening them all at once: do they open in
 parallel?), per camera the frames read per second against the rate the server sends, the cores this
-process (and its decoding processes) and the server used, and how long a thread waits for the interpreter lock
-(the lateness of a 2 ms sleep: a free lock wakes it within a fraction of a millisecond, a contended one up to the
-5 ms switch interval and beyond). Where the pipeline's capture runs short (``bench_live.py``), this says whether
-the cameras, the decoders or the interpreter are the limit::
+process (and its decoding processes) and the server used, this process's own CPU time per frame read, and how
+long a thread waits for the interpreter lock (the lateness of a 2 ms sleep: a free lock wakes it within a
+fraction of a millisecond, a contended one up to the 5 ms switch interval and beyond). Where the pipeline's
+capture runs short (``bench_live.py``), this says whether the cameras, the decoders or the interpreter are the
+limit::
 
     python bench/bench_capture.py --video people1_1080p.mp4 --streams 64 --modes demux,nvdec,nvdec-process
 
@@ -42,15 +45,17 @@ from pipeline.config import UrlSourceConfig
 from pipeline.sources import make_source
 from pipeline.sources.pyav_stream import open_url
 
-MODES = {
+MODES: dict[str, dict[str, Any]] = {
     "cpu": {"decoder": "cpu"},
     "pyav": {"decoder": "pyav"},
     "nvdec": {"decoder": "nvdec"},
     "nvdec-process": {"decoder": "nvdec", "decode_process": "gpu"},
     "nvdec-group": {"decoder": "nvdec", "decode_process": "gpu"},
+    "pyav-process": {"decoder": "pyav", "decode_process": True},
+    "pyav-group": {"decoder": "pyav", "decode_process": True},
 }
 GROUPS = 6
-"""``nvdec-group``: the cameras share this many decoding processes, dealt out in turn."""
+"""``*-group``: the cameras share this many decoding processes, dealt out in turn."""
 """Each decoding mode's source settings (``demux`` reads packets only)."""
 PROBE_SLEEP_S = 0.002
 
@@ -111,7 +116,7 @@ class Cameras:
             container.close()
 
     def _decode(self, i: int, url: str, mode: str) -> None:
-        group = {"decode_group": f"decode{i % GROUPS}"} if mode == "nvdec-group" else {}
+        group = {"decode_group": f"decode{i % GROUPS}"} if mode.endswith("-group") else {}
         source = make_source(UrlSourceConfig(url=url, **MODES[mode], **group))
         source.open()
         try:
@@ -153,6 +158,7 @@ def phase(urls: list[str], mode: str, server: int, warmup: float, seconds: float
     try:
         time.sleep(warmup)
         before, ours, theirs = list(cameras.counts), process_tree_cpu_s(os.getpid()), process_tree_cpu_s(server)
+        own = time.process_time()  # this process alone: its decoding processes are children
         started = time.monotonic()
         probe = LockProbe()
         probe.start()
@@ -160,6 +166,7 @@ def phase(urls: list[str], mode: str, server: int, warmup: float, seconds: float
         lock = probe.finish()
         elapsed = time.monotonic() - started
         rates = [(b - a) / elapsed for a, b in zip(before, cameras.counts, strict=True)]
+        own = time.process_time() - own
         cores = (process_tree_cpu_s(os.getpid()) - ours) / elapsed
         server_cores = (process_tree_cpu_s(server) - theirs) / elapsed
     finally:
@@ -175,6 +182,7 @@ def phase(urls: list[str], mode: str, server: int, warmup: float, seconds: float
         "share_mean": round(float(np.mean(shares)), 4),
         "cores": round(cores - server_cores, 2),
         "server_cores": round(server_cores, 2),
+        "own_cpu_us_per_frame": round(own / max(1.0, sum(rates) * elapsed) * 1e6, 1),
         "lock_wait_ms": lock,
         "errors": cameras.errors[:5],
     }
