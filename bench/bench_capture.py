@@ -54,9 +54,9 @@ MODES: dict[str, dict[str, Any]] = {
     "pyav-process": {"decoder": "pyav", "decode_process": True},
     "pyav-group": {"decoder": "pyav", "decode_process": True},
 }
+"""Each decoding mode's source settings (``demux`` reads packets only)."""
 GROUPS = 6
 """``*-group``: the cameras share this many decoding processes, dealt out in turn."""
-"""Each decoding mode's source settings (``demux`` reads packets only)."""
 PROBE_SLEEP_S = 0.002
 
 

@@ -267,7 +267,7 @@ class HostedSource(ProcessSource):
         while True:
             self._send_freed()
             if conn.poll(POLL_S):
-                return self._receive(ready=True)
+                return self._take_message()
             if self._interrupted.is_set():
                 return None
             waited += POLL_S

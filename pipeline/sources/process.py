@@ -288,15 +288,19 @@ class ProcessSource:
         _, image, pts_ms, layout = message  # larger than a slot (the stream changed size)
         return RawFrame(image, pts_ms, layout)
 
-    def _receive(self, ready: bool = False) -> Any:
-        """The child's next message (``None`` once interrupted); its error messages are raised here. ``ready``: the
-        caller has just seen that one is there."""
+    def _receive(self) -> Any:
+        """The child's next message (``None`` once interrupted); its error messages are raised here."""
         assert self._conn is not None
-        while not ready and not self._conn.poll(POLL_S):
+        while not self._conn.poll(POLL_S):
             if self._interrupted.is_set():
                 return None
             if self._process is not None and not self._process.is_alive() and not self._conn.poll(0):
                 raise self._ended()
+        return self._take_message()
+
+    def _take_message(self) -> Any:
+        """The message waiting on the pipe; an error message is raised here."""
+        assert self._conn is not None
         try:
             message = decode_message(self._conn.recv_bytes())
         except (EOFError, OSError) as exc:

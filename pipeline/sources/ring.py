@@ -34,15 +34,16 @@ ON_PIPE = -1.0
 """An announcement's slot when what comes next is the pipe's next message."""
 
 
+_FRAME_MARK = b"F"
 _FRAME_RECORD = struct.Struct("<c6d")
-"""A frame announced on a pipe: ``b"F"`` and the six numbers of an announcement, packed (no pickling)."""
+"""A frame announced on a pipe: its mark and the six numbers of an announcement, packed (no pickling)."""
 _FREED_MARK = b"R"
 """Slots given back on a pipe: this byte, then one byte a slot."""
 
 
 def frame_record(entry: Iterable[float]) -> bytes:
     """An announcement (slot, height, width, channels, timestamp, layout) as a pipe message."""
-    return _FRAME_RECORD.pack(b"F", *entry)
+    return _FRAME_RECORD.pack(_FRAME_MARK, *entry)
 
 
 def freed_record(slots: Iterable[int]) -> bytes:
@@ -58,7 +59,7 @@ def decode_message(data: bytes) -> tuple[Any, ...]:
     can be mistaken for one).
     """
     mark = data[:1]
-    if mark == b"F":
+    if mark == _FRAME_MARK:
         return ("frame", *_FRAME_RECORD.unpack(data)[1:])
     if mark == _FREED_MARK:
         return ("free", *data[1:])
