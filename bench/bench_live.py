@@ -12,7 +12,9 @@ fresh process and an independent subscriber in another measures a steady window 
   and its decoding processes), GPU memory, and what can pause the whole process in the window: garbage
   collections (the longest, and when) and CUDA graph captures (when), to set beside the cameras' longest gaps;
 - whether it **holds**: every camera ≥ 99% of its source rate, p99 ≤ 2 frame intervals and max ≤ 250 ms, over a
-  window of at least 60 s.
+  window of at least 60 s; and, for a number past what holds, whether it **degrades evenly**: p99 ≤ 3 frame
+  intervals, the least-served camera at ≥ 90% of the most-served one's rate, and no camera more than 1 s further
+  behind its clock at the window's end than at its start.
 
 One command, one JSON document on stdout (``--out`` also writes it to a file)::
 
@@ -51,6 +53,12 @@ HOLD_MAX_MS = 250.0
 """...and no result later than this."""
 HOLD_WINDOW_S = 60.0
 """A shorter window measures, but cannot show that a number of cameras holds."""
+OVERLOAD_P99_INTERVALS = 3.0
+"""Past capacity, a run degrades evenly when capture→publish p99 stays within this many frame intervals..."""
+OVERLOAD_EVEN_SHARE = 0.9
+"""...the least-served camera delivers at least this share of the most-served one's rate..."""
+OVERLOAD_FELL_BEHIND_S = 1.0
+"""...and no camera's frames fall further behind its clock than this over the window (no backlog upstream)."""
 
 
 # -- the subscriber: its own process, as another service would be ------------------------------------------------
@@ -384,6 +392,12 @@ def verdict(run: dict[str, Any], source_fps: float, window_s: float) -> dict[str
         and window_s >= HOLD_WINDOW_S
         and not run.get("error")
     )
+    out["degrades_evenly"] = bool(
+        out["worst_p99_ms"] <= OVERLOAD_P99_INTERVALS * interval_ms
+        and out["min_rate_share"] >= OVERLOAD_EVEN_SHARE * out["max_rate_share"]
+        and (out["most_fallen_behind_camera_s"] or 0.0) <= OVERLOAD_FELL_BEHIND_S
+        and not run.get("error")
+    )
     return out
 
 
@@ -585,6 +599,11 @@ def main() -> None:
         "source_fps": round(source_fps, 3),
         "nominal_fps": round(nominal_fps, 3),
         "targets": {"rate_share": HOLD_RATE, "p99_frame_intervals": HOLD_P99_INTERVALS, "max_ms": HOLD_MAX_MS},
+        "overload_targets": {
+            "p99_frame_intervals": OVERLOAD_P99_INTERVALS,
+            "least_to_most_served": OVERLOAD_EVEN_SHARE,
+            "fell_behind_s": OVERLOAD_FELL_BEHIND_S,
+        },
         "warmup_s": args.warmup,
         "window_s": args.window,
         "largest_holding": max(held) if held else None,

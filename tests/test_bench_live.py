@@ -101,3 +101,33 @@ def test_the_pause_watch_sees_collections_and_graph_captures() -> None:
     assert 0.1 <= report["gc_longest_at_s"] < 5 and report["gc_longest_ms"] >= 0
     assert len(report["graph_captures_at_s"]) == 1 and report["graph_captures_at_s"][0] >= 0.2
     assert watch.report(since=60)["gc_collections"] == 0, "only what happened in the window"
+
+
+def _camera(fps: float, p99: float, fell_behind: float | None = 0.0) -> dict[str, Any]:
+    latency = {"p50": p99 / 2, "p90": p99 * 0.8, "p99": p99, "max": p99 * 1.5}
+    return {
+        "fps": fps,
+        "latency_ms": latency,
+        "first_publish_s": 9.0,
+        "longest_gap_ms": 90.0,
+        "longest_gap_at_s": 40.0,
+        "dropped": {"capture": 100},
+        "fell_behind_camera_s": fell_behind,
+    }
+
+
+def test_past_capacity_a_run_degrades_evenly_only_with_low_latency_even_shares_and_no_backlog() -> None:
+    """At 24 fps a frame interval is 41.7 ms: three of them are 125 ms."""
+    bench = load_bench()
+
+    def verdict(*cameras: dict[str, Any]) -> dict[str, Any]:
+        run = {"cameras": {f"cam{i}": c for i, c in enumerate(cameras)}}
+        result: dict[str, Any] = bench.verdict(run, 24.0, 60.0)
+        return result
+
+    even = verdict(_camera(16.0, 110.0), _camera(16.8, 100.0))
+    assert even["degrades_evenly"] and not even["holds"], even
+    assert not verdict(_camera(16.0, 140.0), _camera(16.8, 100.0))["degrades_evenly"], "p99 past 3 intervals"
+    assert not verdict(_camera(12.0, 100.0), _camera(16.8, 100.0))["degrades_evenly"], "one camera starved"
+    assert not verdict(_camera(16.0, 100.0, 2.5), _camera(16.8, 100.0))["degrades_evenly"], "a backlog upstream"
+    assert verdict(_camera(24.0, 50.0), _camera(24.0, 60.0))["holds"]
