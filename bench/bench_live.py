@@ -393,7 +393,9 @@ def verdict(run: dict[str, Any], source_fps: float, window_s: float) -> dict[str
         and not run.get("error")
     )
     out["degrades_evenly"] = bool(
-        out["worst_p99_ms"] <= OVERLOAD_P99_INTERVALS * interval_ms
+        out["all_published_after_s"] is not None
+        and out["min_rate_share"] > 0
+        and out["worst_p99_ms"] <= OVERLOAD_P99_INTERVALS * interval_ms
         and out["min_rate_share"] >= OVERLOAD_EVEN_SHARE * out["max_rate_share"]
         and (out["most_fallen_behind_camera_s"] or 0.0) <= OVERLOAD_FELL_BEHIND_S
         and not run.get("error")

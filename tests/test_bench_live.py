@@ -130,4 +130,6 @@ def test_past_capacity_a_run_degrades_evenly_only_with_low_latency_even_shares_a
     assert not verdict(_camera(16.0, 140.0), _camera(16.8, 100.0))["degrades_evenly"], "p99 past 3 intervals"
     assert not verdict(_camera(12.0, 100.0), _camera(16.8, 100.0))["degrades_evenly"], "one camera starved"
     assert not verdict(_camera(16.0, 100.0, 2.5), _camera(16.8, 100.0))["degrades_evenly"], "a backlog upstream"
+    silent = _camera(0.0, 0.0, None) | {"first_publish_s": None}
+    assert not verdict(silent, silent)["degrades_evenly"], "nothing published is no graceful degradation"
     assert verdict(_camera(24.0, 50.0), _camera(24.0, 60.0))["holds"]
