@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -15,12 +16,14 @@ import pytest
 from helpers import serve_rtsp, stop_server
 from test_decode_process import alive, assert_ends_killed, read_all, ring_files
 
+from engines.base import FrameFormat
 from pipeline.config import FileSourceConfig, UrlSourceConfig, build_config
 from pipeline.errors import ConfigError, SourceError
 from pipeline.sources import make_source
-from pipeline.sources.base import RawFrame
-from pipeline.sources.hosted import HostedSource
+from pipeline.sources.base import DecoderSource, RawFrame, Source
+from pipeline.sources.hosted import HostedSource, decode_host
 from pipeline.sources.ring import decode_message, frame_record, freed_record
+from pipeline.sources.video import VideoFileSource
 
 HAS_PYAV = importlib.util.find_spec("av") is not None
 
@@ -179,3 +182,59 @@ def test_frames_and_freed_slots_cross_a_session_s_pipe_packed_and_other_messages
     finally:
         parent.close()
         child.close()
+
+
+class _SlowFirstFrame(DecoderSource):
+    """A file that, like a camera on NVDEC, knows its frames' format on connecting (from the stream's description)
+    and hands on its first frame only later: once a file beside it (``.go``) exists."""
+
+    live = True
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.description = f"slow '{path.name}'"
+        self._inner = VideoFileSource(path)
+        self._go = path.with_suffix(".go")
+
+    def open(self) -> None:
+        self._inner.open()
+        assert self._inner.frame_format is not None
+        self._format_known(self._inner.frame_format)
+        deadline = time.monotonic() + 20
+        while not self._go.exists() and time.monotonic() < deadline and not self._interrupted.is_set():
+            time.sleep(0.02)
+
+    def _decode(self) -> RawFrame | None:
+        return self._inner.read()
+
+    def _is_open(self) -> bool:
+        return True
+
+    def release(self) -> None:
+        self._inner.release()
+
+
+def slow_first_frame(config: FileSourceConfig) -> Source:
+    """The group's maker for :class:`_SlowFirstFrame` (module-level: the host imports it by name)."""
+    return _SlowFirstFrame(config.path)
+
+
+def test_a_group_camera_s_format_reaches_the_pipeline_before_its_first_frame(tiny_video: Path) -> None:
+    """Start-up warms the model up on the cameras' formats: a group camera's must not wait for its first frame."""
+    config = FileSourceConfig(path=tiny_video, decode_process=True, decode_group="slow-first")
+    source = HostedSource(config, slow_first_frame, decode_host("slow-first"))
+    opening = threading.Thread(target=source.open, daemon=True)
+    opening.start()
+    try:
+        deadline = time.monotonic() + 15
+        while source.frame_format is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert source.frame_format == FrameFormat((120, 160, 3)), "told while the camera connects"
+        assert opening.is_alive(), "before its first frame"
+        tiny_video.with_suffix(".go").touch()
+        opening.join(15)
+        assert not opening.is_alive()
+        frames = read_all_open(source)
+    finally:
+        source.release()
+    assert len(frames) == 40 and frames[0].image.shape == (120, 160, 3)

@@ -66,7 +66,10 @@ class DecoderSource:
     total_frames: int | None = None
     """Frames in the file, when the container says (progress bars); ``None`` for live sources."""
     frame_format: FrameFormat | None = None
-    """The first frame's shape and layout, once opened."""
+    """The first frame's shape and layout, once opened (or sooner, where the stream describes them)."""
+    on_format: Callable[[FrameFormat], object] | None = None
+    """Told the frames' format as soon as the source knows it, before its first frame where it can (a decoding
+    process passes it on to the pipeline, which warms the model up on it)."""
 
     def __init__(self) -> None:
         self._interrupted = threading.Event()
@@ -88,6 +91,12 @@ class DecoderSource:
             raise SourceError(f"{self.description}: opened, but no frame could be decoded (corrupt or empty video?)")
         self._pending = first
         self.frame_format = FrameFormat(tuple(first.image.shape), first.layout)
+
+    def _format_known(self, fmt: FrameFormat) -> None:
+        """The frames' format, known before the first frame decodes (from the stream's description)."""
+        self.frame_format = fmt
+        if self.on_format is not None:
+            self.on_format(fmt)
 
     def _timestamp(self, reported_ms: float) -> float:
         """``reported_ms``, or (when the container gives none after the first frame) the frame count over the rate."""

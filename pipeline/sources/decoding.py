@@ -1,5 +1,6 @@
-"""The decoding process's side: open the source, map the ring the parent made, decode into its free slots and
-announce each frame, until the end or the stop flag (see :mod:`pipeline.sources.process`)."""
+"""The decoding process's side: open the source (telling the parent its frames' format as soon as the source knows
+it), map the ring the parent made, decode into its free slots and announce each frame, until the end or the stop
+flag (see :mod:`pipeline.sources.process`)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import numpy as np
 
 from engines.yuv import PixelLayout
 from pipeline.errors import PermanentSourceError, SourceError
-from pipeline.sources.base import RawFrame, SourceMaker
+from pipeline.sources.base import DecoderSource, RawFrame, SourceMaker
 from pipeline.sources.ring import LAYOUTS, ON_PIPE, Announcements, FreeSlots
 
 if TYPE_CHECKING:
@@ -39,6 +40,8 @@ def decode_into_ring(make: SourceMaker, config: SourceConfig, conn: Connection, 
     through ``out`` until the end or a stop; errors go to the parent as one line."""
     source = make(config)
     ring: _HostSlots | _DeviceSlots | None = None
+    if isinstance(source, DecoderSource):  # a camera that knows its format on connecting says so at once
+        source.on_format = lambda fmt: conn.send(("format", fmt.shape, fmt.layout))
     try:
         source.open()
         first = source.read()

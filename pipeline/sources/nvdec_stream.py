@@ -131,7 +131,7 @@ class NvdecStreamSource(DecoderSource):
         self._fps = float(stream.average_rate or stream.guessed_rate or 0)
         width, height = stream.codec_context.width, stream.codec_context.height
         if width and height:  # from the stream's description, before a frame decodes: start-up warms up on it
-            self.frame_format = FrameFormat((height, width, 3))
+            self._format_known(FrameFormat((height, width, 3)))
         try:
             with GATE.work():  # a camera may connect while the engine captures graphs: creating allocates on the GPU
                 self._decoder = self._create_decoder(nvc, name, latency)

@@ -148,6 +148,9 @@ class ProcessSource:
         """The child's source opened: learn its frames' size, make the ring, and wait until the child has mapped
         it (and started CUDA, for one on the GPU)."""
         opened = self._receive()
+        while opened is not None and opened[0] == "format":  # known before the first frame: start-up warms up on it
+            self.frame_format = FrameFormat(tuple(opened[1]), opened[2])
+            opened = self._receive()
         if opened is None:
             raise SourceError(f"{self.description}: interrupted while opening")
         if opened[0] != "opened":
