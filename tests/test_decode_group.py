@@ -238,3 +238,45 @@ def test_a_group_camera_s_format_reaches_the_pipeline_before_its_first_frame(tin
     finally:
         source.release()
     assert len(frames) == 40 and frames[0].image.shape == (120, 160, 3)
+
+
+def test_a_pipe_reader_takes_each_message_whole_and_in_order_then_the_end() -> None:
+    """What a session's capture thread reads its pipe with: messages already there without waiting, one larger than
+    a read (a frame too large for a slot) whole, and the other end's close once everything is taken."""
+    import multiprocessing as mp
+
+    from pipeline.sources.pipe_reader import CHUNK, PipeReader
+
+    parent, child = mp.Pipe()
+    big = np.random.default_rng(1).integers(0, 255, (3 * CHUNK,), np.uint8)
+    records = [frame_record((float(i), 1080.0, 1920.0, 3.0, 41.7 * i, 1.0)) for i in range(3)]
+
+    def send() -> None:  # from a thread: the large message fills the pipe until it is read
+        child.send_bytes(records[0])
+        child.send(("inline", big, 83.4, "bgr"))
+        for record in records[1:]:
+            child.send_bytes(record)
+        child.close()
+
+    sender = threading.Thread(target=send, daemon=True)
+    reader = PipeReader(parent.fileno())
+    try:
+        assert reader.take() is None and not reader.wait(0.05), "nothing sent yet"
+        sender.start()
+        got = []
+        deadline = time.monotonic() + 10
+        with pytest.raises(EOFError):
+            while time.monotonic() < deadline:
+                data = reader.take()
+                if data is None:
+                    assert reader.wait(1.0)
+                else:
+                    got.append(decode_message(data))
+        assert [m[0] for m in got] == ["frame", "inline", "frame", "frame"]
+        assert [m[1] for m in got if m[0] == "frame"] == [0.0, 1.0, 2.0]
+        assert np.array_equal(got[1][1], big)
+    finally:
+        if sender.ident is not None:  # started
+            sender.join(5)
+        reader.close()
+        parent.close()

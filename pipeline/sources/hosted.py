@@ -34,6 +34,7 @@ from pipeline.errors import SourceError
 from pipeline.sources.base import RawFrame, SourceMaker
 from pipeline.sources.cuda_driver import sleep_on_waits
 from pipeline.sources.decoding import decode_into_ring, exit_now, frame_entry
+from pipeline.sources.pipe_reader import PipeReader
 from pipeline.sources.process import ProcessSource, end_process, preloaded
 from pipeline.sources.ring import POLL_S, STOP_WAIT_S, decode_message, frame_record, freed_record
 
@@ -44,6 +45,9 @@ log = logging.getLogger(__name__)
 
 ENDED_WAIT_S = 0.5
 """How long a session whose pipe closed without a word waits to learn whether the whole host died."""
+FREED_BATCH_OF_RING = 4
+"""A capture thread that is behind its camera tells the thread of freed slots once a quarter of the ring has
+gathered (one write instead of one a frame); one about to wait for a frame tells it of every one first."""
 
 
 # -- the host's side ----------------------------------------------------------------------------------------------
@@ -228,6 +232,9 @@ class HostedSource(ProcessSource):
         self._freed: collections.deque[int] = collections.deque()
         """Slots the pipeline let go of, to tell the host: a frame may be let go of in any thread, at any moment
         (even inside a send on the pipe), so the capture thread sends them."""
+        self._freed_batch = max(1, self._slots // FREED_BATCH_OF_RING)
+        self._reader: PipeReader | None = None
+        """The session's pipe once frames flow (:mod:`pipeline.sources.pipe_reader`)."""
 
     def _start(self) -> None:
         self._freed = collections.deque()
@@ -260,14 +267,25 @@ class HostedSource(ProcessSource):
         return self._piped(message)
 
     def _next_message(self) -> Any:
-        """The thread's next message (``None`` once interrupted), sending freed slots while waiting."""
-        conn = self._conn
-        assert conn is not None
+        """The thread's next message (``None`` once interrupted). One already here is taken without waiting; freed
+        slots go to the thread before any wait (it may be waiting for one), or once a few have gathered."""
+        reader = self._reader
+        if reader is None:  # the first after the handshake: from here on, read through the reader
+            assert self._conn is not None
+            reader = self._reader = PipeReader(self._conn.fileno())
         waited = 0.0
         while True:
+            try:
+                data = reader.take()
+            except (EOFError, OSError) as exc:  # the thread, or its whole process, ended
+                raise self._ended() from exc
+            if data is not None:
+                if len(self._freed) >= self._freed_batch:
+                    self._send_freed()
+                return self._message_from(data)
             self._send_freed()
-            if conn.poll(POLL_S):
-                return self._take_message()
+            if reader.wait(POLL_S):
+                continue
             if self._interrupted.is_set():
                 return None
             waited += POLL_S
@@ -284,6 +302,9 @@ class HostedSource(ProcessSource):
 
     def release(self) -> None:
         """Stop the session's thread (waiting a moment for it to end) and let go of the ring."""
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()
         conn, self._conn = self._conn, None
         if conn is not None:
             _stop_session(conn, self.description)

@@ -305,9 +305,14 @@ class ProcessSource:
         """The message waiting on the pipe; an error message is raised here."""
         assert self._conn is not None
         try:
-            message = decode_message(self._conn.recv_bytes())
+            data = self._conn.recv_bytes()
         except (EOFError, OSError) as exc:
             raise self._ended() from exc
+        return self._message_from(data)
+
+    def _message_from(self, data: bytes) -> Any:
+        """A message off the pipe; an error message is raised here."""
+        message = decode_message(data)
         if message[0] == "error":
             _, permanent, text = message
             raise (PermanentSourceError if permanent else SourceError)(text)
