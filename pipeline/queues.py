@@ -90,6 +90,12 @@ class BoundedQueue(Generic[T]):
         with self._lock:
             return self._wait_for_room(timeout)
 
+    def count_dropped(self, stream_id: str, n: int) -> None:
+        """Count ``n`` of ``stream_id``'s items as dropped before they reached this queue (a source that keeps only
+        its latest frame lets the others go)."""
+        with self._lock:
+            self._drops[stream_id] += n
+
     def _evict_oldest(self) -> None:
         for i, old in enumerate(self._items):
             if not isinstance(old, EndOfStream):

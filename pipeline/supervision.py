@@ -97,7 +97,10 @@ class SupervisedSource:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self.state: SourceState | None = None
-        self.description = factory().description
+        probe = factory()  # not opened: its name and kind
+        self.description = probe.description
+        self.keeps_latest: bool = getattr(probe, "keeps_latest", False)
+        """Its source keeps its latest frame until read (see :class:`~pipeline.sources.hosted.HostedSource`)."""
         self.reconnects = 0
         self._down_since: float | None = None
         self._last_ms = 0.0

@@ -174,7 +174,7 @@ def test_frames_and_freed_slots_cross_a_session_s_pipe_packed_and_other_messages
         child.send(("inline", inline, 83.4, "bgr"))
         parent.send_bytes(freed_record([0, 15, 7]))
         parent.send(("stop",))
-        assert decode_message(parent.recv_bytes()) == ("frame", *entry)
+        assert decode_message(parent.recv_bytes()) == ("frame", *entry, 0.0)
         kind, image, pts_ms, layout = decode_message(parent.recv_bytes())
         assert (kind, pts_ms, layout) == ("inline", 83.4, "bgr") and np.array_equal(image, inline)
         assert decode_message(child.recv_bytes()) == ("free", 0, 15, 7)
@@ -237,7 +237,9 @@ def test_a_group_camera_s_format_reaches_the_pipeline_before_its_first_frame(tin
         frames = read_all_open(source)
     finally:
         source.release()
-    assert len(frames) == 40 and frames[0].image.shape == (120, 160, 3)
+    assert frames[0].image.shape == (120, 160, 3)
+    assert len(frames) + sum(f.skipped for f in frames) == 40, "a camera keeps its latest: every other is counted"
+    assert [f.pts_ms for f in frames] == sorted(f.pts_ms for f in frames)
 
 
 def test_a_pipe_reader_takes_each_message_whole_and_in_order_then_the_end() -> None:

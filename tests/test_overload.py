@@ -6,12 +6,15 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from helpers import serve_rtsp, stop_server
 from test_sources import FakeEngine
 
 from engines.base import EngineInfo, ReadyDetections
 from pipeline.config import build_config
+from pipeline.report import RunReport
 from pipeline.runner import Pipeline
 from pipeline.schema import DetectionsMessage
 from pipeline.subscriber import Subscriber
@@ -42,11 +45,12 @@ def _collect(endpoint: str, until: float, out: list[tuple[float, str, float]]) -
                 out.append((time.time(), msg.stream_id, (msg.published_at - msg.captured_at) * 1000.0))
 
 
-def test_past_capacity_latency_stays_at_two_passes_and_drops_are_even(endpoint: str, tiny_video: Path) -> None:
-    source = {"type": "file", "path": str(tiny_video), "realtime": True, "loop": True}
+def _overloaded(endpoint: str, sources: list[dict[str, Any]]) -> tuple[list[tuple[float, str, float]], RunReport]:
+    """Run the cameras into :class:`SlowEngine` for 10 s: what the subscriber got after 2 s of settling (when, which
+    camera, capture→publish ms) and the run's report."""
     config = build_config(
         {
-            "streams": [{"id": f"cam{i}", "source": source} for i in range(CAMERAS)],
+            "streams": [{"id": f"cam{i}", "source": source} for i, source in enumerate(sources)],
             "publish": {"endpoint": endpoint},
             "tracking": {"enabled": False},
         },
@@ -63,7 +67,11 @@ def test_past_capacity_latency_stays_at_two_passes_and_drops_are_even(endpoint: 
     report = pipeline.report()
     pipeline.close()
     assert report.failure is None
-    steady = [g for g in got if g[0] > got[0][0] + 2.0]  # after a 2 s settling
+    assert got, "nothing published"
+    return [g for g in got if g[0] > got[0][0] + 2.0], report
+
+
+def _assert_bounded_and_even(steady: list[tuple[float, str, float]], report: RunReport) -> None:
     latency = np.array([ms for _, _, ms in steady])
     bound_ms = (2 * PASS_S + 1 / FPS) * 1000.0  # the frame waits for the running pass, then its own
     assert np.percentile(latency, 99) <= bound_ms + 100.0, f"p99 {np.percentile(latency, 99):.0f} ms"
@@ -75,3 +83,28 @@ def test_past_capacity_latency_stays_at_two_passes_and_drops_are_even(endpoint: 
     offered = FPS * (steady[-1][0] - steady[0][0])
     assert all(n < 0.75 * offered for n in per_camera), "the model cannot keep up: frames must have been dropped"
     assert all(sum(s.drops.values()) > 0 for s in report.streams), "each camera lost its oldest frames"
+
+
+def test_past_capacity_latency_stays_at_two_passes_and_drops_are_even(endpoint: str, tiny_video: Path) -> None:
+    source = {"type": "file", "path": str(tiny_video), "realtime": True, "loop": True}
+    _assert_bounded_and_even(*_overloaded(endpoint, [source] * CAMERAS))
+
+
+def test_cameras_decoded_in_a_group_past_capacity_hand_over_only_the_frames_the_model_takes(
+    endpoint: str, h264_video: Path
+) -> None:
+    """Real RTSP cameras in a decoding group keep their latest frame there: the pipeline asks for a frame when it
+    can queue one, so it spends nothing on the frames it would drop, and the rest are counted as drops."""
+    server, url = serve_rtsp(h264_video, "s3cret")
+    try:
+        sources = [
+            {"type": "url", "url": f"{url[:-1]}{i}", "decode_process": True, "decode_group": "overload"}
+            for i in range(CAMERAS)
+        ]
+        steady, report = _overloaded(endpoint, sources)
+    finally:
+        stop_server(server)
+    _assert_bounded_and_even(steady, report)
+    for stream in report.streams:
+        assert stream.frames <= stream.published + 2 * CAMERAS, f"{stream.stream_id}: frames read that were dropped"
+        assert sum(stream.drops.values()) >= 0.5 * stream.frames, f"{stream}: the frames let go of are counted"

@@ -22,6 +22,9 @@ class RawFrame:
     pts_ms: float
     layout: PixelLayout = "bgr"
     """``i420`` when a CPU decoder hands on its own planes (see :mod:`engines.yuv`)."""
+    skipped: int = 0
+    """Frames the source let go of unread just before this one (one that keeps only its latest frame while the
+    pipeline is busy): counted as the stream's drops."""
 
 
 class Source(Protocol):

@@ -25,6 +25,7 @@ import multiprocessing as mp
 import signal
 import threading
 import time
+from dataclasses import replace
 from multiprocessing import reduction
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
@@ -36,7 +37,7 @@ from pipeline.sources.cuda_driver import sleep_on_waits
 from pipeline.sources.decoding import decode_into_ring, exit_now, frame_entry
 from pipeline.sources.pipe_reader import PipeReader
 from pipeline.sources.process import ProcessSource, end_process, preloaded
-from pipeline.sources.ring import POLL_S, STOP_WAIT_S, decode_message, frame_record, freed_record
+from pipeline.sources.ring import POLL_S, STOP_WAIT_S, decode_message, frame_record, freed_record, want_record
 
 if TYPE_CHECKING:
     from pipeline.config import SourceConfig
@@ -52,9 +53,9 @@ gathered (one write instead of one a frame); one about to wait for a frame tells
 
 # -- the host's side ----------------------------------------------------------------------------------------------
 def host(control: Connection, on_gpu: bool) -> None:
-    """A group's decoding process: for each ``("serve", make, config)`` on ``control`` (followed by the session's
-    pipe, as a file descriptor), decode that source into its ring in a thread of its own; until ``("exit",)`` or
-    the parent is gone."""
+    """A group's decoding process: for each ``("serve", make, config, keep_latest)`` on ``control`` (followed by the
+    session's pipe, as a file descriptor), decode that source into its ring in a thread of its own; until
+    ``("exit",)`` or the parent is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the parent stops us
     signal.signal(signal.SIGTERM, exit_now)
     if on_gpu:  # its threads wait on the GPU for every frame: sleeping, not spinning a core each
@@ -71,8 +72,8 @@ def host(control: Connection, on_gpu: bool) -> None:
                 conn = Connection(reduction.recv_handle(control))
             except (EOFError, OSError):
                 break
-            _, make, config = message
-            thread = threading.Thread(target=_session, args=(conn, stop, make, config), daemon=True)
+            _, make, config, keep_latest = message
+            thread = threading.Thread(target=_session, args=(conn, stop, make, config, keep_latest), daemon=True)
             thread.start()
             threads = [t for t in threads if t.is_alive()] + [thread]
     finally:
@@ -82,34 +83,59 @@ def host(control: Connection, on_gpu: bool) -> None:
             thread.join(max(0.0, deadline - time.monotonic()))
 
 
-def _session(conn: Connection, stop: threading.Event, make: SourceMaker, config: SourceConfig) -> None:
+def _session(
+    conn: Connection, stop: threading.Event, make: SourceMaker, config: SourceConfig, keep_latest: bool
+) -> None:
     """A host's thread for one source, decoded into its ring (:func:`~pipeline.sources.decoding.decode_into_ring`)."""
-    decode_into_ring(make, config, conn, _PipeOutbox(conn, stop))
+    decode_into_ring(make, config, conn, _PipeOutbox(conn, stop, keep_latest))
 
 
 class _PipeOutbox:
     """A session thread's way to the parent: frames and messages on the session's pipe, which also brings the slots
-    the parent has freed and its stop."""
+    the parent has freed and its stop.
 
-    def __init__(self, conn: Connection, host_stop: threading.Event) -> None:
+    ``keep_latest`` (a camera): a frame goes to the parent only when it has asked for one (``want``); until then
+    the thread keeps its latest frame and lets the one before go, counting it, so a pipeline that cannot take every
+    frame gets each camera's newest and spends nothing on the rest."""
+
+    def __init__(self, conn: Connection, host_stop: threading.Event, keep_latest: bool = False) -> None:
         self.conn = conn
         self._host_stop = host_stop
         self._free: list[int] = []
         self._stop = False
+        self._keep_latest = keep_latest
+        self._wanted = 0
+        self._held: tuple[int, tuple[float, ...]] | None = None
+        """The latest frame no one has asked for yet: its slot and announcement."""
+        self._skipped = 0
 
     def _take_messages(self, timeout: float) -> None:
-        """Take what the parent sent (waiting up to ``timeout`` for the first): freed slots, or the stop."""
+        """Take what the parent sent (waiting up to ``timeout`` for the first): freed slots, requests, or the
+        stop."""
         try:
             ready = self.conn.poll(timeout)
             while ready:
                 message = decode_message(self.conn.recv_bytes())
-                if message[0] == "free":
+                if message[0] in ("free", "want"):
                     self._free.extend(message[1:])
+                    if message[0] == "want":
+                        self._asked()
                 else:
                     self._stop = True
                 ready = self.conn.poll(0)
         except (EOFError, OSError):  # the parent let go of the session
             self._stop = True
+
+    def _asked(self) -> None:
+        held, self._held = self._held, None
+        if held is None:
+            self._wanted += 1
+        else:
+            self._send(*held)
+
+    def _send(self, slot: int, entry: tuple[float, ...]) -> None:
+        self.conn.send_bytes(frame_record(entry, self._skipped))
+        self._skipped = 0
 
     def stopped(self) -> bool:
         self._take_messages(0)
@@ -119,14 +145,31 @@ class _PipeOutbox:
         while not self._free:
             if self.stopped():
                 return None
+            if self._held is not None:  # every other slot is the pipeline's: the unasked-for frame's goes first
+                slot, _ = self._held
+                self._held, self._skipped = None, self._skipped + 1
+                return slot
             self._take_messages(POLL_S)
         return self._free.pop()  # a stop that comes meanwhile is seen before the next frame
 
     def frame(self, slot: int, image: Any, pts_ms: float, layout: PixelLayout) -> bool:
-        self.conn.send_bytes(frame_record(frame_entry(slot, image, pts_ms, layout)))
+        entry = frame_entry(slot, image, pts_ms, layout)
+        if not self._keep_latest or self._wanted:
+            self._wanted = max(0, self._wanted - 1)
+            self._send(slot, entry)
+            return True
+        if self._held is not None:  # superseded before anyone asked: let go of it
+            self._free.append(self._held[0])
+            self._skipped += 1
+        self._held = (slot, entry)
         return True
 
     def message(self, message: tuple[Any, ...]) -> bool:
+        if message[0] == "inline":  # a frame too large for a slot answers a request too
+            self._wanted = max(0, self._wanted - 1)
+        elif message[0] == "end" and self._held is not None:  # the stream's last frame is not lost
+            held, self._held = self._held, None
+            self._send(*held)
         self.conn.send(message)
         return True
 
@@ -149,10 +192,13 @@ class DecodeHost:
         """The host's process while it runs (``multiprocessing``'s handle)."""
         return self._process
 
-    def serve(self, make: SourceMaker, config: SourceConfig, on_gpu: bool) -> tuple[Connection, int]:
+    def serve(
+        self, make: SourceMaker, config: SourceConfig, on_gpu: bool, keep_latest: bool = False
+    ) -> tuple[Connection, int]:
         """Start decoding ``config``'s source (built by ``make``) in a thread of the host, starting the host if it is
-        not running (``on_gpu``: with torch preloaded): the session's end of its pipe, and the host's generation to
-        hand back to :meth:`done`."""
+        not running (``on_gpu``: with torch preloaded; ``keep_latest``: frames only when asked for, see
+        :class:`_PipeOutbox`): the session's end of its pipe, and the host's generation to hand back to
+        :meth:`done`."""
         ctx = mp.get_context("forkserver")
         with self._lock:
             if self._process is None or not self._process.is_alive():
@@ -160,7 +206,7 @@ class DecodeHost:
             assert self._control is not None
             parent, child = ctx.Pipe()
             try:
-                self._control.send(("serve", make, config))
+                self._control.send(("serve", make, config, keep_latest))
                 reduction.send_handle(self._control, child.fileno(), self._process.pid)
             except OSError as exc:
                 parent.close()
@@ -216,7 +262,12 @@ def decode_host(group: str) -> DecodeHost:
 
 class HostedSource(ProcessSource):
     """``config``'s source, decoded in a thread of its group's :class:`DecodeHost`; frames as from
-    :class:`~pipeline.sources.process.ProcessSource`."""
+    :class:`~pipeline.sources.process.ProcessSource`.
+
+    A live one keeps its latest frame (:attr:`keeps_latest`): each ``read`` asks the thread for a frame, which
+    sends its newest, and the frames the pipeline did not ask for meanwhile are let go of there (counted in the
+    next frame's ``skipped``). Its capture thread reads only when its queue has room, so a pipeline past capacity
+    spends nothing on the frames it would drop, and every camera drops its oldest frames alike."""
 
     def __init__(
         self,
@@ -228,6 +279,7 @@ class HostedSource(ProcessSource):
     ) -> None:
         super().__init__(config, make, slots, on_gpu)
         self.host = host_
+        self.keeps_latest = self.live
         self._generation: int | None = None
         self._freed: collections.deque[int] = collections.deque()
         """Slots the pipeline let go of, to tell the host: a frame may be let go of in any thread, at any moment
@@ -235,10 +287,12 @@ class HostedSource(ProcessSource):
         self._freed_batch = max(1, self._slots // FREED_BATCH_OF_RING)
         self._reader: PipeReader | None = None
         """The session's pipe once frames flow (:mod:`pipeline.sources.pipe_reader`)."""
+        self._asked = False
+        """A frame has been asked for and has not come yet."""
 
     def _start(self) -> None:
-        self._freed = collections.deque()
-        self._conn, self._generation = self.host.serve(self._make, self._config, self._on_gpu)
+        self._freed, self._asked = collections.deque(), False
+        self._conn, self._generation = self.host.serve(self._make, self._config, self._on_gpu, self.keeps_latest)
         self._process = self.host.process
 
     def _offer_slots(self) -> None:
@@ -248,31 +302,37 @@ class HostedSource(ProcessSource):
     def _give_back(self) -> Any:
         return self._freed.append
 
-    def _send_freed(self) -> None:
-        """Tell the thread which slots are free again; a thread that has ended (its last messages still to be read
-        here) needs none."""
+    def _send_freed(self, ask: bool = False) -> None:
+        """Tell the thread which slots are free again (and, ``ask``, that a frame is wanted); a thread that has
+        ended (its last messages still to be read here) needs none."""
         conn, freed = self._conn, self._freed
         assert conn is not None
-        if not freed:
+        if not freed and not ask:
             return
-        try:  # all at once: only this thread takes from the deque, others may add meanwhile
-            conn.send_bytes(freed_record([freed.popleft() for _ in range(len(freed))]))
-        except OSError:
-            freed.clear()
+        slots = [freed.popleft() for _ in range(len(freed))]  # only this thread takes, others may add meanwhile
+        with contextlib.suppress(OSError):  # the thread has ended: its last messages say why
+            conn.send_bytes(want_record(slots) if ask else freed_record(slots))
 
     def _next_frame(self) -> RawFrame | None:
         message = self._next_message()
         if message is not None and message[0] == "frame":
-            return self._frame_in(message[1:])
+            self._asked = False
+            frame = self._frame_in(message[1:])
+            skipped = int(message[7])
+            return replace(frame, skipped=skipped) if skipped else frame
         return self._piped(message)
 
     def _next_message(self) -> Any:
-        """The thread's next message (``None`` once interrupted). One already here is taken without waiting; freed
-        slots go to the thread before any wait (it may be waiting for one), or once a few have gathered."""
+        """The thread's next message (``None`` once interrupted), asking for a frame first where it keeps its
+        latest. One already here is taken without waiting; freed slots go to the thread with a request, before
+        any wait (it may be waiting for one), or once a few have gathered."""
         reader = self._reader
         if reader is None:  # the first after the handshake: from here on, read through the reader
             assert self._conn is not None
             reader = self._reader = PipeReader(self._conn.fileno())
+        if self.keeps_latest and not self._asked:
+            self._send_freed(ask=True)
+            self._asked = True
         waited = 0.0
         while True:
             try:

@@ -35,15 +35,19 @@ ON_PIPE = -1.0
 
 
 _FRAME_MARK = b"F"
-_FRAME_RECORD = struct.Struct("<c6d")
-"""A frame announced on a pipe: its mark and the six numbers of an announcement, packed (no pickling)."""
+_FRAME_RECORD = struct.Struct("<c7d")
+"""A frame announced on a pipe: its mark, the six numbers of an announcement and the frames let go of before it,
+packed (no pickling)."""
 _FREED_MARK = b"R"
 """Slots given back on a pipe: this byte, then one byte a slot."""
+_WANT_MARK = b"W"
+"""A request for the next frame on a pipe, with slots given back: this byte, then one byte a slot."""
 
 
-def frame_record(entry: Iterable[float]) -> bytes:
-    """An announcement (slot, height, width, channels, timestamp, layout) as a pipe message."""
-    return _FRAME_RECORD.pack(_FRAME_MARK, *entry)
+def frame_record(entry: Iterable[float], skipped: int = 0) -> bytes:
+    """An announcement (slot, height, width, channels, timestamp, layout) as a pipe message, with the number of
+    frames the sender let go of unread just before it."""
+    return _FRAME_RECORD.pack(_FRAME_MARK, *entry, skipped)
 
 
 def freed_record(slots: Iterable[int]) -> bytes:
@@ -51,8 +55,14 @@ def freed_record(slots: Iterable[int]) -> bytes:
     return _FREED_MARK + bytes(slots)
 
 
+def want_record(slots: Iterable[int]) -> bytes:
+    """A request for the next frame, and freed ring slots, as one pipe message."""
+    return _WANT_MARK + bytes(slots)
+
+
 def decode_message(data: bytes) -> tuple[Any, ...]:
-    """A message off a decoding pipe: ``("frame", *announcement)``, ``("free", *slots)``, or any other, pickled.
+    """A message off a decoding pipe: ``("frame", *announcement, skipped)``, ``("free", *slots)``, ``("want",
+    *slots)``, or any other, pickled.
 
     Frames and freed slots are the messages of every frame, so they travel as
     packed bytes, not pickles (a pickle starts with ``0x80``, so neither mark
@@ -63,6 +73,8 @@ def decode_message(data: bytes) -> tuple[Any, ...]:
         return ("frame", *_FRAME_RECORD.unpack(data)[1:])
     if mark == _FREED_MARK:
         return ("free", *data[1:])
+    if mark == _WANT_MARK:
+        return ("want", *data[1:])
     message: tuple[Any, ...] = ForkingPickler.loads(data)
     return message
 

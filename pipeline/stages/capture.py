@@ -14,6 +14,9 @@ from pipeline.stages.base import FailureHandler, Observe, StageThread
 
 log = logging.getLogger(__name__)
 
+WAIT_FOR_ROOM_S = 0.1
+"""How long a capture thread waits for room in its queue before it looks at the stop flags again."""
+
 
 class CaptureStage(StageThread):
     """Reads one opened source into its capture queue; sends :class:`EndOfStream` from ``finally``."""
@@ -40,17 +43,22 @@ class CaptureStage(StageThread):
 
     def loop(self) -> None:
         error: str | None = None
+        keeps_latest = getattr(self.source, "keeps_latest", False)
         try:
             while (
                 not self.stop_event.is_set()
                 and not self.removed.is_set()
                 and (self.max_frames is None or self.frames < self.max_frames)
             ):
+                if keeps_latest and not self.out.wait_for_room(WAIT_FOR_ROOM_S):
+                    continue  # a source that keeps its latest frame is read when that frame can be queued
                 started = time.perf_counter()
                 raw = self.source.read()
                 self.clock.add(time.perf_counter() - started)
                 if raw is None:
                     break
+                if raw.skipped:
+                    self.out.count_dropped(self.stream_id, raw.skipped)
                 frame = Frame(self.stream_id, self.frames, raw.pts_ms, time.time(), raw.image, raw.layout)
                 if not self.out.put(frame):
                     break
