@@ -94,9 +94,11 @@ class _PipeOutbox:
     """A session thread's way to the parent: frames and messages on the session's pipe, which also brings the slots
     the parent has freed and its stop.
 
-    ``keep_latest`` (a camera): a frame goes to the parent only when it has asked for one (``want``); until then
-    the thread keeps its latest frame and lets the one before go, counting it, so a pipeline that cannot take every
-    frame gets each camera's newest and spends nothing on the rest."""
+    ``keep_latest`` (a camera): a frame goes to the parent only when it has asked for one (``want``), and a request
+    is answered by the next frame decoded (the thread sees it once its source's ``read`` returns, so that frame is
+    the newest); the thread keeps its latest frame until then and lets the one before go, counting it, so a
+    pipeline that cannot take every frame gets each camera's newest and spends nothing on the rest. The latest
+    goes out before the stream's end."""
 
     def __init__(self, conn: Connection, host_stop: threading.Event, keep_latest: bool = False) -> None:
         self.conn = conn
@@ -118,22 +120,14 @@ class _PipeOutbox:
                 message = decode_message(self.conn.recv_bytes())
                 if message[0] in ("free", "want"):
                     self._free.extend(message[1:])
-                    if message[0] == "want":
-                        self._asked()
+                    self._wanted += message[0] == "want"  # answered by the next frame decoded: the newest
                 else:
                     self._stop = True
                 ready = self.conn.poll(0)
         except (EOFError, OSError):  # the parent let go of the session
             self._stop = True
 
-    def _asked(self) -> None:
-        held, self._held = self._held, None
-        if held is None:
-            self._wanted += 1
-        else:
-            self._send(*held)
-
-    def _send(self, slot: int, entry: tuple[float, ...]) -> None:
+    def _send(self, entry: tuple[float, ...]) -> None:
         self.conn.send_bytes(frame_record(entry, self._skipped))
         self._skipped = 0
 
@@ -154,22 +148,22 @@ class _PipeOutbox:
 
     def frame(self, slot: int, image: Any, pts_ms: float, layout: PixelLayout) -> bool:
         entry = frame_entry(slot, image, pts_ms, layout)
+        if self._held is not None:  # superseded before anyone asked for it: let go of it
+            self._free.append(self._held[0])
+            self._held, self._skipped = None, self._skipped + 1
         if not self._keep_latest or self._wanted:
             self._wanted = max(0, self._wanted - 1)
-            self._send(slot, entry)
-            return True
-        if self._held is not None:  # superseded before anyone asked: let go of it
-            self._free.append(self._held[0])
-            self._skipped += 1
-        self._held = (slot, entry)
+            self._send(entry)
+        else:
+            self._held = (slot, entry)
         return True
 
     def message(self, message: tuple[Any, ...]) -> bool:
         if message[0] == "inline":  # a frame too large for a slot answers a request too
             self._wanted = max(0, self._wanted - 1)
         elif message[0] == "end" and self._held is not None:  # the stream's last frame is not lost
-            held, self._held = self._held, None
-            self._send(*held)
+            self._send(self._held[1])
+            self._held = None
         self.conn.send(message)
         return True
 
