@@ -107,8 +107,8 @@ class _PipeOutbox:
         self._stop = False
         self._keep_latest = keep_latest
         self._wanted = 0
-        self._held: tuple[int, tuple[float, ...]] | None = None
-        """The latest frame no one has asked for yet: its slot and announcement."""
+        self._held: tuple[float, ...] | None = None
+        """The announcement of the latest frame no one has asked for yet (its slot first)."""
         self._skipped = 0
 
     def _take_messages(self, timeout: float) -> None:
@@ -131,6 +131,13 @@ class _PipeOutbox:
         self.conn.send_bytes(frame_record(entry, self._skipped))
         self._skipped = 0
 
+    def _let_go_of_held(self) -> int:
+        """Let go of the frame no one asked for, counting it: its slot."""
+        assert self._held is not None
+        slot, self._held = int(self._held[0]), None
+        self._skipped += 1
+        return slot
+
     def stopped(self) -> bool:
         self._take_messages(0)
         return self._stop or self._host_stop.is_set()
@@ -140,29 +147,26 @@ class _PipeOutbox:
             if self.stopped():
                 return None
             if self._held is not None:  # every other slot is the pipeline's: the unasked-for frame's goes first
-                slot, _ = self._held
-                self._held, self._skipped = None, self._skipped + 1
-                return slot
+                return self._let_go_of_held()
             self._take_messages(POLL_S)
         return self._free.pop()  # a stop that comes meanwhile is seen before the next frame
 
     def frame(self, slot: int, image: Any, pts_ms: float, layout: PixelLayout) -> bool:
         entry = frame_entry(slot, image, pts_ms, layout)
-        if self._held is not None:  # superseded before anyone asked for it: let go of it
-            self._free.append(self._held[0])
-            self._held, self._skipped = None, self._skipped + 1
+        if self._held is not None:  # superseded before anyone asked for it
+            self._free.append(self._let_go_of_held())
         if not self._keep_latest or self._wanted:
             self._wanted = max(0, self._wanted - 1)
             self._send(entry)
         else:
-            self._held = (slot, entry)
+            self._held = entry
         return True
 
     def message(self, message: tuple[Any, ...]) -> bool:
         if message[0] == "inline":  # a frame too large for a slot answers a request too
             self._wanted = max(0, self._wanted - 1)
         elif message[0] == "end" and self._held is not None:  # the stream's last frame is not lost
-            self._send(self._held[1])
+            self._send(self._held)
             self._held = None
         self.conn.send(message)
         return True
@@ -312,7 +316,7 @@ class HostedSource(ProcessSource):
         if message is not None and message[0] == "frame":
             self._asked = False
             frame = self._frame_in(message[1:])
-            skipped = int(message[7])
+            skipped = int(message[-1])  # a frame record's last number
             return replace(frame, skipped=skipped) if skipped else frame
         return self._piped(message)
 

@@ -64,9 +64,9 @@ def decode_message(data: bytes) -> tuple[Any, ...]:
     """A message off a decoding pipe: ``("frame", *announcement, skipped)``, ``("free", *slots)``, ``("want",
     *slots)``, or any other, pickled.
 
-    Frames and freed slots are the messages of every frame, so they travel as
-    packed bytes, not pickles (a pickle starts with ``0x80``, so neither mark
-    can be mistaken for one).
+    Frames, freed slots and requests are the messages of every frame, so they
+    travel as packed bytes, not pickles (a pickle starts with ``0x80``, so no
+    mark can be mistaken for one).
     """
     mark = data[:1]
     if mark == _FRAME_MARK:
