@@ -31,15 +31,15 @@ def test_the_segmenter_loads_as_a_segmentation_model() -> None:
 
 
 def test_detector_recall_and_precision_on_an_unseen_scene(tmp_path: Path, endpoint: str) -> None:
-    scene = write_scene(tmp_path / "scene", UNSEEN_SEED, 300)
+    scene = write_scene(tmp_path / "scene", UNSEEN_SEED, 150)
     truth = [json.loads(line) for line in (scene / "truth.jsonl").read_text().splitlines()]
     config = config_for(endpoint, [{"id": "s", "source": str(scene / "scene.mp4")}], {"path": "edgesight-det"})
     got = run_and_collect(config)
     found = {m.frame_index: [(d.label, d.box) for d in m.detections] for m in got.detections("s")}
-    assert len(found) == 300
+    assert len(found) == 150
     score = score_frames(truth, found)
     print(f"seed {UNSEEN_SEED}: recall {score.recall:.4f} precision {score.precision:.4f} {score}")
-    assert score.true_positives > 1500
+    assert score.true_positives > 600
     assert score.recall >= 0.95
     assert score.precision >= 0.95
 
