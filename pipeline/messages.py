@@ -31,18 +31,20 @@ class Frame:
 
     def __post_init__(self) -> None:
         img = self.image
-        where = f"frame {self.frame_index} of '{self.stream_id}'"
         if isinstance(img, np.ndarray):
             if img.dtype != np.uint8:
-                raise TypeError(f"{where}: image must be a uint8 array")
+                raise TypeError(f"{self._where()}: image must be a uint8 array")
         elif str(getattr(img, "dtype", "")) != "torch.uint8":  # a CUDA frame from the GPU decoder
-            raise TypeError(f"{where}: image must be a uint8 array or tensor")
+            raise TypeError(f"{self._where()}: image must be a uint8 array or tensor")
         if self.layout == "i420":
             problem = check_i420(tuple(img.shape))
             if problem:
-                raise ValueError(f"{where}: {problem}")
+                raise ValueError(f"{self._where()}: {problem}")
         elif img.ndim != 3 or img.shape[2] != 3 or img.shape[0] < 1 or img.shape[1] < 1:
-            raise ValueError(f"{where}: expected an HxWx3 BGR image, got shape {tuple(img.shape)}")
+            raise ValueError(f"{self._where()}: expected an HxWx3 BGR image, got shape {tuple(img.shape)}")
+
+    def _where(self) -> str:
+        return f"frame {self.frame_index} of '{self.stream_id}'"
 
     def host_image(self) -> np.ndarray:
         """The picture as a BGR NumPy array (copied from the GPU, or converted from I420, when need be)."""

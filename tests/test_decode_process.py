@@ -283,6 +283,20 @@ def test_a_leased_slot_is_freed_once_every_tensor_made_from_its_frame_is_gone() 
     gc.collect()
     assert freed == [2]
 
+    # A slot's view is kept for its next frame: each frame handed on from it is freed on its own.
+    view = ring[1].view(3, 4)
+    first, second = leased(view, freed.append, 1), leased(view, freed.append, 1)
+    del first
+    gc.collect()
+    assert freed == [2, 1], "the first frame is gone while the view it was made from lives on"
+    kept = second[0]
+    del second
+    gc.collect()
+    assert freed == [2, 1] and kept.sum() == 0, "a row of the second frame still reads the slot"
+    del kept
+    gc.collect()
+    assert freed == [2, 1, 1]
+
 
 def _cuda() -> bool:
     import torch

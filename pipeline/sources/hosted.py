@@ -25,7 +25,6 @@ import multiprocessing as mp
 import signal
 import threading
 import time
-from dataclasses import replace
 from multiprocessing import reduction
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
@@ -315,9 +314,7 @@ class HostedSource(ProcessSource):
         message = self._next_message()
         if message is not None and message[0] == "frame":
             self._asked = False
-            frame = self._frame_in(message[1:])
-            skipped = int(message[-1])  # a frame record's last number
-            return replace(frame, skipped=skipped) if skipped else frame
+            return self._frame_in(message[1:], int(message[-1]))  # a frame record's last number: frames skipped
         return self._piped(message)
 
     def _next_message(self) -> Any:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import mmap
 import multiprocessing as mp
 import os
@@ -103,6 +104,8 @@ class ProcessSource:
         self._slots = slots or (DEVICE_RING_SLOTS if on_gpu else RING_SLOTS)
         self._device_ring: Any = None
         self._slot_views: list[Any] = []
+        self._shaped: dict[int, tuple[tuple[int, ...], Any]] = {}
+        """Each slot's view in the shape of its last frame (a camera's frames keep their shape)."""
         self._conn: Connection | None = None
         self._process: Any = None
         self._free: FreeSlots | None = None
@@ -195,7 +198,7 @@ class ProcessSource:
             raise SourceError(f"{self.description}: decode_process: gpu needs a CUDA GPU, and torch sees none")
         self._slot_bytes = frame_bytes
         self._device_ring = torch.empty((self._slots, frame_bytes), dtype=torch.uint8, device="cuda")
-        self._slot_views = list(self._device_ring.unbind())
+        self._slot_views, self._shaped = list(self._device_ring.unbind()), {}
         self._conn.send(("gpu-ring", self._device_ring, self._slots))
 
     def release(self) -> None:
@@ -215,7 +218,8 @@ class ProcessSource:
         ring, self._ring = self._ring, None
         if ring is not None:
             ring.close()
-        self._device_ring, self._slot_views = None, []  # frames still in the pipeline keep their slots' memory alive
+        # Frames still in the pipeline keep their slots' memory alive.
+        self._device_ring, self._slot_views, self._shaped = None, [], {}
 
     def _unlink_ring(self) -> None:
         path, self._ring_path = self._ring_path, None
@@ -243,21 +247,29 @@ class ProcessSource:
             return None
         return self._piped(self._receive()) if entry[0] == ON_PIPE else self._frame_in(entry)
 
-    def _frame_in(self, entry: Sequence[float]) -> RawFrame:
+    def _frame_in(self, entry: Sequence[float], skipped: int = 0) -> RawFrame:
         """The frame an announcement names: a view of its slot on the GPU (the slot given back once nothing reads it),
         or a copy of it out of shared memory (the slot given back at once)."""
         slot, height, width, channels = (int(v) for v in entry[:4])
         shape = (height, width, channels) if channels else (height, width)
         pts_ms, layout = entry[4], LAYOUTS[int(entry[5])]
-        count = height * width * (channels or 1)
         if self._device_ring is not None:
-            whole = self._slot_views[slot]
-            view = (whole if count == self._slot_bytes else whole[:count]).view(shape)
-            return RawFrame(leased(view, self._give_back(), slot), pts_ms, layout)
+            return RawFrame(leased(self._slot_view(slot, shape), self._give_back(), slot), pts_ms, layout, skipped)
         assert self._ring is not None
+        count = height * width * (channels or 1)
         image = np.frombuffer(self._ring, np.uint8, count, slot * self._slot_bytes).reshape(shape).copy()
         self._give_back()(slot)
-        return RawFrame(image, pts_ms, layout)
+        return RawFrame(image, pts_ms, layout, skipped)
+
+    def _slot_view(self, slot: int, shape: tuple[int, ...]) -> Any:
+        """Slot ``slot`` of the ring on the GPU as a frame of ``shape``, made once per slot and shape: a torch call
+        gives up the interpreter's lock, so a frame handed on makes as few as it can."""
+        cached = self._shaped.get(slot)
+        if cached is None or cached[0] != shape:
+            whole = self._slot_views[slot]
+            count = math.prod(shape)
+            cached = self._shaped[slot] = (shape, (whole if count == self._slot_bytes else whole[:count]).view(shape))
+        return cached[1]
 
     def _give_back(self) -> Callable[[int], None]:
         """How a slot this session handed on is given back to the child."""

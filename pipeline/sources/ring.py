@@ -150,15 +150,19 @@ class FreeSlots:
 
 def leased(tensor: Any, on_free: Callable[..., object], *args: object) -> Any:
     """A tensor on ``tensor``'s memory; ``on_free(*args)`` runs once it and every tensor made from it (slices, views,
-    a crop that is a view) are gone, not merely this one object.
+    a crop that is a view) are gone, not merely this one object. ``tensor`` itself may live on (a slot's view kept
+    for the next frame): each lease is freed on its own.
 
-    The new tensor reaches the memory through DLPack, whose hold on ``tensor``
-    lasts as long as that memory is in use from any tensor made from it.
+    The new tensor reaches the memory through DLPack, which gives it a storage of
+    its own; that storage lives exactly as long as some tensor reads through it.
+    Only the DLPack import gives up the interpreter's lock (each torch call does,
+    and queues to take it back), so a frame handed on costs one such call.
     """
     from torch.utils.dlpack import from_dlpack, to_dlpack
 
-    weakref.finalize(tensor, on_free, *args)
-    return from_dlpack(to_dlpack(tensor))
+    lease = from_dlpack(to_dlpack(tensor))
+    weakref.finalize(lease.untyped_storage(), on_free, *args)
+    return lease
 
 
 def ring_dir() -> str | None:
