@@ -96,7 +96,7 @@ def test_a_pipeline_keeps_a_snapshot_and_a_clip_per_event(tmp_path: Path, endpoi
         "snapshots": {},
         "clips": {"pre_s": 1.0, "post_s": 1.0, "kinds": ["line_cross", "zone_enter"]},
     }
-    config = config_for(endpoint, [stream], {"path": "edgesight-det"}, events=events)
+    config = config_for(endpoint, [stream], {"path": "edgesight-det", "imgsz": 416}, events=events)
     got = run_and_collect(config)
     assert got.report is not None and got.report.sink_failures == {} and got.report.sink_drops == {}
     messages = [m for m in got.messages if isinstance(m, EventMessage)]

@@ -146,7 +146,7 @@ def run_scene_with_sinks(
             "discovery": True, "reconnect_min_s": 1, "reconnect_max_s": 1}  # fmt: skip
     publish = {"mqtt": mqtt, "webhook": {"url": hook.url}}
     watcher = MqttWatcher(broker.port).start()
-    config = config_for(endpoint, [stream], {"path": "edgesight-det"}, publish)
+    config = config_for(endpoint, [stream], {"path": "edgesight-det", "imgsz": 416}, publish)
     return run_and_collect(config), watcher
 
 
