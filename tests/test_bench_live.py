@@ -27,7 +27,7 @@ def bench_live(video: Path, weights: Path, *args: str) -> tuple[dict[str, Any], 
 
 
 def test_a_small_live_sweep_reports_every_camera_and_a_verdict(arch_weights: Path, tiny_video: Path) -> None:
-    args = ("--streams", "1,2", "--all", "--warmup", "5", "--window", "3", "--max-det", "7")
+    args = ("--streams", "1,2", "--all", "--warmup", "6", "--window", "5", "--max-det", "7")
     document, _ = bench_live(tiny_video, arch_weights, *args)
     assert document["source_fps"] == 20.0
     assert [r["streams"] for r in document["runs"]] == [1, 2]
@@ -39,7 +39,7 @@ def test_a_small_live_sweep_reports_every_camera_and_a_verdict(arch_weights: Pat
         assert 0 < startup["sources_opened_s"] <= startup["engine_ready_s"], startup
         assert startup["engine"].startswith("model loaded in")
         pauses = run["pauses"]  # no CUDA graph on the CPU; in a steady state, no collection is due either
-        assert pauses["graph_captures_at_s"] == [] and (pauses["gc_longest_at_s"] or 5) >= 5
+        assert pauses["graph_captures_at_s"] == [] and (pauses["gc_longest_at_s"] or 6) >= 6
         for camera in run["cameras"].values():
             assert 0 < camera["fps"] <= 20.0 * 1.15, camera  # paced: never faster than the source
             assert camera["first_publish_s"] is not None
