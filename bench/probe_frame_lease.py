@@ -105,20 +105,22 @@ def lock_turns(make: Callable[[], Any], calls: int) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cuda", help="cuda (default) or cpu")
+    parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"), help="cuda (default) or cpu")
     parser.add_argument("--calls", type=int, default=300, help="frames a round (default 300)")
     parser.add_argument("--out", type=Path, help="also write the JSON document here")
     args = parser.parse_args(argv)
+    if args.calls < 1:
+        parser.error(f"--calls must be at least 1, got {args.calls}")
     import torch
 
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
+    if args.device == "cuda" and not torch.cuda.is_available():
         print("probe_frame_lease: --device cuda needs a CUDA GPU, and torch sees none", file=sys.stderr)
         return 2
     results = {}
     for name, make in ways(args.device).items():
         results[name] = {**timed(make, args.calls), "lock_turns": lock_turns(make, args.calls * 5)}
     document = {
-        "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu",
+        "device": torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "cpu",
         "torch": torch.__version__,
         "python": platform.python_version(),
         "frame": list(SHAPE),

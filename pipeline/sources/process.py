@@ -103,7 +103,6 @@ class ProcessSource:
         self._on_gpu = on_gpu
         self._slots = slots or (DEVICE_RING_SLOTS if on_gpu else RING_SLOTS)
         self._device_ring: Any = None
-        self._slot_views: list[Any] = []
         self._shaped: dict[int, tuple[tuple[int, ...], Any]] = {}
         """Each slot's view in the shape of its last frame (a camera's frames keep their shape)."""
         self._conn: Connection | None = None
@@ -198,7 +197,7 @@ class ProcessSource:
             raise SourceError(f"{self.description}: decode_process: gpu needs a CUDA GPU, and torch sees none")
         self._slot_bytes = frame_bytes
         self._device_ring = torch.empty((self._slots, frame_bytes), dtype=torch.uint8, device="cuda")
-        self._slot_views, self._shaped = list(self._device_ring.unbind()), {}
+        self._shaped = {}
         self._conn.send(("gpu-ring", self._device_ring, self._slots))
 
     def release(self) -> None:
@@ -219,7 +218,7 @@ class ProcessSource:
         if ring is not None:
             ring.close()
         # Frames still in the pipeline keep their slots' memory alive.
-        self._device_ring, self._slot_views, self._shaped = None, [], {}
+        self._device_ring, self._shaped = None, {}
 
     def _unlink_ring(self) -> None:
         path, self._ring_path = self._ring_path, None
@@ -266,9 +265,8 @@ class ProcessSource:
         gives up the interpreter's lock, so a frame handed on makes as few as it can."""
         cached = self._shaped.get(slot)
         if cached is None or cached[0] != shape:
-            whole = self._slot_views[slot]
             count = math.prod(shape)
-            cached = self._shaped[slot] = (shape, (whole if count == self._slot_bytes else whole[:count]).view(shape))
+            cached = self._shaped[slot] = (shape, self._device_ring[slot, :count].view(shape))
         return cached[1]
 
     def _give_back(self) -> Callable[[int], None]:
