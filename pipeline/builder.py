@@ -87,6 +87,7 @@ class StageBuilder:
             cfg.model.batch_timeout_ms / 1000.0,
             formats.result,
             observe=self.observer("infer"),
+            reuses=self.parts.motion_gates,
         )
         infer.start()
         return infer, formats

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from typing import Any
@@ -72,7 +72,10 @@ class InferStage(StageThread):
         batch_timeout_s: float = 0.0,
         warmup_formats: Callable[[], Sequence[FrameFormat]] = tuple,
         observe: Observe | None = None,
+        reuses: Container[str] = (),
     ) -> None:
+        """``reuses``: the streams whose still frames may publish their last detections again (motion gating); a
+        live view, so streams added at run time join it."""
         super().__init__("infer", stop, on_failure, observe)
         self._formats = warmup_formats
         """The sources' frame formats, which the engine runs blank frames of before real ones (see ``warmup``): asked
@@ -89,6 +92,9 @@ class InferStage(StageThread):
         self.gated = 0
         """Frames motion gating kept from the model."""
         self._last: dict[str, FrameResult] = {}
+        """Per stream in ``reuses``: its last result. Other streams' results (and their frames, which may be leased
+        decoder slots) are let go as soon as publishing is done with them."""
+        self._reuses = reuses
         self._load = load
         self._classes = classes
         self.loaded: Future[DetectionEngine] = Future()
@@ -248,7 +254,8 @@ class InferStage(StageThread):
                 result = replace(result, seen=prepared.seen)
             if not clean or prepared.to_original is not None:
                 result = self._filtered(result)
-            self._last[prepared.stream_id] = result
+            if prepared.stream_id in self._reuses:
+                self._last[prepared.stream_id] = result
             self.out.put(result)
 
     def _filtered(self, result: FrameResult) -> FrameResult:
