@@ -127,17 +127,23 @@ class FaceStage(QueueStage[FaceJob, FaceResult]):
             if cx2 - cx1 < 16 or cy2 - cy1 < 16:
                 continue
             crop = np.ascontiguousarray(image[cy1:cy2, cx1:cx2])
-            found = self.detector.infer([self.detector.prepare(crop)], [crop.shape[:2]])[0]
+            found = np.array(self.detector.infer([self.detector.prepare(crop)], [crop.shape[:2]])[0], np.float32)
             if not len(found):
                 continue
-            # The person's own face: confident, and near the middle of the crop across (a crowd's crops overlap).
-            centre = (found[:, 0] + found[:, 2]) / 2
-            offset = np.abs(centre - (x1 + x2) / 2 + cx1) / max(float(x2 - x1), 1.0)
-            best = np.array(found[int(np.argmax(found[:, 4] * (1.0 - np.minimum(offset, 1.0))))], np.float32)
-            best[[0, 2]] += cx1
-            best[[1, 3]] += cy1
-            best[6::2] += cx1  # landmarks, x then y
-            best[7::2] += cy1
+            found[:, [0, 2]] += cx1  # to frame pixels
+            found[:, [1, 3]] += cy1
+            found[:, 6::2] += cx1  # landmarks, x then y
+            found[:, 7::2] += cy1
+            # Only a face centred inside the person's box is theirs (the margin shows neighbours in a crowd) …
+            across, down = (found[:, 0] + found[:, 2]) / 2, (found[:, 1] + found[:, 3]) / 2
+            found = found[(across >= x1) & (across <= x2) & (down >= y1) & (down <= y2)]
+            if not len(found):
+                continue
+            # … and of those, the confident one nearest the middle across.
+            offset = np.abs((found[:, 0] + found[:, 2]) / 2 - (x1 + x2) / 2) / max(float(x2 - x1), 1.0)
+            best = found[int(np.argmax(found[:, 4] * (1.0 - np.minimum(offset, 1.0))))].copy()
+            best[[0, 2]] = np.clip(best[[0, 2]], x1, x2)  # a face is part of its person
+            best[[1, 3]] = np.clip(best[[1, 3]], y1, y2)
             best[5] = 0
             rows_out.append(best)
             ids.append(track)
