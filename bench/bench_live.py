@@ -19,10 +19,13 @@ fresh process and an independent subscriber in another measures a steady window 
 One command, one JSON document on stdout (``--out`` also writes it to a file)::
 
     python bench/bench_live.py --video people1_1080p.mp4 --streams 8,16,32,64 [--arch yolo11n.yaml | --model w.pt]
-        [--device cuda --precision fp16] [--decoder nvdec] [--warmup 30 --window 60]
+        [--device cuda --precision fp16] [--decoder nvdec] [--warmup 30 --window 60] [--overload 1.5]
 
 The sweep stops at the first number of cameras that does not hold (``--all`` runs every one); the summary
-names the largest that held. Without ``--model`` an architecture with seeded random weights is used: the same
+names the largest that held. ``--overload 1.5`` then runs 1.5 times that many cameras and tells whether they
+degrade evenly (``overload`` in the document), so one command measures both targets. ``--group-size 16`` keeps 16
+cameras to each decoding process whatever the number of cameras (``--decode-groups`` fixes the number of
+processes instead). Without ``--model`` an architecture with seeded random weights is used: the same
 compute as the trained model, offline.
 """
 
@@ -32,6 +35,7 @@ import argparse
 import gc
 import json
 import logging
+import math
 import os
 import platform
 import signal
@@ -302,9 +306,10 @@ def run_cameras(args: argparse.Namespace, streams: int) -> dict[str, Any]:
     else:
         source = {"type": "file", "path": str(args.video), "realtime": True, "loop": True, "decoder": args.decoder}
         sources = [source | decoding for _ in range(streams)]
-    if args.decode_groups:  # cameras dealt out in turn to that many shared decoding processes
+    groups = decode_groups(args, streams)
+    if groups:  # cameras dealt out in turn to that many shared decoding processes
         for i, source in enumerate(sources):
-            source["decode_group"] = f"decode{i % args.decode_groups}"
+            source["decode_group"] = f"decode{i % groups}"
     model = {"path": str(args.model), "imgsz": args.imgsz, "device": args.device, "engine": args.engine}
     if args.max_det:
         model["max_det"] = args.max_det
@@ -413,6 +418,19 @@ def machine() -> dict[str, Any]:
     return info
 
 
+def decode_groups(args: argparse.Namespace, streams: int) -> int | None:
+    """How many decoding processes ``streams`` cameras share: ``--decode-groups``, or enough of ``--group-size``
+    cameras each."""
+    if args.group_size:
+        return -(-streams // args.group_size)
+    return int(args.decode_groups) if args.decode_groups else None
+
+
+def overload_streams(largest_holding: int, factor: float) -> int:
+    """The number of cameras ``factor`` times past the largest that held (rounded up: never short of it)."""
+    return max(largest_holding + 1, math.ceil(round(largest_holding * factor, 6)))
+
+
 def _window(args: argparse.Namespace) -> list[str]:
     return ["--warmup", str(args.warmup), "--window", str(args.window)]
 
@@ -424,7 +442,7 @@ def child(args: argparse.Namespace, model: Path, streams: int) -> dict[str, Any]
     cmd += [*_window(args), *(["--precision", args.precision] if args.precision else [])]
     cmd += ["--max-det", str(args.max_det)] if args.max_det else []
     cmd += [*(["--decode-process", args.decode_process] if args.decode_process else [])]
-    cmd += [*(["--decode-groups", str(args.decode_groups)] if args.decode_groups else [])]
+    cmd += [*(["--decode-groups", str(groups)] if (groups := decode_groups(args, streams)) else [])]
     cmd += ["--decode-threads", str(args.decode_threads)] if args.decode_threads else []
     cmd += ["--tracking"] if args.tracking else []
     cmd += ["--rtsp", args.rtsp] if args.rtsp else []
@@ -529,8 +547,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--decoder", default="cpu")
     parser.add_argument("--decode-process", choices=["cpu", "gpu"])
-    parser.add_argument(
+    groups = parser.add_mutually_exclusive_group()
+    groups.add_argument(
         "--decode-groups", type=int, help="with --decode-process: cameras share this many decoding processes"
+    )
+    groups.add_argument(
+        "--group-size", type=int, help="with --decode-process: this many cameras share each decoding process"
     )
     parser.add_argument("--decode-threads", type=int, help="threads of each CPU decoder (FFmpeg's choice when unset)")
     parser.add_argument("--tracking", action="store_true")
@@ -542,12 +564,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--warmup", type=float, default=30.0, help="seconds from start before the window")
     parser.add_argument("--window", type=float, default=HOLD_WINDOW_S, help="steady window measured, seconds")
+    parser.add_argument(
+        "--overload",
+        type=float,
+        metavar="FACTOR",
+        help="after the sweep, run FACTOR times the largest number that held (e.g. 1.5) and tell whether it degrades"
+        " evenly",
+    )
     parser.add_argument("--cache", default=str(Path.home() / ".cache" / "edgesight" / "bench"))
     parser.add_argument("--out", type=Path, help="also write the JSON document here")
     parser.add_argument("--run", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--listen", help=argparse.SUPPRESS)
     parser.add_argument("--t0", type=float, help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    for name in ("decode_groups", "group_size"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')}: must be at least 1")
+    if args.overload is not None and args.overload <= 1:
+        parser.error("--overload: a factor past capacity, greater than 1 (e.g. 1.5)")
+    return args
 
 
 def sweep(args: argparse.Namespace, model: Path, source_fps: float) -> list[dict[str, Any]]:
@@ -555,14 +590,34 @@ def sweep(args: argparse.Namespace, model: Path, source_fps: float) -> list[dict
     hold unless ``--all``."""
     runs = []
     for n in [int(v) for v in args.streams.split(",")]:
-        run = child(args, model, n)
-        if run["cameras"]:
-            run["verdict"] = verdict(run, source_fps, args.window)
+        run = measured(args, model, n, source_fps)
         runs.append(run)
-        print(f"bench_live: {n} cameras: {json.dumps(run.get('verdict', run.get('error')))}", file=sys.stderr)
         if not args.all and not run.get("verdict", {}).get("holds"):
             break
     return runs
+
+
+def measured(args: argparse.Namespace, model: Path, streams: int, source_fps: float) -> dict[str, Any]:
+    """One number of cameras in a fresh process, with its verdict (printed as it comes)."""
+    run = child(args, model, streams)
+    if run["cameras"]:
+        run["verdict"] = verdict(run, source_fps, args.window)
+    print(f"bench_live: {streams} cameras: {json.dumps(run.get('verdict', run.get('error')))}", file=sys.stderr)
+    return run
+
+
+def overload(
+    args: argparse.Namespace, model: Path, source_fps: float, largest_holding: int | None
+) -> dict[str, Any] | None:
+    """With ``--overload``: the run past capacity and its verdict, or why there was none."""
+    if args.overload is None:
+        return None
+    summary: dict[str, Any] = {"factor": args.overload, "of": largest_holding}
+    if largest_holding is None:
+        return summary | {"skipped": "no number of cameras held, so there is no capacity to go past"}
+    run = measured(args, model, overload_streams(largest_holding, args.overload), source_fps)
+    evenly = bool(run.get("verdict", {}).get("degrades_evenly"))
+    return summary | {"streams": run["streams"], "degrades_evenly": evenly, "run": run}
 
 
 def main() -> None:
@@ -583,11 +638,12 @@ def main() -> None:
     server = serve_rtsp(args) if args.rtsp == "serve" else None
     try:
         runs = sweep(args, model, source_fps)
+        held = [r["streams"] for r in runs if r.get("verdict", {}).get("holds")]
+        past_capacity = overload(args, model, source_fps, max(held) if held else None)
     finally:
         if server is not None:
             server.kill()
             server.wait()
-    held = [r["streams"] for r in runs if r.get("verdict", {}).get("holds")]
     document = {
         "machine": machine(),
         "video": args.video.name,
@@ -597,6 +653,7 @@ def main() -> None:
             "decoder": args.decoder,
             "process": args.decode_process,
             "decode_groups": args.decode_groups,
+            "group_size": args.group_size,
         },
         "source_fps": round(source_fps, 3),
         "nominal_fps": round(nominal_fps, 3),
@@ -610,6 +667,7 @@ def main() -> None:
         "window_s": args.window,
         "largest_holding": max(held) if held else None,
         "runs": runs,
+        "overload": past_capacity,
     }
     emit(document, args.out)
 

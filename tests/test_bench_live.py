@@ -27,7 +27,7 @@ def bench_live(video: Path, weights: Path, *args: str) -> tuple[dict[str, Any], 
 
 
 def test_a_small_live_sweep_reports_every_camera_and_a_verdict(arch_weights: Path, tiny_video: Path) -> None:
-    args = ("--streams", "1,2", "--all", "--warmup", "6", "--window", "5", "--max-det", "7")
+    args = ("--streams", "1,2", "--all", "--warmup", "6", "--window", "5", "--max-det", "7", "--overload", "1.5")
     document, _ = bench_live(tiny_video, arch_weights, *args)
     assert document["source_fps"] == 20.0
     assert [r["streams"] for r in document["runs"]] == [1, 2]
@@ -53,6 +53,8 @@ def test_a_small_live_sweep_reports_every_camera_and_a_verdict(arch_weights: Pat
         assert verdict["holds"] is False, "a 5 s window cannot show that cameras hold"
         assert verdict["min_rate_share"] <= verdict["max_rate_share"]
     assert document["largest_holding"] is None
+    overload = document["overload"]  # nothing held, so there is no capacity to go past, and no run past it
+    assert overload["factor"] == 1.5 and overload["of"] is None and "no number of cameras held" in overload["skipped"]
 
 
 def test_the_cameras_can_be_real_rtsp_streams_with_a_password(arch_weights: Path, h264_video: Path) -> None:
@@ -133,3 +135,28 @@ def test_past_capacity_a_run_degrades_evenly_only_with_low_latency_even_shares_a
     silent = _camera(0.0, 0.0, None) | {"first_publish_s": None}
     assert not verdict(silent, silent)["degrades_evenly"], "nothing published is no graceful degradation"
     assert verdict(_camera(24.0, 50.0), _camera(24.0, 60.0))["holds"]
+
+
+def test_the_run_past_capacity_is_the_factor_times_what_held_rounded_up_and_groups_follow_the_cameras() -> None:
+    bench = load_bench()
+    assert [bench.overload_streams(n, 1.5) for n in (64, 72, 5, 1)] == [96, 108, 8, 2]
+    assert bench.overload_streams(10, 1.01) == 11, "always past capacity"
+    args = bench.parse_args(["--group-size", "16", "--overload", "1.5"])
+    assert [bench.decode_groups(args, n) for n in (64, 72, 96, 108)] == [4, 5, 6, 7]
+    assert bench.decode_groups(bench.parse_args(["--decode-groups", "5"]), 108) == 5
+    assert bench.decode_groups(bench.parse_args([]), 108) is None
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--overload", "1"], "--overload: a factor past capacity"),
+        (["--group-size", "0"], "--group-size: must be at least 1"),
+        (["--group-size", "16", "--decode-groups", "4"], "not allowed with argument"),
+    ],
+)
+def test_bad_sweep_arguments_are_refused_in_one_line(argv: list[str], message: str) -> None:
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "bench_live.py"), *argv], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
