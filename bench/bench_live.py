@@ -313,6 +313,8 @@ def run_cameras(args: argparse.Namespace, streams: int) -> dict[str, Any]:
     model = {"path": str(args.model), "imgsz": args.imgsz, "device": args.device, "engine": args.engine}
     if args.max_det:
         model["max_det"] = args.max_det
+    if args.batch_size:
+        model["batch_size"] = args.batch_size
     if args.precision:
         model["precision"] = args.precision
     config = build_config(
@@ -441,6 +443,7 @@ def child(args: argparse.Namespace, model: Path, streams: int) -> dict[str, Any]
     cmd += ["--imgsz", str(args.imgsz), "--device", args.device, "--engine", args.engine, "--decoder", args.decoder]
     cmd += [*_window(args), *(["--precision", args.precision] if args.precision else [])]
     cmd += ["--max-det", str(args.max_det)] if args.max_det else []
+    cmd += ["--batch-size", str(args.batch_size)] if args.batch_size else []
     cmd += [*(["--decode-process", args.decode_process] if args.decode_process else [])]
     cmd += [*(["--decode-groups", str(groups)] if (groups := decode_groups(args, streams)) else [])]
     cmd += ["--decode-threads", str(args.decode_threads)] if args.decode_threads else []
@@ -544,6 +547,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--max-det",
         type=int,
         help="boxes kept per frame at most (model.max_det; random weights fill all 300 of the default in every frame)",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, help="most frames a forward pass (model.batch_size; default one a camera, at most 32)"
     )
     parser.add_argument("--decoder", default="cpu")
     parser.add_argument("--decode-process", choices=["cpu", "gpu"])

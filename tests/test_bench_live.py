@@ -28,6 +28,7 @@ def bench_live(video: Path, weights: Path, *args: str) -> tuple[dict[str, Any], 
 
 def test_a_small_live_sweep_reports_every_camera_and_a_verdict(arch_weights: Path, tiny_video: Path) -> None:
     args = ("--streams", "1,2", "--all", "--warmup", "6", "--window", "5", "--max-det", "7", "--overload", "1.5")
+    args += ("--batch-size", "1")
     document, _ = bench_live(tiny_video, arch_weights, *args)
     assert document["source_fps"] == 20.0
     assert [r["streams"] for r in document["runs"]] == [1, 2]
@@ -35,6 +36,7 @@ def test_a_small_live_sweep_reports_every_camera_and_a_verdict(arch_weights: Pat
         assert not run.get("error"), run
         assert set(run["cameras"]) == {f"cam{i}" for i in range(run["streams"])}
         assert run["cpu_cores_used"] > 0.05
+        assert run["mean_batch"] == 1.0, "--batch-size reaches the model's config"
         startup = run["startup"]
         assert 0 < startup["sources_opened_s"] <= startup["engine_ready_s"], startup
         assert startup["engine"].startswith("model loaded in")
