@@ -154,6 +154,7 @@ def test_the_run_past_capacity_is_the_factor_times_what_held_rounded_up_and_grou
     [
         (["--overload", "1"], "--overload: a factor past capacity"),
         (["--group-size", "0"], "--group-size: must be at least 1"),
+        (["--batch-size", "0"], "--batch-size: must be at least 1"),
         (["--group-size", "16", "--decode-groups", "4"], "not allowed with argument"),
     ],
 )
