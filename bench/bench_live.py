@@ -11,6 +11,8 @@ fresh process and an independent subscriber in another measures a steady window 
 - for the run: the time from start until every camera has published, host CPU cores used (the pipeline's process
   and its decoding processes), GPU memory, and what can pause the whole process in the window: garbage
   collections (the longest, and when) and CUDA graph captures (when), to set beside the cameras' longest gaps;
+  and where the latency goes: how old the window's frames were at each hand-off (``frame_age_ms``: taken from
+  their capture queues, given to the model, out of it, published);
 - whether it **holds**: every camera ≥ 99% of its source rate, p99 ≤ 2 frame intervals and max ≤ 250 ms, over a
   window of at least 60 s; and, for a number past what holds, whether it **degrades evenly**: p99 ≤ 3 frame
   intervals, the least-served camera at ≥ 90% of the most-served one's rate, and no camera more than 1 s further
@@ -315,6 +317,7 @@ def run_cameras(args: argparse.Namespace, streams: int) -> dict[str, Any]:
         model["max_det"] = args.max_det
     if args.batch_size:
         model["batch_size"] = args.batch_size
+    extra = {"preprocess_threads": args.preprocess_threads} if args.preprocess_threads else {}
     if args.precision:
         model["precision"] = args.precision
     config = build_config(
@@ -323,6 +326,7 @@ def run_cameras(args: argparse.Namespace, streams: int) -> dict[str, Any]:
             "model": model,
             "publish": {"endpoint": endpoint},
             "tracking": {"enabled": args.tracking},
+            **extra,
         },
         "bench_live",
     )
@@ -331,6 +335,8 @@ def run_cameras(args: argparse.Namespace, streams: int) -> dict[str, Any]:
     out, _ = listener.communicate(timeout=60)
     cameras = json.loads(out.strip().splitlines()[-1])
     before, after, gpu_mb = window
+    from pipeline.ages import summaries
+
     for sid, camera in cameras.items():
         s0, s1 = before[0].get(sid), after[0].get(sid)
         if s0 is not None and s1 is not None:
@@ -342,6 +348,7 @@ def run_cameras(args: argparse.Namespace, streams: int) -> dict[str, Any]:
         "engine": f"{info.backend} {info.device} {info.precision}" if info is not None else None,
         "mean_batch": report.mean_batch,
         "stage_ms": report.stage_ms,
+        "frame_age_ms": summaries(after[3], before[3]),
         "cpu_cores_used": round((after[1] - before[1]) / (after[2] - before[2]), 2),
         "gpu_memory_mb": gpu_mb,
         "error": report.failure,
@@ -352,18 +359,28 @@ def run_cameras(args: argparse.Namespace, streams: int) -> dict[str, Any]:
 
 
 def _run_window(pipeline: Any, start: float, seconds: float) -> tuple[Any, Any]:
-    """Run ``pipeline`` through the window from ``start`` (Unix time) for ``seconds``: the streams' counters and
-    CPU time at both ends, GPU memory half-way; and the pipeline's report."""
+    """Run ``pipeline`` through the window from ``start`` (Unix time) for ``seconds``: the streams' counters, CPU
+    time and frame ages at both ends, GPU memory half-way; and the pipeline's report."""
     pipeline.start()
     try:
         while time.time() < start and not pipeline.wait(0.1):
             pass
-        before = ({s.stream_id: s for s in pipeline.stream_states()}, process_tree_cpu_s(os.getpid()), time.time())
+        before = (
+            {s.stream_id: s for s in pipeline.stream_states()},
+            process_tree_cpu_s(os.getpid()),
+            time.time(),
+            pipeline.frame_ages(),
+        )
         gpu_mb = None
         while time.time() < start + seconds and not pipeline.wait(0.1):
             if gpu_mb is None and time.time() > start + seconds / 2:
                 gpu_mb = gpu_memory_mb()
-        after = ({s.stream_id: s for s in pipeline.stream_states()}, process_tree_cpu_s(os.getpid()), time.time())
+        after = (
+            {s.stream_id: s for s in pipeline.stream_states()},
+            process_tree_cpu_s(os.getpid()),
+            time.time(),
+            pipeline.frame_ages(),
+        )
     finally:
         pipeline.stop()
         report = pipeline.report()
@@ -444,6 +461,7 @@ def child(args: argparse.Namespace, model: Path, streams: int) -> dict[str, Any]
     cmd += [*_window(args), *(["--precision", args.precision] if args.precision else [])]
     cmd += ["--max-det", str(args.max_det)] if args.max_det else []
     cmd += ["--batch-size", str(args.batch_size)] if args.batch_size else []
+    cmd += ["--preprocess-threads", str(args.preprocess_threads)] if args.preprocess_threads else []
     cmd += [*(["--decode-process", args.decode_process] if args.decode_process else [])]
     cmd += [*(["--decode-groups", str(groups)] if (groups := decode_groups(args, streams)) else [])]
     cmd += ["--decode-threads", str(args.decode_threads)] if args.decode_threads else []
@@ -551,6 +569,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--batch-size", type=int, help="most frames a forward pass (model.batch_size; default one a camera, at most 32)"
     )
+    parser.add_argument(
+        "--preprocess-threads", type=int, help="preprocess threads (preprocess_threads; default 1 on CPU, 4 on GPU)"
+    )
     parser.add_argument("--decoder", default="cpu")
     parser.add_argument("--decode-process", choices=["cpu", "gpu"])
     groups = parser.add_mutually_exclusive_group()
@@ -583,7 +604,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--listen", help=argparse.SUPPRESS)
     parser.add_argument("--t0", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    for name in ("decode_groups", "group_size", "batch_size"):
+    for name in ("decode_groups", "group_size", "batch_size", "preprocess_threads"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')}: must be at least 1")
     if args.overload is not None and args.overload <= 1:

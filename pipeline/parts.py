@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from engines.base import EngineInfo
+from pipeline.ages import AgeCounts, summaries
 from pipeline.imageops import ImageOps
 from pipeline.motion import MotionGate
 from pipeline.queues import QueueView
@@ -143,4 +144,16 @@ class Parts:
             face_frames=self.faces.clock.items if self.faces is not None else 0,
             sink_failures={name: n for name, n in self.sink_failures().items() if n},
             sink_drops={name: n for name, n in self.sink_drops().items() if n},
+            frame_age_ms=summaries(self.frame_ages()),
         )
+
+    def frame_ages(self) -> dict[str, AgeCounts]:
+        """How old frames were at each hand-off so far (:mod:`pipeline.ages`), hops the run has no stage for left
+        out."""
+        publish, infer = self.publish, self.infer
+        ages = {"preprocess": AgeCounts.of(p.ages for p in self.preprocess)}
+        if infer is not None:
+            ages |= {"batched": AgeCounts.of([infer.batched_ages]), "inferred": AgeCounts.of([infer.inferred_ages])}
+        if publish is not None:
+            ages["published"] = AgeCounts.of([publish.ages])
+        return ages

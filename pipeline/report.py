@@ -41,6 +41,8 @@ class RunReport:
     """Failed calls of each sink that failed (a failing sink is isolated: the others and the run go on)."""
     sink_drops: dict[str, int] = field(default_factory=dict)
     """Messages each sink that dropped any could not deliver (its broker or endpoint away past its outbox)."""
+    frame_age_ms: dict[str, dict[str, float]] = field(default_factory=dict)
+    """How old frames were at each hand-off (:data:`pipeline.ages.HOPS`): frames, p50, p90, p99, max."""
 
     @property
     def ok(self) -> bool:

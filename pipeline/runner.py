@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from engines.base import DetectionEngine
 from engines.registry import load_engine
+from pipeline.ages import AgeCounts
 from pipeline.assembly import (
     decoder_threads,
     warmup_formats,
@@ -366,6 +367,11 @@ class Pipeline:
     def stream_states(self) -> list[StreamState]:
         """Each stream's state and counters now (cheap; read by metrics scrapes and health checks)."""
         return self._parts.stream_states()
+
+    def frame_ages(self) -> dict[str, AgeCounts]:
+        """How old frames were at each hand-off so far; two snapshots give a window's
+        (:func:`~pipeline.ages.summaries`)."""
+        return self._parts.frame_ages()
 
     @property
     def image_ops(self) -> dict[str, ImageOps]:

@@ -75,6 +75,12 @@ def test_several_preprocess_threads_keep_each_streams_order(endpoint: str) -> No
     assert 0 < report.latency_ms["p50"] <= report.latency_ms["p99"] <= report.latency_ms["max"]
     assert 1.0 <= report.mean_batch <= 4.0
     assert report.queue_peaks["prepared"] <= 8  # two batches
+    ages = report.frame_age_ms  # every frame passed every hand-off, each later in its life than the one before
+    assert list(ages) == ["preprocess", "batched", "inferred", "published"]
+    assert all(hop["frames"] == 90 for hop in ages.values()), ages
+    for earlier, later in zip(ages.values(), list(ages.values())[1:], strict=False):
+        assert all(earlier[q] <= later[q] for q in ("p50", "p90", "p99", "max")), ages
+    assert ages["published"]["max"] >= report.latency_ms["max"] - 0.1
 
 
 class DeferredEngine(FakeEngine):

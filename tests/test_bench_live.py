@@ -51,6 +51,12 @@ def test_a_small_live_sweep_reports_every_camera_and_a_verdict(arch_weights: Pat
             assert 0 < camera["boxes_per_message"] <= 7, "random weights find boxes everywhere, up to --max-det"
             assert all(n >= 0 for n in camera["dropped"].values()) and camera["bus_lost"] == 0
             assert isinstance(camera["fell_behind_camera_s"], float), camera
+        ages = run["frame_age_ms"]  # the window's frames only, at each hand-off, older at each
+        assert list(ages) == ["preprocess", "batched", "inferred", "published"], ages
+        delivered = sum(camera["delivered"] for camera in run["cameras"].values())
+        assert abs(ages["published"]["frames"] - delivered) <= 3 * run["streams"], (ages, delivered)
+        p50s = [hop["p50"] for hop in ages.values()]
+        assert p50s == sorted(p50s), ages
         verdict = run["verdict"]
         assert verdict["holds"] is False, "a 5 s window cannot show that cameras hold"
         assert verdict["min_rate_share"] <= verdict["max_rate_share"]

@@ -14,6 +14,7 @@ import numpy as np
 
 from engines.base import DetectionEngine, FrameFormat, PendingDetections
 from engines.masks import InstanceMasks
+from pipeline.ages import FrameAges
 from pipeline.errors import ConfigError
 from pipeline.imageops import map_boxes
 from pipeline.messages import EndOfStream, FrameResult, PreparedFrame, PreparedItem, ResultItem
@@ -91,6 +92,10 @@ class InferStage(StageThread):
         self.batches = 0
         self.gated = 0
         """Frames motion gating kept from the model."""
+        self.batched_ages = FrameAges()
+        """How old frames are when their batch goes to the model..."""
+        self.inferred_ages = FrameAges()
+        """...and when its results are out."""
         self._last: dict[str, FrameResult] = {}
         """Per stream in ``reuses``: its last result. Other streams' results (and their frames, which may be leased
         decoder slots) are let go as soon as publishing is done with them."""
@@ -229,6 +234,7 @@ class InferStage(StageThread):
         self.out.put(result)
 
     def _submit(self, batch: Sequence[PreparedFrame]) -> _InFlight:
+        self.batched_ages.add_all((p.frame.captured_at for p in batch), time.time())
         start = time.perf_counter()
         pending = self.engine.submit([p.model_input for p in batch], [p.shape for p in batch])
         return _InFlight(batch, pending, time.perf_counter() - start)
@@ -236,6 +242,7 @@ class InferStage(StageThread):
     def _finish(self, job: _InFlight) -> None:
         start = time.perf_counter()
         outputs = job.pending.result()
+        self.inferred_ages.add_all((p.frame.captured_at for p in job.batch), time.time())
         elapsed = job.submit_s + time.perf_counter() - start
         self.clock.add(elapsed, len(job.batch))
         self.batches += 1

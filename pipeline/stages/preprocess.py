@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping
 
 import numpy as np
 
 from engines.base import DetectionEngine
 from engines.yuv import to_bgr
+from pipeline.ages import FrameAges
 from pipeline.imageops import ImageOps, upload
 from pipeline.messages import CaptureItem, Frame, PreparedFrame, PreparedItem, SeenImage
 from pipeline.motion import MotionGate
@@ -53,6 +55,8 @@ class PreprocessStage(QueueStage[Frame, PreparedFrame]):
         if info is not None and info.backend in ("torch", "tensorrt") and info.device.startswith("cuda"):
             self._ops_device = info.device
         self.engine = engine
+        self.ages = FrameAges()
+        """How old frames are when this thread takes them from their capture queues."""
 
     def ready(self) -> bool:
         # Take a frame only when the model's queue has room for it: a frame taken early would wait there,
@@ -60,6 +64,7 @@ class PreprocessStage(QueueStage[Frame, PreparedFrame]):
         return self.out.wait_for_room(GET_TIMEOUT_S)
 
     def process(self, frame: Frame) -> PreparedFrame:
+        self.ages.add(time.time() - frame.captured_at)
         gate = self.motion.get(frame.stream_id)
         if gate is not None and not gate.moving(to_bgr(frame.image, frame.layout), frame.pts_ms):
             return PreparedFrame(frame, None, gated=gate.config.on_still)

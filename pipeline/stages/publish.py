@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.ages import FrameAges
 from pipeline.analytics.stream import StreamAnalytics
 from pipeline.config import PrivacyConfig
 from pipeline.messages import EndOfStream, FrameResult, ResultItem
@@ -90,6 +91,8 @@ class PublishStage(StageThread):
         self.last_objects = 0
         self.latencies_ms: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self.latency_ms_by_stream: dict[str, float] = {}
+        self.ages = FrameAges()
+        """How old frames are when published (capture→publish, over the whole run)."""
 
     def loop(self) -> None:
         try:
@@ -141,6 +144,7 @@ class PublishStage(StageThread):
         latency_ms = (now - result.frame.captured_at) * 1000.0
         self.last_latency_ms = self.latency_ms_by_stream[sid] = latency_ms
         self.latencies_ms.append(latency_ms)
+        self.ages.add(now - result.frame.captured_at)
         if self.on_latency is not None:
             self.on_latency(sid, latency_ms / 1000.0)
         self.last_objects = len(published.result)
