@@ -54,6 +54,25 @@ def test_a_dead_camera_never_stalls_the_others(endpoint: str) -> None:
     assert set(engine.batches) <= {1, 2} and sum(engine.batches) == 40
 
 
+def test_live_cameras_get_one_preprocess_thread_by_default_and_files_several_on_a_gpu() -> None:
+    from engines.base import EngineInfo
+    from pipeline.assembly import MAX_GPU_PREPROCESS_THREADS, preprocess_threads
+    from pipeline.config import build_config
+
+    def threads(sources: list[dict[str, object]], device: str, **extra: object) -> int:
+        config = build_config({"streams": [{"id": f"s{i}", "source": s} for i, s in enumerate(sources)], **extra}, "t")
+        return preprocess_threads(config, EngineInfo("torch", device, "fp16", "m", "detect", 640, {}, max_batch=8))
+
+    camera = {"type": "url", "url": "rtsp://cam.example/stream"}
+    paced = {"type": "file", "path": "a.mp4", "realtime": True}
+    fast = {"type": "file", "path": "a.mp4"}
+    assert threads([camera] * 8 + [paced] * 2, "cuda:0") == 1, "threads racing for the model's room serve unevenly"
+    assert threads([fast] * 8, "cuda:0") == MAX_GPU_PREPROCESS_THREADS
+    assert threads([camera, fast], "cuda:0") == 2
+    assert threads([fast] * 8, "cpu") == 1
+    assert threads([camera] * 8, "cuda:0", preprocess_threads=3) == 3, "the config's number wins"
+
+
 def test_several_preprocess_threads_keep_each_streams_order(endpoint: str) -> None:
     engine = BatchRecordingEngine(max_batch=4)
     streams = [

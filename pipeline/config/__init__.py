@@ -84,7 +84,8 @@ class PipelineConfig(_Strict):
     queue_size: int = Field(2, ge=1, le=1024)
     """Size of the queues between preprocess, infer and publish (raised to twice the batch when batching)."""
     preprocess_threads: int | None = Field(None, ge=1, le=64)
-    """Preprocess threads, each serving a fixed share of the streams (default: 1 on the CPU, up to 4 on a GPU)."""
+    """Preprocess threads, each serving a fixed share of the streams (default: 1; up to 4 on a GPU when some stream
+    is a file read as fast as it decodes)."""
     tracking: TrackingConfig = TrackingConfig()
     events: EventsConfig = EventsConfig()
     faces: FacesConfig | None = None
