@@ -70,6 +70,10 @@ def test_live_cameras_get_one_preprocess_thread_by_default_and_files_several_on_
     assert threads([fast] * 8, "cuda:0") == MAX_GPU_PREPROCESS_THREADS
     assert threads([camera, fast], "cuda:0") == 2
     assert threads([fast] * 8, "cpu") == 1
+    cropped = {"source": camera, "preprocess": [{"op": "crop", "x": 0, "y": 0, "width": 8, "height": 8}]}
+    config = build_config({"streams": [{"id": f"s{i}", **cropped} for i in range(8)]}, "t")
+    info = EngineInfo("torch", "cuda:0", "fp16", "m", "detect", 640, {}, max_batch=8)
+    assert preprocess_threads(config, info) == MAX_GPU_PREPROCESS_THREADS, "image operations are real work a frame"
     assert threads([camera] * 8, "cuda:0", preprocess_threads=3) == 3, "the config's number wins"
 
 

@@ -85,7 +85,7 @@ class PipelineConfig(_Strict):
     """Size of the queues between preprocess, infer and publish (raised to twice the batch when batching)."""
     preprocess_threads: int | None = Field(None, ge=1, le=64)
     """Preprocess threads, each serving a fixed share of the streams (default: 1; up to 4 on a GPU when some stream
-    is a file read as fast as it decodes)."""
+    is a file read as fast as it decodes, or has image operations or motion gating)."""
     tracking: TrackingConfig = TrackingConfig()
     events: EventsConfig = EventsConfig()
     faces: FacesConfig | None = None
