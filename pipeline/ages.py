@@ -57,8 +57,12 @@ class AgeCounts:
         return AgeCounts(tuple(totals), most)
 
     def since(self, earlier: AgeCounts) -> AgeCounts:
-        """The frames counted after ``earlier`` (their maximum is this snapshot's: a bound, not exact)."""
-        return AgeCounts(tuple(a - b for a, b in zip(self.counts, earlier.counts, strict=True)), self.max_ms)
+        """The frames counted after ``earlier``; their maximum is the upper edge of their oldest bucket (within
+        1 ms; for the last bucket, this snapshot's maximum)."""
+        counts = tuple(a - b for a, b in zip(self.counts, earlier.counts, strict=True))
+        oldest = max((i for i, n in enumerate(counts) if n), default=-1)
+        edge = self.max_ms if oldest == BUCKETS - 1 else (oldest + 1) * BUCKET_MS
+        return AgeCounts(counts, min(self.max_ms, edge))
 
     def summary(self) -> dict[str, float]:
         """Frames, and p50, p90, p99 ages in ms (each its bucket's upper edge) and the largest; empty for none."""

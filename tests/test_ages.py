@@ -27,5 +27,9 @@ def test_threads_merge_and_a_window_counts_only_its_own_frames() -> None:
     assert list(window) == ["preprocess"], "a hop with no frames is left out"
     assert window["preprocess"]["frames"] == 31
     assert window["preprocess"]["p50"] == 41.0 and window["preprocess"]["max"] == 9000.0
+    b.add(0.070)  # the oldest before a window does not stand as the window's maximum
+    before = {"preprocess": AgeCounts.of([a, b])}
+    b.add(0.0123)
+    assert summaries({"preprocess": AgeCounts.of([a, b])}, before)["preprocess"]["max"] == 13.0
     assert summaries(after)["preprocess"]["frames"] == 41
     assert sum(AgeCounts.of([a]).counts) == 11 and len(AgeCounts.of([a]).counts) == BUCKETS
