@@ -46,7 +46,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
@@ -290,6 +290,7 @@ def run_cameras(args: argparse.Namespace, streams: int) -> dict[str, Any]:
     from pipeline.cli import configure_threads
 
     configure_threads()  # as the edgesight command does at start
+    from pipeline.ages import summaries
     from pipeline.config import build_config
     from pipeline.runner import Pipeline
 
@@ -317,9 +318,9 @@ def run_cameras(args: argparse.Namespace, streams: int) -> dict[str, Any]:
         model["max_det"] = args.max_det
     if args.batch_size:
         model["batch_size"] = args.batch_size
-    extra = {"preprocess_threads": args.preprocess_threads} if args.preprocess_threads else {}
     if args.precision:
         model["precision"] = args.precision
+    extra = {"preprocess_threads": args.preprocess_threads} if args.preprocess_threads else {}
     config = build_config(
         {
             "streams": [{"id": f"cam{i}", "source": source} for i, source in enumerate(sources)],
@@ -335,10 +336,8 @@ def run_cameras(args: argparse.Namespace, streams: int) -> dict[str, Any]:
     out, _ = listener.communicate(timeout=60)
     cameras = json.loads(out.strip().splitlines()[-1])
     before, after, gpu_mb = window
-    from pipeline.ages import summaries
-
     for sid, camera in cameras.items():
-        s0, s1 = before[0].get(sid), after[0].get(sid)
+        s0, s1 = before.streams.get(sid), after.streams.get(sid)
         if s0 is not None and s1 is not None:
             camera["captured"] = s1.captured - s0.captured
             camera["dropped"] = {q: s1.drops.get(q, 0) - s0.drops.get(q, 0) for q in s1.drops}
@@ -348,14 +347,32 @@ def run_cameras(args: argparse.Namespace, streams: int) -> dict[str, Any]:
         "engine": f"{info.backend} {info.device} {info.precision}" if info is not None else None,
         "mean_batch": report.mean_batch,
         "stage_ms": report.stage_ms,
-        "frame_age_ms": summaries(after[3], before[3]),
-        "cpu_cores_used": round((after[1] - before[1]) / (after[2] - before[2]), 2),
+        "frame_age_ms": summaries(after.ages, before.ages),
+        "cpu_cores_used": round((after.cpu_s - before.cpu_s) / (after.at - before.at), 2),
         "gpu_memory_mb": gpu_mb,
         "error": report.failure,
         "startup": startup.steps,
         "pauses": watch.report(args.warmup),
         "cameras": cameras,
     }
+
+
+class Snapshot(NamedTuple):
+    """The pipeline at one end of the window."""
+
+    streams: dict[str, Any]
+    """Each stream's state and counters, by id."""
+    cpu_s: float
+    """CPU time of the process tree so far."""
+    at: float
+    """Unix time."""
+    ages: dict[str, Any]
+    """Frame ages at each hand-off so far (:mod:`pipeline.ages`)."""
+
+    @staticmethod
+    def of(pipeline: Any) -> Snapshot:
+        states = {s.stream_id: s for s in pipeline.stream_states()}
+        return Snapshot(states, process_tree_cpu_s(os.getpid()), time.time(), pipeline.frame_ages())
 
 
 def _run_window(pipeline: Any, start: float, seconds: float) -> tuple[Any, Any]:
@@ -365,22 +382,12 @@ def _run_window(pipeline: Any, start: float, seconds: float) -> tuple[Any, Any]:
     try:
         while time.time() < start and not pipeline.wait(0.1):
             pass
-        before = (
-            {s.stream_id: s for s in pipeline.stream_states()},
-            process_tree_cpu_s(os.getpid()),
-            time.time(),
-            pipeline.frame_ages(),
-        )
+        before = Snapshot.of(pipeline)
         gpu_mb = None
         while time.time() < start + seconds and not pipeline.wait(0.1):
             if gpu_mb is None and time.time() > start + seconds / 2:
                 gpu_mb = gpu_memory_mb()
-        after = (
-            {s.stream_id: s for s in pipeline.stream_states()},
-            process_tree_cpu_s(os.getpid()),
-            time.time(),
-            pipeline.frame_ages(),
-        )
+        after = Snapshot.of(pipeline)
     finally:
         pipeline.stop()
         report = pipeline.report()
@@ -570,7 +577,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--batch-size", type=int, help="most frames a forward pass (model.batch_size; default one a camera, at most 32)"
     )
     parser.add_argument(
-        "--preprocess-threads", type=int, help="preprocess threads (preprocess_threads; default 1 on CPU, 4 on GPU)"
+        "--preprocess-threads", type=int, help="preprocess threads (preprocess_threads; default 1 for cameras)"
     )
     parser.add_argument("--decoder", default="cpu")
     parser.add_argument("--decode-process", choices=["cpu", "gpu"])

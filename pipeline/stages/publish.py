@@ -144,7 +144,7 @@ class PublishStage(StageThread):
         latency_ms = (now - result.frame.captured_at) * 1000.0
         self.last_latency_ms = self.latency_ms_by_stream[sid] = latency_ms
         self.latencies_ms.append(latency_ms)
-        self.ages.add(now - result.frame.captured_at)
+        self.ages.add(latency_ms / 1000.0)
         if self.on_latency is not None:
             self.on_latency(sid, latency_ms / 1000.0)
         self.last_objects = len(published.result)
